@@ -1,0 +1,52 @@
+"""loom-protocol: the contracts shared by every Loom package and by services that talk to Loom.
+
+Level 0: depends on pydantic and the standard library only; never imports another Loom package,
+httpx, SQLAlchemy or any provider SDK. Pure data and pure functions, no I/O.
+"""
+
+from ._backend import Backend
+from ._chat import ChatRequest, ChatResponse, ContentPart, ImagePart, Message, TextPart, Usage
+from ._errors import BackendError, Error, ErrorCode, LoomError, LoomUsageError, StoreError
+from ._events import (
+    BatchEndEvent,
+    BatchErrorEvent,
+    BatchStartEvent,
+    StreamEvent,
+    TaskResultEvent,
+    parse_stream_event,
+)
+from ._fingerprint import canonical_json, fingerprint
+from ._results import BatchResult, BatchSummary, SummaryCounter, TaskResult
+from ._version import PROTOCOL_VERSION
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "PROTOCOL_VERSION",
+    "Backend",
+    "BackendError",
+    "BatchEndEvent",
+    "BatchErrorEvent",
+    "BatchResult",
+    "BatchStartEvent",
+    "BatchSummary",
+    "ChatRequest",
+    "ChatResponse",
+    "ContentPart",
+    "Error",
+    "ErrorCode",
+    "ImagePart",
+    "LoomError",
+    "LoomUsageError",
+    "Message",
+    "StoreError",
+    "StreamEvent",
+    "SummaryCounter",
+    "TaskResult",
+    "TaskResultEvent",
+    "TextPart",
+    "Usage",
+    "canonical_json",
+    "fingerprint",
+    "parse_stream_event",
+]

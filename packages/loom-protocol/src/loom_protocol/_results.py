@@ -1,0 +1,206 @@
+"""Task and batch results."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import TYPE_CHECKING, Any, Generic, TypeVar, overload
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+from ._chat import Usage
+from ._errors import Error
+
+if TYPE_CHECKING:
+    import pandas as pd
+
+__all__ = ["BatchResult", "BatchSummary", "SummaryCounter", "TaskResult"]
+
+T = TypeVar("T")
+
+# Columns of to_records() that describe the task rather than its data.
+_META_COLUMNS = ("task_id", "is_success", "cached", "error_code", "error", "attempts")
+
+
+class TaskResult(BaseModel, Generic[T]):
+    """The outcome of one task.
+
+    A successful result has ``data`` (a model instance, a dict or the text, depending on the
+    loom's ``response_model``) and no ``error``; a failed one always has an ``error``.
+    ``model_dump(mode="json")`` is always JSON-serializable.
+    """
+
+    model_config = ConfigDict(arbitrary_types_allowed=False)
+
+    task_id: str
+    is_success: bool
+    data: T | None = None
+    error: Error | None = None
+    input_data: dict[str, Any] = Field(default_factory=dict)
+    raw_output: str | None = None
+    reasoning: str | None = None
+    cached: bool = False
+    attempts: int = Field(default=0, ge=0)
+    usage: Usage | None = None
+    latency_ms: float | None = Field(default=None, ge=0)
+    model: str | None = None
+
+    @model_validator(mode="after")
+    def _success_xor_error(self) -> TaskResult[T]:
+        if self.is_success and self.error is not None:
+            raise ValueError("a successful TaskResult must not carry an error")
+        if not self.is_success and self.error is None:
+            raise ValueError("a failed TaskResult must carry an error")
+        return self
+
+
+class BatchSummary(BaseModel):
+    """Counts and totals over a batch."""
+
+    model_config = ConfigDict(frozen=True)
+
+    total: int = Field(default=0, ge=0)
+    succeeded: int = Field(default=0, ge=0)
+    failed: int = Field(default=0, ge=0)
+    cached: int = Field(default=0, ge=0)
+    prompt_tokens: int = Field(default=0, ge=0)
+    completion_tokens: int = Field(default=0, ge=0)
+    total_tokens: int = Field(default=0, ge=0)
+    elapsed_s: float = Field(default=0.0, ge=0)
+
+    @classmethod
+    def from_results(cls, results: list[TaskResult[Any]], elapsed_s: float = 0.0) -> BatchSummary:
+        """Summarise ``results`` (tokens count only calls made in this run, not cache hits)."""
+        summary = SummaryCounter()
+        for result in results:
+            summary.add(result)
+        return summary.summary(elapsed_s)
+
+
+class SummaryCounter:
+    """Accumulates a :class:`BatchSummary` one result at a time (for streams)."""
+
+    __slots__ = (
+        "cached",
+        "completion_tokens",
+        "failed",
+        "prompt_tokens",
+        "succeeded",
+        "total_tokens",
+    )
+
+    def __init__(self) -> None:
+        self.succeeded = self.failed = self.cached = 0
+        self.prompt_tokens = self.completion_tokens = self.total_tokens = 0
+
+    def add(self, result: TaskResult[Any]) -> None:
+        """Count one result."""
+        if result.is_success:
+            self.succeeded += 1
+        else:
+            self.failed += 1
+        if result.cached:
+            self.cached += 1
+        elif result.usage is not None:
+            self.prompt_tokens += result.usage.prompt_tokens
+            self.completion_tokens += result.usage.completion_tokens
+            self.total_tokens += result.usage.total_tokens
+
+    @property
+    def done(self) -> int:
+        """How many results were counted."""
+        return self.succeeded + self.failed
+
+    def summary(self, elapsed_s: float = 0.0) -> BatchSummary:
+        """The summary so far."""
+        return BatchSummary(
+            total=self.done,
+            succeeded=self.succeeded,
+            failed=self.failed,
+            cached=self.cached,
+            prompt_tokens=self.prompt_tokens,
+            completion_tokens=self.completion_tokens,
+            total_tokens=self.total_tokens,
+            elapsed_s=max(elapsed_s, 0.0),
+        )
+
+
+def _flatten_data(data: Any) -> dict[str, Any]:
+    if data is None:
+        return {}
+    if isinstance(data, BaseModel):
+        return data.model_dump(mode="json")
+    if isinstance(data, dict):
+        return dict(data)
+    return {"data": data}
+
+
+class BatchResult(BaseModel, Generic[T]):
+    """The results of a batch, in input order."""
+
+    results: list[TaskResult[T]] = Field(default_factory=list)
+    elapsed_s: float = Field(default=0.0, ge=0)
+
+    def successful(self) -> list[TaskResult[T]]:
+        """The results that succeeded, in input order."""
+        return [r for r in self.results if r.is_success]
+
+    def failed(self) -> list[TaskResult[T]]:
+        """The results that failed, in input order."""
+        return [r for r in self.results if not r.is_success]
+
+    @property
+    def summary(self) -> BatchSummary:
+        """Counts (total, succeeded, failed, cached), token totals and elapsed seconds."""
+        return BatchSummary.from_results(list(self.results), self.elapsed_s)
+
+    def __len__(self) -> int:
+        return len(self.results)
+
+    def __iter__(self) -> Iterator[TaskResult[T]]:  # type: ignore[override]
+        # Iterating a batch yields its results, like a list (pydantic's default yields fields).
+        return iter(self.results)
+
+    @overload
+    def __getitem__(self, index: int) -> TaskResult[T]: ...
+    @overload
+    def __getitem__(self, index: slice) -> list[TaskResult[T]]: ...
+    def __getitem__(self, index: int | slice) -> TaskResult[T] | list[TaskResult[T]]:
+        return self.results[index]
+
+    def to_records(self) -> list[dict[str, Any]]:
+        """One flat dict per result, in input order.
+
+        Columns: ``task_id``, ``is_success``, ``cached``, ``error_code``, ``error``,
+        ``attempts``, then ``data`` flattened: a model by ``model_dump(mode="json")``, a dict
+        by its keys, anything else as the column ``data``. A data key that clashes with a
+        meta column is written as ``data.<key>``.
+        """
+        records: list[dict[str, Any]] = []
+        for r in self.results:
+            record: dict[str, Any] = {
+                "task_id": r.task_id,
+                "is_success": r.is_success,
+                "cached": r.cached,
+                "error_code": r.error.code.value if r.error else None,
+                "error": r.error.message if r.error else None,
+                "attempts": r.attempts,
+            }
+            for key, value in _flatten_data(r.data).items():
+                record[f"data.{key}" if key in _META_COLUMNS else key] = value
+            records.append(record)
+        return records
+
+    def to_pandas(self) -> pd.DataFrame:
+        """The records of :meth:`to_records` as a pandas DataFrame.
+
+        Raises:
+            ImportError: pandas is not installed (``pip install 'loom-core[pandas]'``).
+        """
+        try:
+            import pandas as pd
+        except ImportError as exc:  # pragma: no cover - exercised in a pandas-free env
+            raise ImportError(
+                "BatchResult.to_pandas() needs pandas: pip install 'loom-core[pandas]' "
+                "(or pip install pandas)"
+            ) from exc
+        return pd.DataFrame.from_records(self.to_records())

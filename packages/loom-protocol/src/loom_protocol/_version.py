@@ -1,0 +1,7 @@
+"""The protocol's own version, separate from the package version."""
+
+__all__ = ["PROTOCOL_VERSION"]
+
+#: Bumped (major) with any breaking change of a contract in this package; services that
+#: exchange Loom's JSON can compare it.
+PROTOCOL_VERSION = "1.0"
