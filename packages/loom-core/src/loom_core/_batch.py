@@ -1,0 +1,252 @@
+"""The batch scheduler: one asyncio implementation behind map, stream and their twins.
+
+Inputs are pulled lazily, a chunk at a time, and only while fewer than ``window`` inputs are
+pulled but not yet handed to the consumer, so a generator of millions of inputs runs in
+bounded memory (with ``ordered=True`` too: a slow head of line stops the pulling, not the
+memory). Each chunk is fingerprinted and looked up in the store with one query; cache hits
+are delivered at once, duplicates join the task already under way, and the rest go to
+``max_workers`` worker coroutines. A result is delivered only after its row has committed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+from collections import OrderedDict, deque
+from collections.abc import AsyncIterable, AsyncIterator, Iterable, Iterator, Sized
+from dataclasses import dataclass, field
+from typing import Any
+
+from loom_protocol import ErrorCode, TaskResult
+
+from ._persist import ResultCache
+from ._task import PreparedInput, TaskRunner, prepare_input
+
+__all__ = ["BatchRun"]
+
+#: How many duplicate-free results are remembered for later duplicates of the same batch.
+_RECENT = 4096
+
+
+@dataclass(slots=True)
+class _Slot:
+    """One unique task of the window and every input position waiting for it."""
+
+    prepared: PreparedInput
+    positions: list[int] = field(default_factory=list)
+
+
+class BatchRun:
+    """One batch in flight. Use ``async with`` and :meth:`next_batch`.
+
+    Args:
+        runner: Runs one task.
+        source: The inputs (a sync or an async iterable), pulled lazily.
+        cache: The store view when a task_name is set, else ``None`` (nothing is written).
+        max_workers: Calls in flight at most.
+        ordered: Deliver in input order (buffering at most ``window`` results).
+        window: Inputs pulled but not yet delivered, at most.
+    """
+
+    def __init__(
+        self,
+        runner: TaskRunner,
+        source: Iterable[Any] | AsyncIterable[Any],
+        *,
+        cache: ResultCache | None,
+        max_workers: int,
+        ordered: bool,
+        window: int | None = None,
+    ) -> None:
+        self._runner = runner
+        self._cache = cache
+        self._max_workers = max_workers
+        self._ordered = ordered
+        self._window = window or max(1024, 16 * max_workers)
+        self._chunk = min(512, self._window)
+        self.total: int | None = len(source) if isinstance(source, Sized) else None
+        self._sync_source: Iterator[Any] | None = None
+        self._async_source: AsyncIterator[Any] | None = None
+        if isinstance(source, AsyncIterable):
+            self._async_source = aiter(source)
+        else:
+            self._sync_source = iter(source)
+
+        self._out: deque[tuple[int, TaskResult[Any]]] = deque()
+        self._reorder: dict[int, TaskResult[Any]] = {}
+        self._next_index = 0
+        self._ready = asyncio.Event()
+        self._room = asyncio.Event()
+        self._room.set()
+        self._outstanding = 0
+        self._pulled = 0
+        self._emitted = 0
+        self._feed_done = False
+        self._error: BaseException | None = None
+        self._inflight: dict[str, _Slot] = {}
+        self._recent: OrderedDict[str, TaskResult[Any]] = OrderedDict()
+        self._work: asyncio.Queue[_Slot] = asyncio.Queue()
+        self._tasks: list[asyncio.Task[None]] = []
+        self._closed = False
+
+    # -- lifecycle -------------------------------------------------------------------------
+
+    async def __aenter__(self) -> BatchRun:
+        self.start()
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self.aclose()
+
+    def start(self) -> None:
+        """Start the feeder and the workers on the running loop."""
+        if self._tasks:
+            return
+        self._tasks.append(asyncio.create_task(self._feed(), name="loom-feed"))
+        self._tasks.extend(
+            asyncio.create_task(self._work_loop(), name=f"loom-worker-{i}")
+            for i in range(self._max_workers)
+        )
+
+    async def aclose(self) -> None:
+        """Cancel everything still under way. Results already committed stay committed."""
+        if self._closed:
+            return
+        self._closed = True
+        for task in self._tasks:
+            task.cancel()
+        if self._tasks:
+            await asyncio.gather(*self._tasks, return_exceptions=True)
+
+    # -- consumer side ---------------------------------------------------------------------
+
+    @property
+    def delivered(self) -> int:
+        """How many results the consumer has taken."""
+        return self._pulled - self._outstanding
+
+    def _finished(self) -> bool:
+        return self._feed_done and self._emitted == self._pulled and not self._out
+
+    async def next_batch(self, limit: int = 512) -> list[tuple[int, TaskResult[Any]]]:
+        """Wait for at least one result and return every ready one (up to ``limit``).
+
+        Returns ``(input index, result)`` pairs, in input order when ``ordered``; an empty
+        list when the batch is complete. Raises what the input iterable raised, once every
+        input pulled before it has been delivered.
+        """
+        while not self._out:
+            if self._finished():
+                if self._error is not None:
+                    error, self._error = self._error, None
+                    raise error
+                return []
+            self._ready.clear()
+            await self._ready.wait()
+        count = min(limit, len(self._out))
+        batch = [self._out.popleft() for _ in range(count)]
+        self._outstanding -= count
+        if self._outstanding < self._window:
+            self._room.set()
+        return batch
+
+    # -- producer side ---------------------------------------------------------------------
+
+    def _emit(self, index: int, result: TaskResult[Any]) -> None:
+        self._emitted += 1
+        if self._ordered:
+            self._reorder[index] = result
+            while self._next_index in self._reorder:
+                self._out.append((self._next_index, self._reorder.pop(self._next_index)))
+                self._next_index += 1
+        else:
+            self._out.append((index, result))
+        self._ready.set()
+
+    def _remember(self, task_id: str, result: TaskResult[Any]) -> None:
+        self._recent[task_id] = result
+        if len(self._recent) > _RECENT:
+            self._recent.popitem(last=False)
+
+    async def _pull(self, count: int) -> list[Any]:
+        if self._sync_source is not None:
+            return list(itertools.islice(self._sync_source, count))
+        assert self._async_source is not None
+        items: list[Any] = []
+        for _ in range(count):
+            try:
+                items.append(await anext(self._async_source))
+            except StopAsyncIteration:
+                break
+        return items
+
+    async def _feed(self) -> None:
+        try:
+            while True:
+                while self._outstanding >= self._window:
+                    self._room.clear()
+                    await self._room.wait()
+                items = await self._pull(min(self._chunk, self._window - self._outstanding))
+                if not items:
+                    break
+                await self._admit(items)
+        except asyncio.CancelledError:
+            raise
+        except BaseException as exc:  # the user's iterable failed: deliver what we have, then it
+            self._error = exc
+        finally:
+            self._feed_done = True
+            self._ready.set()
+
+    async def _admit(self, items: list[Any]) -> None:
+        first = self._pulled
+        self._pulled += len(items)
+        self._outstanding += len(items)
+        fresh: dict[str, _Slot] = {}
+        for offset, raw in enumerate(items):
+            index = first + offset
+            prepared = prepare_input(raw)
+            task_id = prepared.task_id
+            if prepared.failure is not None:
+                self._emit(index, prepared.failure)
+            elif (known := self._recent.get(task_id)) is not None:
+                self._emit(index, known)
+            elif (slot := self._inflight.get(task_id) or fresh.get(task_id)) is not None:
+                slot.positions.append(index)
+            else:
+                fresh[task_id] = _Slot(prepared, [index])
+        if not fresh:
+            return
+        hits: dict[str, TaskResult[Any]] = {}
+        if self._cache is not None:
+            hits = await self._cache.lookup(
+                list(fresh), {tid: slot.prepared.data for tid, slot in fresh.items()}
+            )
+        for task_id, slot in fresh.items():
+            hit = hits.get(task_id)
+            if hit is not None:
+                self._remember(task_id, hit)
+                for index in slot.positions:
+                    self._emit(index, hit)
+            else:
+                self._inflight[task_id] = slot
+                self._work.put_nowait(slot)
+
+    async def _work_loop(self) -> None:
+        while True:
+            slot = await self._work.get()
+            result = await self._runner.run(slot.prepared)
+            if self._cache is not None and _storable(result):
+                result = await self._cache.persist(result)
+            task_id = slot.prepared.task_id
+            # No await from here on: a duplicate arriving now must find either the slot or
+            # the remembered result, never neither.
+            del self._inflight[task_id]
+            self._remember(task_id, result)
+            for index in slot.positions:
+                self._emit(index, result)
+
+
+def _storable(result: TaskResult[Any]) -> bool:
+    # Inputs that are not valid inputs are reported, not stored: their ids come from a repr.
+    return result.error is None or result.error.code is not ErrorCode.INPUT_INVALID

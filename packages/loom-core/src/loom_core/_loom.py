@@ -1,0 +1,559 @@
+"""``TaskLoom``: the facade. Every public method is a thin shell over one async scheduler."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import threading
+import time
+import uuid
+import warnings
+from collections.abc import AsyncIterable, AsyncIterator, Iterable, Iterator, Sized
+from typing import Any, Generic, TypeVar
+
+from loom_backends import resolve_backend
+from loom_protocol import (
+    Backend,
+    BatchEndEvent,
+    BatchErrorEvent,
+    BatchResult,
+    BatchStartEvent,
+    Error,
+    ErrorCode,
+    LoomUsageError,
+    StoreError,
+    StreamEvent,
+    SummaryCounter,
+    TaskResult,
+    TaskResultEvent,
+)
+from loom_store import ResultStore, StoreWriter
+
+from ._batch import BatchRun
+from ._bridge import LoopThread
+from ._config import LoomConfig, split_generation_params
+from ._output import OutputSpec
+from ._persist import ResultCache
+from ._ratelimit import RateLimiter
+from ._render import PromptTemplate
+from ._task import TaskRunner
+
+__all__ = ["LoomConfigWarning", "TaskLoom"]
+
+T = TypeVar("T")
+
+Inputs = Iterable[Any] | AsyncIterable[Any]
+
+
+class LoomConfigWarning(UserWarning):
+    """A task_name holds results of another configuration; they are not served, but recomputed."""
+
+
+class TaskLoom(Generic[T]):
+    """Run one prompt template over many inputs and get typed results back.
+
+    Args:
+        model: The model name; ``anthropic/…`` or ``claude-…`` selects Anthropic, a
+            registered ``prefix/…`` a third-party backend, anything else an OpenAI-compatible
+            server.
+        prompt_template: A Jinja2 template rendered with each input's keys (sandboxed,
+            a missing variable fails that task).
+        system_prompt: An optional system message, also a Jinja2 template.
+        response_model: A pydantic model class (results are instances), ``dict`` (dicts) or
+            ``None`` (the answer text).
+        auto_repair_json: Repair dirty JSON (trailing commas, quotes, fences…) before validation.
+        max_retries: Retries of a retryable provider failure, and separately re-asks after an
+            answer that did not parse or validate.
+        client: A ready OpenAI SDK client (sync or async) or a ``Backend``.
+        db_path: The SQLite file used when a task_name is given and ``store`` is not.
+        backend: A ``Backend`` (wins over ``client`` and the model name).
+        base_url: The provider's base URL (else ``OPENAI_BASE_URL`` / ``ANTHROPIC_BASE_URL``).
+        api_key: The provider's key (else ``OPENAI_API_KEY`` / ``ANTHROPIC_API_KEY``).
+        store: A ``ResultStore`` or a store URL (``postgresql+psycopg://…``); overrides db_path.
+        rpm: Requests per minute, at most, for this loom.
+        tpm: Tokens per minute, at most, for this loom (estimated before, corrected after).
+        timeout: Seconds for one provider call.
+        image_root: When set, local image paths must lie inside this folder.
+        **llm_kwargs: Generation parameters (temperature, max_tokens, top_p, seed…).
+
+    Raises:
+        LoomUsageError: A template that does not parse, an unusable response_model, an unknown
+            backend prefix, invalid generation parameters, or an unreachable store.
+    """
+
+    def __init__(
+        self,
+        model: str,
+        prompt_template: str,
+        system_prompt: str | None = None,
+        response_model: type[T] | None = None,
+        auto_repair_json: bool = True,
+        max_retries: int = 3,
+        client: Any | None = None,
+        db_path: str | os.PathLike[str] = ".loom.db",
+        *,
+        backend: Backend | None = None,
+        base_url: str | None = None,
+        api_key: str | None = None,
+        store: ResultStore | str | None = None,
+        rpm: float | None = None,
+        tpm: float | None = None,
+        timeout: float = 60.0,
+        image_root: str | os.PathLike[str] | None = None,
+        **llm_kwargs: Any,
+    ) -> None:
+        if not isinstance(max_retries, int) or isinstance(max_retries, bool) or max_retries < 0:
+            raise LoomUsageError(f"max_retries must be an int >= 0, got {max_retries!r}")
+        if not isinstance(timeout, int | float) or timeout <= 0:
+            raise LoomUsageError(f"timeout must be a positive number of seconds, got {timeout!r}")
+        self._prompt = PromptTemplate(prompt_template, name="prompt_template")
+        self._system = (
+            PromptTemplate(system_prompt, name="system_prompt") if system_prompt is not None else None
+        )
+        self._output = OutputSpec.from_response_model(response_model)
+        temperature, max_tokens, params = split_generation_params(llm_kwargs)
+        resolved = resolve_backend(
+            model, client=client, backend=backend, base_url=base_url, api_key=api_key,
+            timeout=float(timeout),
+        )
+        self._backend = resolved.backend
+        self._owns_backend = client is None and backend is None
+        self._limiter = RateLimiter(rpm=rpm, tpm=tpm)
+        self.config = LoomConfig(
+            model=model,
+            prompt_template=prompt_template,
+            system_prompt=system_prompt,
+            output=self._output.fingerprint_source,
+            temperature=temperature,
+            max_tokens=max_tokens,
+            params=params,
+        )
+        self.config_fp = self.config.fingerprint
+        self._runner = TaskRunner(
+            backend=self._backend,
+            model=resolved.model,
+            prompt=self._prompt,
+            system=self._system,
+            output=self._output,
+            temperature=temperature,
+            max_tokens=max_tokens,
+            params=params,
+            auto_repair_json=auto_repair_json,
+            max_retries=max_retries,
+            limiter=self._limiter,
+            timeout=float(timeout),
+            image_root=os.fspath(image_root) if image_root is not None else None,
+        )
+        self._bridge = LoopThread()
+        self._lock = threading.Lock()
+        self._closed = False
+        self._warned: set[str] = set()
+        self._registered: set[str] = set()
+        self._writer: StoreWriter | None = None
+        self._store: ResultStore | None = None
+        self._owns_store = False
+        self._store_target: str | os.PathLike[str] = db_path
+        if isinstance(store, ResultStore):
+            self._store = store
+        elif store is not None:
+            if not isinstance(store, str):
+                raise LoomUsageError(
+                    f"store must be a ResultStore or a URL string, got {type(store).__name__}"
+                )
+            # An explicit store is opened now, so a wrong URL fails at construction.
+            self._store_target = store
+            self._open_store()
+
+    # -- plumbing ----------------------------------------------------------------------------
+
+    def __repr__(self) -> str:
+        store = self._store.url if self._store is not None else os.fspath(self._store_target)
+        return (
+            f"TaskLoom(model={self.config.model!r}, output={self._output.kind!r}, "
+            f"store={store!r})"
+        )
+
+    def _check_open(self) -> None:
+        if self._closed:
+            raise LoomUsageError("this TaskLoom is closed")
+
+    def _open_store(self) -> tuple[ResultStore, StoreWriter]:
+        with self._lock:
+            if self._store is None:
+                try:
+                    self._store = ResultStore(self._store_target)
+                except StoreError as exc:
+                    raise LoomUsageError(f"the result store cannot be used: {exc}") from exc
+                self._owns_store = True
+            if self._writer is None:
+                self._writer = StoreWriter(self._store)
+            return self._store, self._writer
+
+    def _cache_for(self, task_name: str | None) -> tuple[ResultCache | None, list[str]]:
+        """The cache of ``task_name`` (``None``: no store) and its other config fingerprints."""
+        if task_name is None:
+            return None, []
+        store, writer = self._open_store()
+        others: list[str] = []
+        if task_name not in self._registered:
+            try:
+                others = store.other_configs(task_name, self.config_fp)
+                store.register_run(task_name, self.config_fp, self.config.as_dict())
+            except StoreError as exc:
+                raise LoomUsageError(f"the result store cannot be used: {exc}") from exc
+            self._registered.add(task_name)
+        return ResultCache(store, writer, task_name, self.config_fp, self._output), others
+
+    def _warn_other_configs(self, task_name: str | None, others: list[str]) -> None:
+        if task_name is None or not others or task_name in self._warned:
+            return
+        self._warned.add(task_name)
+        warnings.warn(
+            f"task_name {task_name!r} holds results of {len(others)} other configuration(s) "
+            "(model, templates, schema or generation parameters differ); they are not reused "
+            "and these inputs are recomputed. Use a new task_name to keep runs apart.",
+            LoomConfigWarning,
+            stacklevel=4,
+        )
+
+    @staticmethod
+    def _check_batch_args(task_name: str | None, max_workers: int) -> None:
+        if task_name is not None and (not isinstance(task_name, str) or not task_name):
+            raise LoomUsageError(f"task_name must be a non-empty string or None, got {task_name!r}")
+        if not isinstance(max_workers, int) or isinstance(max_workers, bool) or max_workers < 1:
+            raise LoomUsageError(f"max_workers must be an int >= 1, got {max_workers!r}")
+
+    def _new_run(
+        self, sequence: Inputs, cache: ResultCache | None, max_workers: int, ordered: bool
+    ) -> BatchRun:
+        if isinstance(sequence, str | bytes | dict):
+            raise LoomUsageError(
+                f"map/stream take an iterable of inputs, got a single {type(sequence).__name__}; "
+                "use process() for one input, or wrap it in a list"
+            )
+        if not isinstance(sequence, Iterable | AsyncIterable):
+            raise LoomUsageError(f"inputs must be iterable, got {type(sequence).__name__}")
+        return BatchRun(
+            self._runner, sequence, cache=cache, max_workers=max_workers, ordered=ordered
+        )
+
+    # -- sync driving of a run on the loom's loop thread -------------------------------------
+
+    def _sync_pairs(self, run: BatchRun) -> Iterator[tuple[int, TaskResult[Any]]]:
+        async def start() -> None:
+            run.start()
+
+        self._bridge.run(start())
+        try:
+            while True:
+                batch = self._bridge.run(run.next_batch())
+                if not batch:
+                    return
+                yield from batch
+        finally:
+            if self._bridge is not None:
+                self._bridge.run(run.aclose())
+
+    async def _async_pairs(self, run: BatchRun) -> AsyncIterator[tuple[int, TaskResult[Any]]]:
+        async with run:
+            while batch := await run.next_batch():
+                for pair in batch:
+                    yield pair
+
+    # -- single input ------------------------------------------------------------------------
+
+    def process(self, data: str | dict[str, Any], task_name: str | None = None) -> TaskResult[T]:
+        """Run one input and return its result (never raises for a per-task problem)."""
+        return self.map([data], task_name=task_name, max_workers=1)[0]
+
+    async def aprocess(
+        self, data: str | dict[str, Any], task_name: str | None = None
+    ) -> TaskResult[T]:
+        """Async twin of :meth:`process`."""
+        return (await self.amap([data], task_name=task_name, max_workers=1))[0]
+
+    # -- batches -----------------------------------------------------------------------------
+
+    def map(
+        self,
+        sequence: Iterable[Any],
+        task_name: str | None = None,
+        max_workers: int = 5,
+        progress: bool = False,
+    ) -> BatchResult[T]:
+        """Run every input; results in input order.
+
+        Args:
+            sequence: Dicts or strings (a string ``s`` is ``{"text": s}``), any iterable.
+            task_name: Store results under this name and serve them from the store next time.
+            max_workers: Calls in flight at most.
+            progress: Show a tqdm progress bar.
+        """
+        self._check_open()
+        self._check_batch_args(task_name, max_workers)
+        cache, others = self._cache_for(task_name)
+        self._warn_other_configs(task_name, others)
+        run = self._new_run(sequence, cache, max_workers, ordered=False)
+        started = time.perf_counter()
+        return _collect(self._sync_pairs(run), run, started, progress)
+
+    async def amap(
+        self,
+        sequence: Inputs,
+        task_name: str | None = None,
+        max_workers: int = 5,
+        progress: bool = False,
+    ) -> BatchResult[T]:
+        """Async twin of :meth:`map` (also takes an async iterable)."""
+        self._check_open()
+        self._check_batch_args(task_name, max_workers)
+        cache, others = await asyncio.to_thread(self._cache_for, task_name)
+        self._warn_other_configs(task_name, others)
+        run = self._new_run(sequence, cache, max_workers, ordered=False)
+        started = time.perf_counter()
+        results: list[TaskResult[Any] | None] = []
+        with _progress_bar(progress, run.total) as bar:
+            async for index, result in self._async_pairs(run):
+                _place(results, index, result)
+                _tick(bar, result)
+        return _batch_result(results, started)
+
+    def stream(
+        self,
+        sequence: Iterable[Any],
+        task_name: str | None = None,
+        max_workers: int = 5,
+        ordered: bool = False,
+    ) -> Iterator[TaskResult[T]]:
+        """Yield results as they finish (in input order with ``ordered=True``).
+
+        Leaving the loop early cancels the calls in flight; every result already yielded
+        (and so committed) stays in the store.
+        """
+        self._check_open()
+        self._check_batch_args(task_name, max_workers)
+        cache, others = self._cache_for(task_name)
+        self._warn_other_configs(task_name, others)
+        run = self._new_run(sequence, cache, max_workers, ordered)
+        return (result for _, result in self._sync_pairs(run))
+
+    def astream(
+        self,
+        sequence: Inputs,
+        task_name: str | None = None,
+        max_workers: int = 5,
+        ordered: bool = False,
+    ) -> AsyncIterator[TaskResult[T]]:
+        """Async twin of :meth:`stream`; close it (or cancel its task) to stop early."""
+        self._check_open()
+        self._check_batch_args(task_name, max_workers)
+
+        async def results() -> AsyncIterator[TaskResult[T]]:
+            cache, others = await asyncio.to_thread(self._cache_for, task_name)
+            self._warn_other_configs(task_name, others)
+            run = self._new_run(sequence, cache, max_workers, ordered)
+            async for _, result in self._async_pairs(run):
+                yield result
+
+        return results()
+
+    def stream_events(
+        self,
+        sequence: Iterable[Any],
+        task_name: str | None = None,
+        max_workers: int = 5,
+        ordered: bool = False,
+    ) -> Iterator[StreamEvent]:
+        """Typed events: ``batch_start``, one ``task_result`` per input, ``batch_end``."""
+        self._check_open()
+        self._check_batch_args(task_name, max_workers)
+        cache, others = self._cache_for(task_name)
+        self._warn_other_configs(task_name, others)
+        run = self._new_run(sequence, cache, max_workers, ordered)
+        events = _EventBuilder(task_name, run.total)
+
+        def generate() -> Iterator[StreamEvent]:
+            yield events.start()
+            try:
+                for index, result in self._sync_pairs(run):
+                    yield events.result(index, result)
+            except Exception as exc:
+                yield events.error(exc)
+                return
+            yield events.end()
+
+        return generate()
+
+    def astream_events(
+        self,
+        sequence: Inputs,
+        task_name: str | None = None,
+        max_workers: int = 5,
+        ordered: bool = False,
+    ) -> AsyncIterator[StreamEvent]:
+        """Async twin of :meth:`stream_events` (what an SSE endpoint sends)."""
+        self._check_open()
+        self._check_batch_args(task_name, max_workers)
+
+        async def generate() -> AsyncIterator[StreamEvent]:
+            run_total = len(sequence) if isinstance(sequence, Sized) else None
+            events = _EventBuilder(task_name, run_total)
+            yield events.start()
+            try:
+                cache, others = await asyncio.to_thread(self._cache_for, task_name)
+                self._warn_other_configs(task_name, others)
+                run = self._new_run(sequence, cache, max_workers, ordered)
+                async for index, result in self._async_pairs(run):
+                    yield events.result(index, result)
+            except Exception as exc:
+                yield events.error(exc)
+                return
+            yield events.end()
+
+        return generate()
+
+    # -- closing -----------------------------------------------------------------------------
+
+    def close(self) -> None:
+        """Drain pending writes, release connections and stop the loop thread (idempotent).
+
+        Objects the loom did not create (a ``client``, ``backend`` or ``ResultStore`` passed
+        in) are left open for their owner.
+        """
+        with self._lock:
+            if self._closed:
+                return
+            self._closed = True
+        try:
+            if self._writer is not None:
+                self._writer.close()
+            if self._owns_store and self._store is not None:
+                self._store.close()
+            if self._owns_backend:
+                self._bridge.run(self._backend.aclose())
+                self._backend.close()
+        finally:
+            self._bridge.close()
+
+    async def aclose(self) -> None:
+        """Async twin of :meth:`close`."""
+        if self._closed:
+            return
+        if self._owns_backend:
+            await self._backend.aclose()
+        await asyncio.to_thread(self.close)
+
+    def __enter__(self) -> TaskLoom[T]:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+    async def __aenter__(self) -> TaskLoom[T]:
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self.aclose()
+
+
+# -- helpers shared by the sync and async twins ------------------------------------------------
+
+
+class _EventBuilder:
+    """Builds the events of one batch and keeps the running counts."""
+
+    def __init__(self, task_name: str | None, total: int | None) -> None:
+        self.batch_id = uuid.uuid4().hex
+        self.task_name = task_name
+        self.total = total
+        self.counter = SummaryCounter()
+        self.started = time.perf_counter()
+
+    def start(self) -> BatchStartEvent:
+        return BatchStartEvent(batch_id=self.batch_id, task_name=self.task_name, total=self.total)
+
+    def result(self, index: int, result: TaskResult[Any]) -> TaskResultEvent:
+        self.counter.add(result)
+        return TaskResultEvent(
+            batch_id=self.batch_id,
+            index=index,
+            result=result,
+            done=self.counter.done,
+            total=self.total,
+        )
+
+    def end(self) -> BatchEndEvent:
+        return BatchEndEvent(
+            batch_id=self.batch_id,
+            summary=self.counter.summary(time.perf_counter() - self.started),
+        )
+
+    def error(self, exc: Exception) -> BatchErrorEvent:
+        return BatchErrorEvent(
+            batch_id=self.batch_id,
+            error=Error(
+                code=ErrorCode.INTERNAL,
+                message=f"the batch stopped: {type(exc).__name__}: {exc}",
+            ),
+            summary=self.counter.summary(time.perf_counter() - self.started),
+        )
+
+
+def _place(results: list[TaskResult[Any] | None], index: int, result: TaskResult[Any]) -> None:
+    if index >= len(results):
+        results.extend([None] * (index + 1 - len(results)))
+    results[index] = result
+
+
+def _batch_result(results: list[TaskResult[Any] | None], started: float) -> BatchResult[Any]:
+    done = [r for r in results if r is not None]
+    if len(done) != len(results):  # pragma: no cover - would be a scheduler bug
+        raise RuntimeError("a batch finished with inputs that have no result")
+    return BatchResult.model_construct(results=done, elapsed_s=time.perf_counter() - started)
+
+
+class _NoBar:
+    def update(self, n: int = 1) -> None:
+        pass
+
+    def set_postfix(self, **kwargs: Any) -> None:
+        pass
+
+
+class _progress_bar:
+    def __init__(self, enabled: bool, total: int | None) -> None:
+        self.enabled = enabled
+        self.total = total
+        self.bar: Any = _NoBar()
+        self.failed = self.cached = 0
+
+    def __enter__(self) -> _progress_bar:
+        if self.enabled:
+            from tqdm.auto import tqdm
+
+            self.bar = tqdm(total=self.total, unit="task", desc="loom")
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        if self.enabled:
+            self.bar.close()
+
+
+def _tick(bar: _progress_bar, result: TaskResult[Any]) -> None:
+    if not bar.enabled:
+        return
+    bar.failed += not result.is_success
+    bar.cached += result.cached
+    bar.bar.update(1)
+    bar.bar.set_postfix(failed=bar.failed, cached=bar.cached, refresh=False)
+
+
+def _collect(
+    pairs: Iterator[tuple[int, TaskResult[Any]]], run: BatchRun, started: float, progress: bool
+) -> BatchResult[Any]:
+    results: list[TaskResult[Any] | None] = []
+    with _progress_bar(progress, run.total) as bar:
+        for index, result in pairs:
+            _place(results, index, result)
+            _tick(bar, result)
+    return _batch_result(results, started)

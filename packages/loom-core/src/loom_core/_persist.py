@@ -1,0 +1,107 @@
+"""Between task results and the store: rows out, cache hits in."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import Sequence
+from typing import Any
+
+from loom_protocol import Error, ErrorCode, StoreError, TaskResult, Usage
+from loom_store import ResultRow, ResultStore, StoreWriter
+
+from ._output import OutputError, OutputSpec
+
+__all__ = ["ResultCache"]
+
+_dumps = json.JSONEncoder(ensure_ascii=False, separators=(",", ":")).encode
+
+
+class ResultCache:
+    """The cache view of one task_name under one config: looks up chunks, persists results."""
+
+    def __init__(
+        self,
+        store: ResultStore,
+        writer: StoreWriter,
+        task_name: str,
+        config_fp: str,
+        output: OutputSpec,
+    ) -> None:
+        self.store = store
+        self.writer = writer
+        self.task_name = task_name
+        self.config_fp = config_fp
+        self.output = output
+
+    async def lookup(
+        self, task_ids: Sequence[str], inputs: dict[str, dict[str, Any]]
+    ) -> dict[str, TaskResult[Any]]:
+        """Cached successful results for ``task_ids``, by id; one store query per chunk."""
+        if not task_ids:
+            return {}
+        rows = await asyncio.to_thread(
+            self.store.get_many, self.task_name, task_ids, self.config_fp
+        )
+        hits: dict[str, TaskResult[Any]] = {}
+        for task_id, row in rows.items():
+            if row.data is None:
+                continue
+            try:
+                data = self.output.from_json(row.data)
+            except OutputError:
+                continue  # stored data no longer validates (the model changed): recompute
+            hits[task_id] = TaskResult.model_construct(
+                task_id=task_id,
+                is_success=True,
+                data=data,
+                error=None,
+                input_data=inputs[task_id],
+                raw_output=row.raw_output,
+                reasoning=row.reasoning,
+                cached=True,
+                attempts=row.attempts,
+                usage=Usage.model_validate_json(row.usage) if row.usage else None,
+                latency_ms=row.latency_ms,
+                model=row.model,
+            )
+        return hits
+
+    def to_row(self, result: TaskResult[Any]) -> ResultRow:
+        """The store row of ``result``."""
+        return ResultRow(
+            task_name=self.task_name,
+            task_id=result.task_id,
+            config_fp=self.config_fp,
+            status="succeeded" if result.is_success else "failed",
+            data=self.output.to_json(result.data) if result.is_success else None,
+            raw_output=result.raw_output,
+            reasoning=result.reasoning,
+            error=result.error.model_dump_json() if result.error else None,
+            input=_dumps(result.input_data),
+            usage=result.usage.model_dump_json() if result.usage else None,
+            attempts=result.attempts,
+            latency_ms=result.latency_ms,
+            model=result.model,
+        )
+
+    async def persist(self, result: TaskResult[Any]) -> TaskResult[Any]:
+        """Write ``result`` and wait for its commit; a failed write turns it into a store_error.
+
+        The caller hands the returned result out only after this returns, so nothing anyone
+        has seen can be lost by a crash.
+        """
+        try:
+            await asyncio.wrap_future(self.writer.submit(self.to_row(result)))
+        except StoreError as exc:
+            return result.model_copy(
+                update={
+                    "is_success": False,
+                    "error": Error(
+                        code=ErrorCode.STORE_ERROR,
+                        message=f"the result could not be saved: {exc}",
+                        retryable=True,
+                    ),
+                }
+            )
+        return result

@@ -1,0 +1,44 @@
+"""Shared helpers for the engine tests: a FakeLLMServer per test and a loom factory."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from loom_backends.testing import FakeLLMServer, RecordedRequest
+from loom_core import TaskLoom
+
+
+def echo_json(req: RecordedRequest) -> str:
+    """Answer {"text": <the rendered prompt>} so every input gets a distinct, checkable answer."""
+    return json.dumps({"text": req.last_user_text})
+
+
+@pytest.fixture
+def server() -> Iterator[FakeLLMServer]:
+    with FakeLLMServer(echo_json) as srv:
+        yield srv
+
+
+LoomFactory = Callable[..., TaskLoom[Any]]
+
+
+@pytest.fixture
+def make_loom(tmp_path: Path) -> Iterator[LoomFactory]:
+    """Build looms against a server; every loom made is closed after the test."""
+    made: list[TaskLoom[Any]] = []
+
+    def factory(srv: FakeLLMServer, **kwargs: Any) -> TaskLoom[Any]:
+        kwargs.setdefault("prompt_template", "{{ text }}")
+        kwargs.setdefault("db_path", tmp_path / "loom.db")
+        kwargs.setdefault("api_key", "sk-test-secret-key")
+        loom: TaskLoom[Any] = TaskLoom(kwargs.pop("model", "fake-model"), base_url=srv.base_url, **kwargs)
+        made.append(loom)
+        return loom
+
+    yield factory
+    for loom in made:
+        loom.close()

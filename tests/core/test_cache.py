@@ -1,0 +1,162 @@
+"""Cache and resume: the cache key covers the whole config; failures are retried next run."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from loom_backends.testing import FakeLLMServer, FakeReply, RecordedRequest
+from loom_core import LoomConfigWarning
+from loom_store import ResultStore
+from pydantic import BaseModel
+
+from .conftest import LoomFactory, echo_json
+
+INPUTS = [{"text": f"doc {i}"} for i in range(12)]
+
+
+class Doc(BaseModel):
+    text: str
+
+
+class OtherDoc(BaseModel):
+    text: str
+    extra: int = 0
+
+
+def test_second_map_is_served_from_the_store(make_loom: LoomFactory, server: FakeLLMServer) -> None:
+    first = make_loom(server, response_model=Doc).map(INPUTS, task_name="resume", max_workers=4)
+    assert all(r.is_success and not r.cached for r in first)
+    sent = server.request_count
+    assert sent == len(INPUTS)
+
+    again = make_loom(server, response_model=Doc).map(INPUTS, task_name="resume", max_workers=4)
+    assert server.request_count == sent  # zero new requests
+    assert all(r.cached for r in again)
+    assert [r.data for r in again] == [r.data for r in first]
+    assert isinstance(again[0].data, Doc)
+    assert again.summary.cached == len(INPUTS)
+
+
+@pytest.mark.parametrize(
+    "change",
+    [
+        {"prompt_template": "Summarise: {{ text }}"},
+        {"system_prompt": "You are terse."},
+        {"model": "fake-model-2"},
+        {"response_model": OtherDoc},
+        {"temperature": 0.3},
+        {"seed": 7},
+    ],
+    ids=lambda change: next(iter(change)),
+)
+def test_changing_the_config_recomputes_and_warns_once(
+    make_loom: LoomFactory, server: FakeLLMServer, change: dict[str, object]
+) -> None:
+    base: dict[str, object] = {"response_model": Doc}
+    make_loom(server, **base).map(INPUTS[:3], task_name="cfg")
+    assert server.request_count == 3
+
+    changed = make_loom(server, **{**base, **change})
+    with pytest.warns(LoomConfigWarning, match="other configuration"):
+        results = changed.map(INPUTS[:3], task_name="cfg")
+    assert server.request_count == 6
+    assert not any(r.cached for r in results)
+    # Warned once per loom and task_name: a second batch is silent (warnings are errors here).
+    changed.map(INPUTS[:3], task_name="cfg")
+    assert server.request_count == 6
+
+
+def test_failed_tasks_are_retried_on_the_next_run(make_loom: LoomFactory, tmp_path: Path) -> None:
+    broken = {"on": True}
+
+    def answer(req: RecordedRequest) -> FakeReply | str:
+        if broken["on"] and req.last_user_text.endswith("3"):
+            return FakeReply(status=400, body={"error": {"message": "bad input"}})
+        return echo_json(req)
+
+    with FakeLLMServer(answer) as srv:
+        first = make_loom(srv, response_model=dict).map(INPUTS[:5], task_name="retry-failed")
+        assert [r.is_success for r in first] == [True, True, True, False, True]
+        assert first[3].error is not None and first[3].error.code == "provider_bad_request"
+        broken["on"] = False
+        before = srv.request_count
+        second = make_loom(srv, response_model=dict).map(INPUTS[:5], task_name="retry-failed")
+        assert srv.request_count == before + 1
+        assert all(r.is_success for r in second)
+        assert [r.cached for r in second] == [True, True, True, False, True]
+
+    store = ResultStore(tmp_path / "loom.db")
+    try:
+        stats = store.stats("retry-failed")
+        assert stats.succeeded == 5 and stats.failed == 0
+    finally:
+        store.close()
+
+
+def test_without_task_name_nothing_is_written(make_loom: LoomFactory, server: FakeLLMServer, tmp_path: Path) -> None:
+    loom = make_loom(server, db_path=tmp_path / "never.db")
+    loom.map(INPUTS[:3])
+    loom.process("once more")
+    assert not (tmp_path / "never.db").exists()
+
+
+@pytest.mark.parametrize("ordered", [False, True])
+def test_stream_with_some_inputs_cached_returns_each_exactly_once(
+    make_loom: LoomFactory, server: FakeLLMServer, ordered: bool
+) -> None:
+    inputs = [{"text": f"s{i}"} for i in range(40)]
+    make_loom(server, response_model=dict).map(inputs[::3], task_name="partial")
+    loom = make_loom(server, response_model=dict)
+    got = list(loom.stream(inputs, task_name="partial", max_workers=4, ordered=ordered))
+    texts = [r.data["text"] for r in got]
+    assert sorted(texts) == sorted(d["text"] for d in inputs)
+    if ordered:
+        assert texts == [d["text"] for d in inputs]
+    assert sum(r.cached for r in got) == len(inputs[::3])
+
+
+@pytest.mark.parametrize("ordered", [False, True])
+async def test_astream_with_some_inputs_cached(
+    make_loom: LoomFactory, server: FakeLLMServer, ordered: bool
+) -> None:
+    inputs = [{"text": f"a{i}"} for i in range(30)]
+    loom = make_loom(server, response_model=dict)
+    await loom.amap(inputs[1::2], task_name="apartial")
+    got = [r async for r in loom.astream(inputs, task_name="apartial", ordered=ordered)]
+    texts = [r.data["text"] for r in got]
+    assert sorted(texts) == sorted(d["text"] for d in inputs)
+    if ordered:
+        assert texts == [d["text"] for d in inputs]
+    assert sum(r.cached for r in got) == 15
+
+
+def test_duplicates_cost_one_request(make_loom: LoomFactory, server: FakeLLMServer) -> None:
+    inputs = ["a", "b", "a", {"text": "a"}, "c", "b", "a"]
+    loom = make_loom(server, response_model=dict)
+    batch = loom.map(inputs, max_workers=3)
+    assert server.request_count == 3
+    assert [r.data["text"] for r in batch] == ["a", "b", "a", "a", "c", "b", "a"]
+    ordered = list(loom.stream(inputs * 2, ordered=True, max_workers=2))
+    assert [r.data["text"] for r in ordered] == [r.data["text"] for r in batch] * 2
+
+
+def test_stored_rows_are_complete(make_loom: LoomFactory, server: FakeLLMServer, tmp_path: Path) -> None:
+    loom = make_loom(server, response_model=Doc, temperature=0.5, api_key="sk-never-store-me")
+    loom.map(INPUTS[:2], task_name="rows")
+    store = ResultStore(tmp_path / "loom.db")
+    try:
+        rows = list(store.iter_results("rows"))
+        assert len(rows) == 2
+        row = rows[0]
+        assert row.status == "succeeded" and row.config_fp == loom.config_fp
+        assert json.loads(row.data or "null")["text"].startswith("doc")
+        assert json.loads(row.input or "null")["text"].startswith("doc")
+        assert row.attempts == 1 and row.model == "fake-model"
+        runs = store.runs("rows")
+        assert runs[0].config["temperature"] == 0.5
+    finally:
+        store.close()
+    raw = b"".join(p.read_bytes() for p in tmp_path.glob("loom.db*"))
+    assert b"sk-never-store-me" not in raw and b"sk-test-secret-key" not in raw

@@ -1,0 +1,421 @@
+"""OutputSpec (response_model handling, parsing, repair, storage) and split_reasoning."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from collections.abc import Callable
+from typing import Any, Generic, TypeVar
+
+import pytest
+from pydantic import BaseModel, RootModel, create_model
+
+from loom_core._output import OutputError, OutputSpec, split_reasoning
+from loom_protocol import Error, ErrorCode, LoomUsageError
+
+
+class UserProfile(BaseModel):
+    name: str
+    skills: list[str]
+
+
+class Box(BaseModel):
+    a: int
+    b: int
+    c: int
+    d: int
+
+
+TEXT = OutputSpec.from_response_model(None)
+DICT = OutputSpec.from_response_model(dict)
+MODEL = OutputSpec.from_response_model(UserProfile)
+
+
+def error_of(spec: OutputSpec, content: str, *, repair: bool = True) -> Error:
+    with pytest.raises(OutputError) as caught:
+        spec.parse(content, repair=repair)
+    assert str(caught.value) == str(caught.value.error)
+    return caught.value.error
+
+
+# --- from_response_model ------------------------------------------------------------------------
+
+
+def test_text_kind() -> None:
+    assert TEXT.kind == "text"
+    assert TEXT.model is None
+    assert TEXT.response_format is None
+    assert TEXT.fingerprint_source == {"kind": "text", "schema": None}
+
+
+def test_dict_kind() -> None:
+    assert DICT.kind == "dict"
+    assert DICT.response_format == {"type": "json_object"}
+    assert DICT.fingerprint_source == {"kind": "dict", "schema": None}
+
+
+def test_model_kind() -> None:
+    schema = UserProfile.model_json_schema()
+    assert MODEL.kind == "model"
+    assert MODEL.model is UserProfile
+    assert MODEL.response_format == {
+        "type": "json_schema",
+        "json_schema": {"name": "UserProfile", "schema": schema, "strict": False},
+    }
+    assert MODEL.fingerprint_source == {"kind": "model", "schema": schema}
+    json.dumps(MODEL.fingerprint_source)  # must be JSON-able for the config fingerprint
+
+
+def test_fingerprint_source_follows_the_schema() -> None:
+    changed = create_model("UserProfile", name=(str, ...), skills=(list[str], ...), age=(int, 0))
+    assert OutputSpec.from_response_model(changed).fingerprint_source != MODEL.fingerprint_source
+    same = create_model("UserProfile", name=(str, ...), skills=(list[str], ...))
+    assert OutputSpec.from_response_model(same).fingerprint_source == MODEL.fingerprint_source
+
+
+def test_schema_name_is_sanitised() -> None:
+    T = TypeVar("T")
+
+    class Wrapper(BaseModel, Generic[T]):
+        value: T
+
+    spec = OutputSpec.from_response_model(Wrapper[int])
+    assert spec.response_format is not None
+    assert spec.response_format["json_schema"]["name"] == "Wrapper_int_"
+    long_model = create_model("M" * 100 + "é", value=(int, ...))
+    spec = OutputSpec.from_response_model(long_model)
+    assert spec.response_format is not None
+    assert spec.response_format["json_schema"]["name"] == "M" * 64
+
+
+@dataclasses.dataclass
+class Point:
+    x: int
+
+
+class NoSchema(BaseModel):
+    callback: Callable[[], int]
+
+
+@pytest.mark.parametrize(
+    ("response_model", "expected"),
+    [
+        (int, "got the class int"),
+        (list[str], r"got list\[str\]"),
+        (dict[str, int], r"use plain dict"),
+        (Point, "a dataclass; use a pydantic BaseModel"),
+        ("dict", "got 'dict' \\(str\\)"),
+        (UserProfile(name="a", skills=[]), "got an instance of UserProfile; pass UserProfile"),
+        (NoSchema, "response_model NoSchema has no JSON schema: PydanticInvalidForJsonSchema"),
+    ],
+)
+def test_unusable_response_model_is_a_usage_error(response_model: Any, expected: str) -> None:
+    with pytest.raises(LoomUsageError, match=expected):
+        OutputSpec.from_response_model(response_model)
+
+
+# --- parse: text --------------------------------------------------------------------------------
+
+
+def test_text_is_stripped_and_never_parsed() -> None:
+    assert TEXT.parse("  Hello {not json\n", repair=False) == "Hello {not json"
+    assert TEXT.parse("", repair=True) == ""
+
+
+# --- parse: dict --------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "content",
+    [
+        '{"a": 1, "b": "x"}',
+        '  \n{"a": 1, "b": "x"}\n',
+        '```json\n{"a": 1, "b": "x"}\n```',
+        '```JSON\n{"a": 1, "b": "x"}```',
+        '```\n{"a": 1, "b": "x"}\n```',
+        '```{"a": 1, "b": "x"}```',
+        'Sure! Here is the result:\n```json\n{"a": 1, "b": "x"}\n```\nAnything else?',
+        'Here it is: {"a": 1, "b": "x"} -- hope that helps.',
+        '[note] the object is {"a": 1, "b": "x"}',
+    ],
+)
+def test_dict_from_plain_fenced_or_embedded_json(content: str) -> None:
+    assert DICT.parse(content, repair=False) == {"a": 1, "b": "x"}
+
+
+def test_brackets_inside_strings_do_not_end_the_object() -> None:
+    content = 'Result: {"a": "x} ] {", "b": "quote \\" }"} done'
+    assert DICT.parse(content, repair=False) == {"a": "x} ] {", "b": 'quote " }'}
+
+
+def test_valid_json_with_backticks_inside_is_not_unfenced() -> None:
+    content = '{"code": "```python\\nprint(1)\\n```"}'
+    assert DICT.parse(content, repair=False) == {"code": "```python\nprint(1)\n```"}
+
+
+@pytest.mark.parametrize(
+    ("content", "expected"),
+    [
+        ('{"a": 1, "b": [1, 2,],}', {"a": 1, "b": [1, 2]}),  # trailing commas
+        ("{'a': 'x', 'b': 'y z'}", {"a": "x", "b": "y z"}),  # single quotes
+        ("{a: 1, b: 'x'}", {"a": 1, "b": "x"}),  # unquoted keys
+        ('```json\n{"a": 1, "b": [1, 2,],}\n```', {"a": 1, "b": [1, 2]}),
+        ('Answer: {"a": 1,} thanks', {"a": 1}),
+    ],
+)
+def test_dirty_json_is_repaired(content: str, expected: dict[str, Any]) -> None:
+    assert DICT.parse(content, repair=True) == expected
+
+
+def test_single_quotes_repaired() -> None:
+    assert DICT.parse("{'name': 'Bob', 'skills': ['py']}", repair=True) == {
+        "name": "Bob",
+        "skills": ["py"],
+    }
+
+
+@pytest.mark.parametrize(
+    "content",
+    [
+        '{"name": "Ann", "skills": ["Python", "SQ',
+        '```json\n{"name": "Ann", "skills": ["Python", "SQ',
+        'Here you go: {"name": "Ann", "skills": ["Python", "SQ',
+    ],
+)
+def test_truncated_json_is_repaired_when_allowed(content: str) -> None:
+    assert MODEL.parse(content, repair=True) == UserProfile(name="Ann", skills=["Python", "SQ"])
+    error = error_of(MODEL, content, repair=False)
+    assert error.code is ErrorCode.JSON_INVALID
+    assert "JSON repair is disabled" in (error.detail or "")
+
+
+@pytest.mark.parametrize(
+    "content",
+    [
+        '{"a": 1,}',
+        "{'a': 1}",
+        "{a: 1}",
+        '{"a": 1',
+    ],
+)
+def test_repair_false_rejects_dirty_json(content: str) -> None:
+    error = error_of(DICT, content, repair=False)
+    assert error.code is ErrorCode.JSON_INVALID
+    assert error.message.startswith("the answer is not valid JSON (")
+    assert error.detail is not None
+    assert error.detail.startswith("json.loads: ")
+
+
+@pytest.mark.parametrize(
+    "content",
+    [
+        '[{"a": 1}, {"a": 2}]',
+        'The results: [{"a": 1}, {"a": 2}]',
+        '```json\n[{"a": 1}]\n```',
+    ],
+)
+def test_top_level_array_is_an_error_not_its_first_element(content: str) -> None:
+    for repair in (True, False):
+        error = error_of(DICT, content, repair=repair)
+        assert error.code is ErrorCode.VALIDATION_FAILED
+        assert error.message == "expected a JSON object, got an array"
+        error = error_of(MODEL, content, repair=repair)
+        assert error.message == "expected a JSON object, got an array"
+
+
+@pytest.mark.parametrize(
+    ("content", "kind"),
+    [("null", "null"), ("42", "a number"), ('"hello"', "a string"), ("true", "a boolean")],
+)
+def test_non_object_json_is_a_validation_error(content: str, kind: str) -> None:
+    error = error_of(DICT, content)
+    assert error.code is ErrorCode.VALIDATION_FAILED
+    assert error.message == f"expected a JSON object, got {kind}"
+
+
+@pytest.mark.parametrize("content", ["", "   \n "])
+def test_empty_answer_is_json_invalid(content: str) -> None:
+    error = error_of(DICT, content)
+    assert error.code is ErrorCode.JSON_INVALID
+    assert error.message == "the answer is empty"
+
+
+def test_prose_without_json_is_json_invalid_even_with_repair() -> None:
+    error = error_of(DICT, "I am sorry, I cannot help with that.", repair=True)
+    assert error.code is ErrorCode.JSON_INVALID
+    assert error.message == "the answer contains no JSON object or array"
+    assert "I am sorry" in (error.detail or "")
+
+
+def test_repair_that_yields_nothing_is_json_invalid() -> None:
+    # json_repair reads this garbage as an empty object, which is not an answer.
+    error = error_of(DICT, "Result: {:::}", repair=True)
+    assert error.code is ErrorCode.JSON_INVALID
+    assert "json_repair could not recover a JSON object or array" in (error.detail or "")
+
+
+def test_nan_is_not_json() -> None:
+    error = error_of(DICT, '{"a": NaN}', repair=False)
+    assert error.code is ErrorCode.JSON_INVALID
+    assert "NaN" in error.message
+
+
+# --- parse: model -------------------------------------------------------------------------------
+
+
+def test_model_instance_is_returned() -> None:
+    value = MODEL.parse('```json\n{"name": "Zhang San", "skills": ["Python"]}\n```', repair=True)
+    assert value == UserProfile(name="Zhang San", skills=["Python"])
+
+
+def test_validation_failure_summarises_pydantic_errors() -> None:
+    error = error_of(MODEL, '{"name": 3}')
+    assert error.code is ErrorCode.VALIDATION_FAILED
+    assert error.message == (
+        "the answer does not match UserProfile: name: Input should be a valid string;"
+        " skills: Field required"
+    )
+    assert error.detail is not None
+    assert "2 validation error(s) for UserProfile" in error.detail
+    assert "type=missing" in error.detail
+
+
+def test_many_validation_errors_are_counted_in_the_message() -> None:
+    spec = OutputSpec.from_response_model(Box)
+    error = error_of(spec, '{"a": "x", "b": "y", "c": "z", "d": "w"}')
+    assert error.message.endswith("(and 1 more)")
+    assert error.detail is not None
+    assert all(f"- {field}: " in error.detail for field in "abcd")
+
+
+def test_root_model_accepts_an_array() -> None:
+    spec = OutputSpec.from_response_model(RootModel[list[int]])
+    assert spec.parse("Numbers: [1, 2, 3]", repair=False).root == [1, 2, 3]
+    assert spec.parse("[1, 2,", repair=True).root == [1, 2]
+
+
+# --- storage ------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("spec", "value"),
+    [
+        (TEXT, 'héllo "world"'),
+        (DICT, {"a": [1, 2], "b": {"c": None}, "é": "ü"}),
+        (MODEL, UserProfile(name="Ann", skills=["SQL"])),
+    ],
+)
+def test_to_json_from_json_round_trip(spec: OutputSpec, value: Any) -> None:
+    stored = spec.to_json(value)
+    json.loads(stored)
+    assert spec.from_json(stored) == value
+
+
+def test_text_to_json_is_a_json_string() -> None:
+    assert TEXT.to_json("a") == '"a"'
+
+
+def test_from_json_when_the_model_changed() -> None:
+    stored = MODEL.to_json(UserProfile(name="Ann", skills=[]))
+    changed = create_model("UserProfile", name=(str, ...), age=(int, ...))
+    with pytest.raises(OutputError) as caught:
+        OutputSpec.from_response_model(changed).from_json(stored)
+    assert caught.value.error.code is ErrorCode.VALIDATION_FAILED
+    assert caught.value.error.message == (
+        "the stored result does not match UserProfile: age: Field required"
+    )
+
+
+def test_from_json_wrong_kind_or_not_json() -> None:
+    with pytest.raises(OutputError) as caught:
+        DICT.from_json("[1, 2]")
+    assert caught.value.error.code is ErrorCode.VALIDATION_FAILED
+    assert caught.value.error.message == "stored result is an array, expected a JSON object"
+    with pytest.raises(OutputError) as caught:
+        TEXT.from_json("{}")
+    assert caught.value.error.message == "stored result is an object, expected a string"
+    with pytest.raises(OutputError) as caught:
+        DICT.from_json("{oops")
+    assert caught.value.error.code is ErrorCode.JSON_INVALID
+
+
+@pytest.mark.parametrize(
+    ("spec", "value", "expected"),
+    [
+        (TEXT, 3, "expected a str, got int"),
+        (DICT, [1], "expected a dict, got list"),
+        (MODEL, {"name": "x", "skills": []}, "expected a UserProfile instance, got dict"),
+    ],
+)
+def test_to_json_rejects_the_wrong_type(spec: OutputSpec, value: Any, expected: str) -> None:
+    with pytest.raises(TypeError, match=expected):
+        spec.to_json(value)
+
+
+# --- feedback -----------------------------------------------------------------------------------
+
+
+def test_feedback_for_a_model_quotes_the_error_and_the_schema() -> None:
+    error = error_of(MODEL, '{"name": 3}')
+    text = MODEL.feedback_message(error)
+    assert text.startswith("Your previous answer could not be used: the answer does not match")
+    assert "skills: Field required" in text
+    assert "type=missing" in text  # the detail, not only the message
+    assert "ONLY a valid JSON value" in text
+    assert json.dumps(UserProfile.model_json_schema(), ensure_ascii=False) in text
+
+
+def test_feedback_for_a_dict_asks_for_one_object() -> None:
+    error = error_of(DICT, "[1]")
+    text = DICT.feedback_message(error)
+    assert "expected a JSON object, got an array" in text
+    assert "ONLY one valid JSON object" in text
+
+
+def test_feedback_detail_is_trimmed() -> None:
+    error = Error(code=ErrorCode.JSON_INVALID, message="bad", detail="x" * 10_000)
+    text = DICT.feedback_message(error)
+    assert "x" * 2000 in text
+    assert "x" * 2001 not in text
+    assert "[8000 more chars]" in text
+    assert len(text) < 2300
+
+
+# --- split_reasoning ----------------------------------------------------------------------------
+
+
+def test_no_think_block() -> None:
+    assert split_reasoning('{"a": 1}') == ('{"a": 1}', None)
+    assert split_reasoning(None) == ("", None)
+    assert split_reasoning(None, "backend thoughts") == ("", "backend thoughts")
+
+
+def test_closed_think_block_is_removed() -> None:
+    content = '\n  <think>\n  Let me think.\n</think>\n\n{"a": 1}'
+    assert split_reasoning(content) == ('{"a": 1}', "Let me think.")
+
+
+def test_thinking_tag_variant() -> None:
+    assert split_reasoning("<thinking>hmm</thinking>Answer") == ("Answer", "hmm")
+
+
+def test_unclosed_think_block_means_no_answer() -> None:
+    assert split_reasoning("<think>I was cut off while reas") == ("", "I was cut off while reas")
+
+
+def test_think_tag_later_in_the_text_is_kept() -> None:
+    content = "The tag <think>x</think> is used by some models."
+    assert split_reasoning(content) == (content, None)
+
+
+def test_backend_reasoning_comes_first() -> None:
+    content = "<think>from the tag</think>answer"
+    assert split_reasoning(content, "from the backend\n") == (
+        "answer",
+        "from the backend\n\nfrom the tag",
+    )
+
+
+def test_empty_think_block_gives_no_reasoning() -> None:
+    assert split_reasoning("<think>\n\n</think>\nanswer") == ("answer", None)
+    assert split_reasoning("answer", "   ") == ("answer", None)
