@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -42,3 +42,22 @@ def make_loom(tmp_path: Path) -> Iterator[LoomFactory]:
     yield factory
     for loom in made:
         loom.close()
+
+
+@pytest.fixture
+async def amake_loom(tmp_path: Path) -> AsyncIterator[LoomFactory]:
+    """Like make_loom, for async tests: closed with aclose() on the test's own loop, where the
+    loom's async HTTP client for that loop lives."""
+    made: list[TaskLoom[Any]] = []
+
+    def factory(srv: FakeLLMServer, **kwargs: Any) -> TaskLoom[Any]:
+        kwargs.setdefault("prompt_template", "{{ text }}")
+        kwargs.setdefault("db_path", tmp_path / "loom.db")
+        kwargs.setdefault("api_key", "sk-test-secret-key")
+        loom: TaskLoom[Any] = TaskLoom(kwargs.pop("model", "fake-model"), base_url=srv.base_url, **kwargs)
+        made.append(loom)
+        return loom
+
+    yield factory
+    for loom in made:
+        await loom.aclose()

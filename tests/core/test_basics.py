@@ -120,9 +120,9 @@ def test_stream_events_are_typed_and_serializable(
 
 
 async def test_astream_events_with_unknown_total(
-    make_loom: LoomFactory, server: FakeLLMServer
+    amake_loom: LoomFactory, server: FakeLLMServer
 ) -> None:
-    loom = make_loom(server, response_model=dict)
+    loom = amake_loom(server, response_model=dict)
 
     def gen() -> Any:
         yield from ("a", "b", "c")
@@ -180,9 +180,9 @@ def test_context_managers_close(make_loom: LoomFactory, server: FakeLLMServer) -
 
 
 async def test_async_context_manager_and_aprocess(
-    make_loom: LoomFactory, server: FakeLLMServer
+    amake_loom: LoomFactory, server: FakeLLMServer
 ) -> None:
-    loom = make_loom(server, response_model=dict)
+    loom = amake_loom(server, response_model=dict)
     async with loom:
         result: TaskResult[Any] = await loom.aprocess({"text": "async"})
         assert result.data == {"text": "async"}

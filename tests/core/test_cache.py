@@ -119,10 +119,10 @@ def test_stream_with_some_inputs_cached_returns_each_exactly_once(
 
 @pytest.mark.parametrize("ordered", [False, True])
 async def test_astream_with_some_inputs_cached(
-    make_loom: LoomFactory, server: FakeLLMServer, ordered: bool
+    amake_loom: LoomFactory, server: FakeLLMServer, ordered: bool
 ) -> None:
     inputs = [{"text": f"a{i}"} for i in range(30)]
-    loom = make_loom(server, response_model=dict)
+    loom = amake_loom(server, response_model=dict)
     await loom.amap(inputs[1::2], task_name="apartial")
     got = [r async for r in loom.astream(inputs, task_name="apartial", ordered=ordered)]
     texts = [r.data["text"] for r in got]

@@ -44,9 +44,9 @@ def test_breaking_out_of_stream_stops_the_batch(make_loom: LoomFactory) -> None:
         assert total < 20
 
 
-async def test_closing_astream_stops_the_batch(make_loom: LoomFactory) -> None:
+async def test_closing_astream_stops_the_batch(amake_loom: LoomFactory) -> None:
     with FakeLLMServer(slow_echo) as srv:
-        loom = make_loom(srv, response_model=dict)
+        loom = amake_loom(srv, response_model=dict)
         stream = loom.astream([f"t{i}" for i in range(200)], max_workers=5)
         async with contextlib.aclosing(stream):
             async for _ in stream:
@@ -56,9 +56,9 @@ async def test_closing_astream_stops_the_batch(make_loom: LoomFactory) -> None:
         assert srv.request_count - at_first <= 10
 
 
-async def test_cancelling_the_consumer_task_stops_the_batch(make_loom: LoomFactory) -> None:
+async def test_cancelling_the_consumer_task_stops_the_batch(amake_loom: LoomFactory) -> None:
     with FakeLLMServer(slow_echo) as srv:
-        loom = make_loom(srv, response_model=dict)
+        loom = amake_loom(srv, response_model=dict)
         first = asyncio.Event()
 
         async def consume() -> None:
@@ -118,8 +118,8 @@ def test_one_loom_from_eight_threads(make_loom: LoomFactory, server: FakeLLMServ
         assert outputs[n] == [f"thread{n}-{i}" for i in range(25)]
 
 
-async def test_concurrent_asyncio_tasks(make_loom: LoomFactory, server: FakeLLMServer) -> None:
-    loom = make_loom(server, response_model=dict)
+async def test_concurrent_asyncio_tasks(amake_loom: LoomFactory, server: FakeLLMServer) -> None:
+    loom = amake_loom(server, response_model=dict)
 
     async def one(n: int) -> list[str]:
         batch = await loom.amap([f"task{n}-{i}" for i in range(20)], task_name=f"t{n % 3}")
@@ -131,10 +131,10 @@ async def test_concurrent_asyncio_tasks(make_loom: LoomFactory, server: FakeLLMS
 
 
 async def test_sync_api_works_under_a_running_loop(
-    make_loom: LoomFactory, server: FakeLLMServer
+    amake_loom: LoomFactory, server: FakeLLMServer
 ) -> None:
     # Jupyter runs cells inside a live loop: the sync API must still work there.
-    loom = make_loom(server, response_model=dict)
+    loom = amake_loom(server, response_model=dict)
     batch = loom.map(["inside", "a", "loop"])
     assert [r.data["text"] for r in batch] == ["inside", "a", "loop"]
     assert [r.data["text"] for r in loom.stream(["x", "y"], ordered=True)] == ["x", "y"]

@@ -168,17 +168,26 @@ class BatchRun:
         if len(self._recent) > _RECENT:
             self._recent.popitem(last=False)
 
-    async def _pull(self, count: int) -> list[Any]:
-        if self._sync_source is not None:
-            return list(itertools.islice(self._sync_source, count))
-        assert self._async_source is not None
+    async def _pull(self, count: int) -> tuple[list[Any], BaseException | None]:
+        """Up to ``count`` inputs, and what the iterable raised after them (if it did)."""
         items: list[Any] = []
-        for _ in range(count):
-            try:
-                items.append(await anext(self._async_source))
-            except StopAsyncIteration:
-                break
-        return items
+        try:
+            if self._sync_source is not None:
+                items.extend(itertools.islice(self._sync_source, count))
+            else:
+                assert self._async_source is not None
+                for _ in range(count):
+                    try:
+                        items.append(await anext(self._async_source))
+                    except StopAsyncIteration:
+                        break
+        except asyncio.CancelledError:
+            raise
+        except BaseException as exc:
+            # list.extend appends one item at a time, so what was pulled before the iterable
+            # raised is kept and still runs; the error is delivered after it.
+            return items, exc
+        return items, None
 
     async def _feed(self) -> None:
         try:
@@ -186,14 +195,14 @@ class BatchRun:
                 while self._outstanding >= self._window:
                     self._room.clear()
                     await self._room.wait()
-                items = await self._pull(min(self._chunk, self._window - self._outstanding))
+                items, error = await self._pull(min(self._chunk, self._window - self._outstanding))
+                if items:
+                    await self._admit(items)
+                if error is not None:
+                    self._error = error  # delivered after every input pulled before it
+                    break
                 if not items:
                     break
-                await self._admit(items)
-        except asyncio.CancelledError:
-            raise
-        except BaseException as exc:  # the user's iterable failed: deliver what we have, then it
-            self._error = exc
         finally:
             self._feed_done = True
             self._ready.set()
