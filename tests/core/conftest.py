@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+
 from loom_backends.testing import FakeLLMServer, RecordedRequest
 from loom_core import TaskLoom
 
@@ -35,7 +36,9 @@ def make_loom(tmp_path: Path) -> Iterator[LoomFactory]:
         kwargs.setdefault("prompt_template", "{{ text }}")
         kwargs.setdefault("db_path", tmp_path / "loom.db")
         kwargs.setdefault("api_key", "sk-test-secret-key")
-        loom: TaskLoom[Any] = TaskLoom(kwargs.pop("model", "fake-model"), base_url=srv.base_url, **kwargs)
+        loom: TaskLoom[Any] = TaskLoom(
+            kwargs.pop("model", "fake-model"), base_url=srv.base_url, **kwargs
+        )
         made.append(loom)
         return loom
 
@@ -54,7 +57,9 @@ async def amake_loom(tmp_path: Path) -> AsyncIterator[LoomFactory]:
         kwargs.setdefault("prompt_template", "{{ text }}")
         kwargs.setdefault("db_path", tmp_path / "loom.db")
         kwargs.setdefault("api_key", "sk-test-secret-key")
-        loom: TaskLoom[Any] = TaskLoom(kwargs.pop("model", "fake-model"), base_url=srv.base_url, **kwargs)
+        loom: TaskLoom[Any] = TaskLoom(
+            kwargs.pop("model", "fake-model"), base_url=srv.base_url, **kwargs
+        )
         made.append(loom)
         return loom
 

@@ -6,10 +6,11 @@ import json
 from typing import Any
 
 import pytest
+from pydantic import BaseModel
+
 from loom_backends.testing import FakeLLMServer, FakeReply, RecordedRequest
 from loom_core import TaskLoom
 from loom_protocol import BatchResult, ErrorCode, TaskResult, parse_stream_event
-from pydantic import BaseModel
 
 from .conftest import LoomFactory
 
@@ -84,7 +85,9 @@ def test_null_content_is_not_the_text_none(make_loom: LoomFactory) -> None:
 
 
 def test_results_carry_usage_attempts_latency_model(make_loom: LoomFactory) -> None:
-    reply = FakeReply('{"a": 1}', usage={"prompt_tokens": 7, "completion_tokens": 3, "total_tokens": 10})
+    reply = FakeReply(
+        '{"a": 1}', usage={"prompt_tokens": 7, "completion_tokens": 3, "total_tokens": 10}
+    )
     with FakeLLMServer(lambda req: reply) as srv:
         batch = make_loom(srv, response_model=dict).map(["a", "b", "c"])
     for result in batch:

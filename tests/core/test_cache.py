@@ -6,10 +6,11 @@ import json
 from pathlib import Path
 
 import pytest
+from pydantic import BaseModel
+
 from loom_backends.testing import FakeLLMServer, FakeReply, RecordedRequest
 from loom_core import LoomConfigWarning
 from loom_store import ResultStore
-from pydantic import BaseModel
 
 from .conftest import LoomFactory, echo_json
 
@@ -95,7 +96,9 @@ def test_failed_tasks_are_retried_on_the_next_run(make_loom: LoomFactory, tmp_pa
         store.close()
 
 
-def test_without_task_name_nothing_is_written(make_loom: LoomFactory, server: FakeLLMServer, tmp_path: Path) -> None:
+def test_without_task_name_nothing_is_written(
+    make_loom: LoomFactory, server: FakeLLMServer, tmp_path: Path
+) -> None:
     loom = make_loom(server, db_path=tmp_path / "never.db")
     loom.map(INPUTS[:3])
     loom.process("once more")
@@ -142,7 +145,9 @@ def test_duplicates_cost_one_request(make_loom: LoomFactory, server: FakeLLMServ
     assert [r.data["text"] for r in ordered] == [r.data["text"] for r in batch] * 2
 
 
-def test_stored_rows_are_complete(make_loom: LoomFactory, server: FakeLLMServer, tmp_path: Path) -> None:
+def test_stored_rows_are_complete(
+    make_loom: LoomFactory, server: FakeLLMServer, tmp_path: Path
+) -> None:
     loom = make_loom(server, response_model=Doc, temperature=0.5, api_key="sk-never-store-me")
     loom.map(INPUTS[:2], task_name="rows")
     store = ResultStore(tmp_path / "loom.db")

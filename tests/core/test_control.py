@@ -14,8 +14,8 @@ import threading
 import time
 from pathlib import Path
 
-
 import pytest
+
 from loom_backends.testing import FakeLLMServer, FakeReply, RecordedRequest
 from loom_store import ResultStore
 
@@ -192,12 +192,17 @@ def test_kill_9_loses_no_seen_result(tmp_path: Path) -> None:
         from loom_core import TaskLoom
 
         before = srv.request_count
-        with TaskLoom("fake-model", "{{ text }}", response_model=dict, base_url=srv.base_url,
-                      api_key="k", db_path=db) as loom:
-            batch = loom.map([{"text": f"crash {i}"} for i in range(300)], task_name="crash",
-                             max_workers=16)
+        with TaskLoom(
+            "fake-model",
+            "{{ text }}",
+            response_model=dict,
+            base_url=srv.base_url,
+            api_key="k",
+            db_path=db,
+        ) as loom:
+            batch = loom.map(
+                [{"text": f"crash {i}"} for i in range(300)], task_name="crash", max_workers=16
+            )
         assert all(r.is_success for r in batch)
         assert srv.request_count - before == 300 - len(stored)
         assert sum(r.cached for r in batch) == len(stored)
-
-

@@ -9,21 +9,25 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+
 from loom_backends.testing import FakeLLMServer
 from loom_core import TaskLoom
 from loom_protocol import ErrorCode, LoomUsageError
-from pydantic import BaseModel
 
 from .conftest import LoomFactory
 
 
 def png_bytes() -> bytes:
     def chunk(kind: bytes, data: bytes) -> bytes:
-        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+        return (
+            struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+        )
 
     header = struct.pack(">IIBBBBB", 1, 1, 8, 2, 0, 0, 0)
     pixels = zlib.compress(b"\x00\xff\x00\x00")
-    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", pixels) + chunk(b"IEND", b"")
+    return (
+        b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", pixels) + chunk(b"IEND", b"")
+    )
 
 
 def image_urls(body: dict[str, Any]) -> list[str]:
@@ -139,5 +143,3 @@ def test_batch_arguments_are_checked(make_loom: LoomFactory, server: FakeLLMServ
         loom.map(["a"], task_name="")
     with pytest.raises(LoomUsageError, match="single str"):
         loom.map("just one string")
-
-

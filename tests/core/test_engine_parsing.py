@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import pytest
+from pydantic import BaseModel, Field
+
 from loom_backends.testing import FakeLLMServer, FakeReply, RecordedRequest
 from loom_protocol import ErrorCode
-from pydantic import BaseModel, Field
 
 from .conftest import LoomFactory
 
@@ -36,7 +37,9 @@ def test_dirty_json_is_repaired(make_loom: LoomFactory, answer: str) -> None:
 
 def test_without_repair_dirty_json_fails(make_loom: LoomFactory) -> None:
     with FakeLLMServer(lambda req: '{"name": "tea", "price": 3.5,}') as srv:
-        result = make_loom(srv, response_model=Item, auto_repair_json=False, max_retries=0).process("x")
+        result = make_loom(srv, response_model=Item, auto_repair_json=False, max_retries=0).process(
+            "x"
+        )
         assert not result.is_success
         assert result.error is not None and result.error.code == ErrorCode.JSON_INVALID
 

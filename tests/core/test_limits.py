@@ -6,6 +6,7 @@ import itertools
 import time
 
 import pytest
+
 from loom_backends.testing import FakeLLMServer, FakeReply, RecordedRequest
 from loom_protocol import ErrorCode
 
@@ -29,7 +30,9 @@ def test_a_429_with_retry_after_pauses_every_worker(make_loom: LoomFactory) -> N
 
     def answer(req: RecordedRequest) -> FakeReply | str:
         if next(counter) == 0:
-            return FakeReply(status=429, headers={"Retry-After": "1"}, body={"error": {"message": "slow down"}})
+            return FakeReply(
+                status=429, headers={"Retry-After": "1"}, body={"error": {"message": "slow down"}}
+            )
         return echo_json(req)
 
     with FakeLLMServer(answer, latency=0.01) as srv:
@@ -79,9 +82,13 @@ def test_a_500_then_success(make_loom: LoomFactory) -> None:
         assert result.is_success and result.attempts == 3
 
 
-@pytest.mark.parametrize(("status", "code"), [(400, "provider_bad_request"), (401, "provider_auth")])
+@pytest.mark.parametrize(
+    ("status", "code"), [(400, "provider_bad_request"), (401, "provider_auth")]
+)
 def test_400_and_401_are_not_retried(make_loom: LoomFactory, status: int, code: str) -> None:
-    with FakeLLMServer(lambda req: FakeReply(status=status, body={"error": {"message": "no"}})) as srv:
+    with FakeLLMServer(
+        lambda req: FakeReply(status=status, body={"error": {"message": "no"}})
+    ) as srv:
         result = make_loom(srv, response_model=dict).process("x")
         assert not result.is_success
         assert result.error is not None and result.error.code == code

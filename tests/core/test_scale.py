@@ -10,6 +10,7 @@ from pathlib import Path
 
 import psutil
 import pytest
+
 from loom_backends import CallableBackend
 from loom_core import TaskLoom
 from loom_protocol import ChatRequest
@@ -21,7 +22,10 @@ async def instant(request: ChatRequest) -> str:
 
 def make(tmp_path: Path) -> TaskLoom[dict]:  # type: ignore[type-arg]
     return TaskLoom(
-        "local", "{{ text }}", response_model=dict, backend=CallableBackend(instant),
+        "local",
+        "{{ text }}",
+        response_model=dict,
+        backend=CallableBackend(instant),
         db_path=tmp_path / "scale.db",
     )
 
@@ -64,7 +68,9 @@ def inputs(n: int) -> Iterator[dict[str, str]]:
 
 @pytest.mark.slow
 @pytest.mark.parametrize("ordered", [False, True])
-def test_a_generator_of_200k_inputs_streams_in_bounded_memory(tmp_path: Path, ordered: bool) -> None:
+def test_a_generator_of_200k_inputs_streams_in_bounded_memory(
+    tmp_path: Path, ordered: bool
+) -> None:
     n = 200_000
     with make(tmp_path) as loom:
         loom.map(inputs(2_000), max_workers=32)  # warm up allocators and imports

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import contextlib
 import threading
 from collections.abc import Coroutine
 from typing import Any, TypeVar
@@ -63,10 +64,8 @@ class LoopThread:
             # KeyboardInterrupt or the caller's own cancellation: stop the work on the loop.
             if not future.done():
                 future.cancel()
-                try:
+                with contextlib.suppress(BaseException):
                     future.result(timeout=10)
-                except BaseException:
-                    pass
             raise
 
     def close(self) -> None:

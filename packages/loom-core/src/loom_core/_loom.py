@@ -108,12 +108,18 @@ class TaskLoom(Generic[T]):
             raise LoomUsageError(f"timeout must be a positive number of seconds, got {timeout!r}")
         self._prompt = PromptTemplate(prompt_template, name="prompt_template")
         self._system = (
-            PromptTemplate(system_prompt, name="system_prompt") if system_prompt is not None else None
+            PromptTemplate(system_prompt, name="system_prompt")
+            if system_prompt is not None
+            else None
         )
         self._output = OutputSpec.from_response_model(response_model)
         temperature, max_tokens, params = split_generation_params(llm_kwargs)
         resolved = resolve_backend(
-            model, client=client, backend=backend, base_url=base_url, api_key=api_key,
+            model,
+            client=client,
+            backend=backend,
+            base_url=base_url,
+            api_key=api_key,
             timeout=float(timeout),
         )
         self._backend = resolved.backend
@@ -169,8 +175,7 @@ class TaskLoom(Generic[T]):
     def __repr__(self) -> str:
         store = self._store.url if self._store is not None else os.fspath(self._store_target)
         return (
-            f"TaskLoom(model={self.config.model!r}, output={self._output.kind!r}, "
-            f"store={store!r})"
+            f"TaskLoom(model={self.config.model!r}, output={self._output.kind!r}, store={store!r})"
         )
 
     def _check_open(self) -> None:

@@ -61,9 +61,7 @@ def failed_result(
     return TaskResult(
         task_id=task_id,
         is_success=False,
-        error=Error(
-            code=code, message=message, detail=detail, retryable=retryable, status=status
-        ),
+        error=Error(code=code, message=message, detail=detail, retryable=retryable, status=status),
         input_data=input_data or {},
         raw_output=raw_output,
         reasoning=reasoning,
@@ -190,9 +188,7 @@ class TaskRunner:
         if not refs:
             messages.append(Message(role="user", content=text))
             return messages
-        urls = [
-            await aload_image_url(ref, image_root=self.image_root) for ref in refs
-        ]
+        urls = [await aload_image_url(ref, image_root=self.image_root) for ref in refs]
         parts: list[TextPart | ImagePart] = [TextPart(text=text)]
         parts.extend(ImagePart(url=url) for url in urls)
         messages.append(Message(role="user", content=parts))
