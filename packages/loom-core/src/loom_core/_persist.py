@@ -51,11 +51,10 @@ class ResultCache:
                 data = self.output.from_json(row.data)
             except OutputError:
                 continue  # stored data no longer validates (the model changed): recompute
-            hits[task_id] = TaskResult.model_construct(
+            hits[task_id] = TaskResult(
                 task_id=task_id,
                 is_success=True,
                 data=data,
-                error=None,
                 input_data=inputs[task_id],
                 raw_output=row.raw_output,
                 reasoning=row.reasoning,

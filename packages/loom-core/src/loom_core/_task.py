@@ -110,7 +110,7 @@ def prepare_input(raw: Any) -> PreparedInput:
         )
     try:
         task_id = fingerprint(data)
-    except (TypeError, ValueError) as exc:
+    except (TypeError, ValueError, RecursionError) as exc:
         shown = _shown(raw)
         task_id = fingerprint({"invalid_input": shown})
         return PreparedInput(
