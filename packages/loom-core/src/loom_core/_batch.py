@@ -11,6 +11,8 @@ are delivered at once, duplicates join the task already under way, and the rest 
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
+import contextlib
 import itertools
 from collections import OrderedDict, deque
 from collections.abc import AsyncIterable, AsyncIterator, Iterable, Iterator, Sized
@@ -195,7 +197,10 @@ class BatchRun:
                 while self._outstanding >= self._window:
                     self._room.clear()
                     await self._room.wait()
-                items, error = await self._pull(min(self._chunk, self._window - self._outstanding))
+                # The first chunk is small so the workers start at once; later ones are large
+                # so a resumed run answers its cache hits with few store queries.
+                chunk = self._chunk if self._pulled else min(self._chunk, 4 * self._max_workers)
+                items, error = await self._pull(min(chunk, self._window - self._outstanding))
                 if items:
                     await self._admit(items)
                 if error is not None:
@@ -242,18 +247,43 @@ class BatchRun:
                 self._work.put_nowait(slot)
 
     async def _work_loop(self) -> None:
+        loop = asyncio.get_running_loop()
         while True:
             slot = await self._work.get()
             result = await self._runner.run(slot.prepared)
-            if self._cache is not None and _storable(result):
-                result = await self._cache.persist(result)
-            task_id = slot.prepared.task_id
-            # No await from here on: a duplicate arriving now must find either the slot or
-            # the remembered result, never neither.
-            del self._inflight[task_id]
-            self._remember(task_id, result)
-            for index in slot.positions:
-                self._emit(index, result)
+            if self._cache is None or not _storable(result):
+                self._finish(slot, result)
+                continue
+            # The worker moves on to its next task at once; the result is delivered when its
+            # row has committed (group commit on the writer thread), never before.
+            write = self._cache.submit(result)
+
+            def committed(
+                write: concurrent.futures.Future[None],
+                slot: _Slot = slot,
+                result: TaskResult[Any] = result,
+            ) -> None:
+                with contextlib.suppress(RuntimeError):  # the loop closed: nobody to tell
+                    loop.call_soon_threadsafe(self._committed, slot, result, write)
+
+            write.add_done_callback(committed)
+
+    def _committed(
+        self, slot: _Slot, result: TaskResult[Any], write: concurrent.futures.Future[None]
+    ) -> None:
+        if self._closed or write.cancelled():
+            return
+        assert self._cache is not None
+        self._finish(slot, self._cache.settled(result, write))
+
+    def _finish(self, slot: _Slot, result: TaskResult[Any]) -> None:
+        # Synchronous on purpose: a duplicate arriving now finds either the slot or the
+        # remembered result, never neither.
+        task_id = slot.prepared.task_id
+        del self._inflight[task_id]
+        self._remember(task_id, result)
+        for index in slot.positions:
+            self._emit(index, result)
 
 
 def _storable(result: TaskResult[Any]) -> bool:

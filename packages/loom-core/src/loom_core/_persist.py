@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import json
 from collections.abc import Sequence
 from typing import Any
 
-from loom_protocol import Error, ErrorCode, StoreError, TaskResult, Usage
+from loom_protocol import Error, ErrorCode, TaskResult, Usage
 from loom_store import ResultRow, ResultStore, StoreWriter
 
+from ._fast import trusted_result
 from ._output import OutputError, OutputSpec
 
 __all__ = ["ResultCache"]
@@ -51,10 +53,11 @@ class ResultCache:
                 data = self.output.from_json(row.data)
             except OutputError:
                 continue  # stored data no longer validates (the model changed): recompute
-            hits[task_id] = TaskResult(
+            hits[task_id] = trusted_result(
                 task_id=task_id,
                 is_success=True,
                 data=data,
+                error=None,
                 input_data=inputs[task_id],
                 raw_output=row.raw_output,
                 reasoning=row.reasoning,
@@ -84,23 +87,27 @@ class ResultCache:
             model=result.model,
         )
 
-    async def persist(self, result: TaskResult[Any]) -> TaskResult[Any]:
-        """Write ``result`` and wait for its commit; a failed write turns it into a store_error.
+    def submit(self, result: TaskResult[Any]) -> concurrent.futures.Future[None]:
+        """Queue ``result``'s row; the future completes once the row has committed."""
+        return self.writer.submit(self.to_row(result))
 
-        The caller hands the returned result out only after this returns, so nothing anyone
-        has seen can be lost by a crash.
+    @staticmethod
+    def settled(result: TaskResult[Any], write: concurrent.futures.Future[None]) -> TaskResult[Any]:
+        """``result`` once its write finished: unchanged when committed, else a store_error.
+
+        Nothing is handed to a caller before this, so nothing anyone has seen can be lost by
+        a crash; a result whose row did not commit says so instead of pretending.
         """
-        try:
-            await asyncio.wrap_future(self.writer.submit(self.to_row(result)))
-        except StoreError as exc:
-            return result.model_copy(
-                update={
-                    "is_success": False,
-                    "error": Error(
-                        code=ErrorCode.STORE_ERROR,
-                        message=f"the result could not be saved: {exc}",
-                        retryable=True,
-                    ),
-                }
-            )
-        return result
+        error = write.exception()
+        if error is None:
+            return result
+        return result.model_copy(
+            update={
+                "is_success": False,
+                "error": Error(
+                    code=ErrorCode.STORE_ERROR,
+                    message=f"the result could not be saved: {error}",
+                    retryable=True,
+                ),
+            }
+        )
