@@ -1,0 +1,295 @@
+"""The one error table every backend uses.
+
+HTTP statuses, transport failures and malformed answers all become a
+:class:`~loom_protocol.BackendError` here, so every backend classifies failures the same way:
+
+=====================  ========================  =========
+what happened          ErrorCode                 retryable
+=====================  ========================  =========
+401, 403               provider_auth             no
+400, 404, 422          provider_bad_request      no
+408, 409, 429          provider_rate_limited     yes (``retry_after`` from the headers)
+5xx, reset, refused    provider_unavailable      yes
+timeout                provider_timeout          yes
+non-JSON 200 body      provider_error            yes (a proxy hiccup)
+anything else          provider_error            no
+=====================  ========================  =========
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import math
+import time
+from collections.abc import Iterable, Mapping
+from email.utils import parsedate_to_datetime
+from typing import Any
+
+import aiohttp
+import httpx
+
+from loom_protocol import BackendError, Error, ErrorCode
+
+__all__ = [
+    "DETAIL_LIMIT",
+    "bad_answer_error",
+    "error_for_status",
+    "error_for_transport",
+    "parse_retry_after",
+    "redact",
+    "transport_error",
+]
+
+#: Provider bodies kept in ``Error.detail`` are cut to this many characters.
+DETAIL_LIMIT = 4096
+_MESSAGE_LIMIT = 300
+
+_REASONS: dict[ErrorCode, str] = {
+    ErrorCode.PROVIDER_AUTH: "the provider rejected the credentials",
+    ErrorCode.PROVIDER_BAD_REQUEST: "the provider rejected the request",
+    ErrorCode.PROVIDER_RATE_LIMITED: "the provider is rate limiting or asked to try again",
+    ErrorCode.PROVIDER_UNAVAILABLE: "the provider is unavailable",
+}
+
+
+def redact(text: str, secrets: Iterable[str | None]) -> str:
+    """Replace every occurrence of each secret in ``text`` by ``***``.
+
+    Providers sometimes echo (part of) a rejected key in their error body; nothing that came
+    back from the wire may carry a credential into an error message, a log line or the store.
+    """
+    for secret in secrets:
+        if secret and len(secret) >= 4 and secret in text:
+            text = text.replace(secret, "***")
+    return text
+
+
+def _truncate(text: str, limit: int) -> str:
+    return text if len(text) <= limit else text[: limit - 15] + "... [truncated]"
+
+
+def _one_line(text: str, limit: int = _MESSAGE_LIMIT) -> str:
+    line = " ".join(text.split())
+    return line if len(line) <= limit else line[: limit - 3] + "..."
+
+
+def _header(headers: Mapping[str, str], name: str) -> str | None:
+    # httpx.Headers is case-insensitive, a plain dict is not: look both ways.
+    value = headers.get(name)
+    if value is not None:
+        return value
+    for key, item in headers.items():
+        if key.lower() == name:
+            return item
+    return None
+
+
+def parse_retry_after(headers: Mapping[str, str]) -> float | None:
+    """Read how long the provider asked us to wait, in seconds.
+
+    ``retry-after-ms`` (OpenAI, milliseconds) takes precedence over ``Retry-After``, which may
+    hold seconds (``"2"``, ``"1.5"``) or an HTTP date. A negative wait (a date in the past)
+    becomes ``0.0``.
+
+    Args:
+        headers: The response headers (any case).
+
+    Returns:
+        The wait in seconds, or ``None`` when no usable header is present.
+    """
+    millis = _header(headers, "retry-after-ms")
+    if millis is not None:
+        value = _finite_float(millis)
+        if value is not None:
+            return max(0.0, value / 1000.0)
+    raw = _header(headers, "retry-after")
+    if raw is None:
+        return None
+    value = _finite_float(raw)
+    if value is not None:
+        return max(0.0, value)
+    try:
+        when = parsedate_to_datetime(raw.strip())
+    except (TypeError, ValueError, IndexError):
+        return None
+    if when.tzinfo is None:  # RFC 9110 dates are GMT; a naive parse means GMT too.
+        return None
+    return max(0.0, when.timestamp() - time.time())
+
+
+def _finite_float(text: str) -> float | None:
+    try:
+        value = float(text.strip())
+    except ValueError:
+        return None
+    return value if math.isfinite(value) else None
+
+
+def provider_message(body: str) -> str | None:
+    """The provider's own error message, when ``body`` is JSON in a known shape."""
+    try:
+        data = json.loads(body)
+    except ValueError:
+        return None
+    if not isinstance(data, dict):
+        return None
+    # OpenAI / Anthropic: {"error": {"message": ...}}; vLLM: {"message": ...};
+    # FastAPI-based servers: {"detail": ...}; some proxies: {"error": "..."}.
+    error = data.get("error")
+    if isinstance(error, dict) and isinstance(error.get("message"), str):
+        return str(error["message"])
+    for candidate in (error, data.get("message"), data.get("detail")):
+        if isinstance(candidate, str) and candidate:
+            return candidate
+    return None
+
+
+def _classify_status(status: int) -> tuple[ErrorCode, bool]:
+    if status in (401, 403):
+        return ErrorCode.PROVIDER_AUTH, False
+    if status in (400, 404, 422):
+        return ErrorCode.PROVIDER_BAD_REQUEST, False
+    if status in (408, 409, 429):
+        return ErrorCode.PROVIDER_RATE_LIMITED, True
+    if 500 <= status <= 599:
+        return ErrorCode.PROVIDER_UNAVAILABLE, True
+    return ErrorCode.PROVIDER_ERROR, False
+
+
+def error_for_status(
+    status: int,
+    body: str,
+    headers: Mapping[str, str],
+    *,
+    secrets: Iterable[str | None] = (),
+) -> BackendError:
+    """Turn a non-2xx HTTP answer into a :class:`~loom_protocol.BackendError`.
+
+    Args:
+        status: The HTTP status.
+        body: The response body as text (kept, cut to ~4 KB, in ``error.detail``).
+        headers: The response headers, read for ``Retry-After`` / ``retry-after-ms``.
+        secrets: Strings (API keys) to blank out of the message and the detail.
+
+    Returns:
+        The error to raise; its code and ``retryable`` follow the module's table.
+    """
+    secrets = tuple(secrets)
+    code, retryable = _classify_status(status)
+    reason = _REASONS.get(code, f"the provider answered HTTP {status}")
+    said = provider_message(body)
+    message = f"{reason}: {_one_line(said)}" if said else reason
+    retry_after = parse_retry_after(headers) if retryable else None
+    return BackendError(
+        Error(
+            code=code,
+            message=redact(message, secrets),
+            detail=redact(_truncate(body, DETAIL_LIMIT), secrets) or None,
+            retryable=retryable,
+            status=status if 100 <= status <= 599 else None,
+        ),
+        retry_after=retry_after,
+    )
+
+
+def bad_answer_error(
+    problem: str,
+    body: str,
+    *,
+    status: int | None = 200,
+    retryable: bool = False,
+    secrets: Iterable[str | None] = (),
+) -> BackendError:
+    """A provider_error for a successful status whose body is not a usable answer.
+
+    Args:
+        problem: What is wrong, e.g. ``"the answer is not JSON"``.
+        body: The body received (kept, cut to ~4 KB, in ``error.detail``).
+        status: The HTTP status of the answer, when there was one.
+        retryable: ``True`` for a body that is not JSON at all (usually a proxy hiccup).
+        secrets: Strings (API keys) to blank out of the detail.
+    """
+    secrets = tuple(secrets)
+    said = provider_message(body)
+    message = f"{problem}: {_one_line(said)}" if said else problem
+    return BackendError(
+        Error(
+            code=ErrorCode.PROVIDER_ERROR,
+            message=redact(message, secrets),
+            detail=redact(_truncate(body, DETAIL_LIMIT), secrets) or None,
+            retryable=retryable,
+            status=status,
+        )
+    )
+
+
+def _aiohttp_cause(exc: BaseException) -> BackendError | None:
+    """Classify an aiohttp exception found in ``exc``'s cause chain.
+
+    httpx-aiohttp maps every ``aiohttp.ClientConnectionError`` (a refused connection included)
+    to ``httpx.ConnectTimeout``, so its mapping cannot tell "refused" from "timed out": the
+    original aiohttp exception, kept as ``__cause__``, can.
+    """
+    seen: set[int] = set()
+    cause: BaseException | None = exc
+    while cause is not None and id(cause) not in seen:
+        seen.add(id(cause))
+        if isinstance(cause, (aiohttp.ServerTimeoutError, asyncio.TimeoutError)):
+            return transport_error(ErrorCode.PROVIDER_TIMEOUT, "the provider timed out", cause)
+        if isinstance(cause, (aiohttp.ClientConnectionError, aiohttp.ClientPayloadError)):
+            return transport_error(
+                ErrorCode.PROVIDER_UNAVAILABLE, "could not reach the provider", cause
+            )
+        cause = cause.__cause__
+    return None
+
+
+def transport_error(code: ErrorCode, reason: str, exc: BaseException) -> BackendError:
+    """A BackendError for a call that got no answer; retryable unless code is provider_error."""
+    text = _one_line(str(exc)) or type(exc).__name__
+    return BackendError(
+        Error(
+            code=code,
+            message=f"{reason}: {text}",
+            detail=f"{type(exc).__module__}.{type(exc).__qualname__}: {exc}",
+            retryable=code is not ErrorCode.PROVIDER_ERROR,
+        )
+    )
+
+
+def error_for_transport(exc: BaseException, *, secrets: Iterable[str | None] = ()) -> BackendError:
+    """Turn an httpx or aiohttp exception (no answer received) into a BackendError.
+
+    Timeouts become provider_timeout; refused or reset connections and broken bodies become
+    provider_unavailable; both are retryable. Anything else is a non-retryable provider_error.
+    """
+    error = _aiohttp_cause(exc)
+    if error is None:
+        if isinstance(exc, httpx.TimeoutException):
+            error = transport_error(ErrorCode.PROVIDER_TIMEOUT, "the provider timed out", exc)
+        elif isinstance(exc, (httpx.TransportError, ConnectionError)):
+            error = transport_error(
+                ErrorCode.PROVIDER_UNAVAILABLE, "could not reach the provider", exc
+            )
+        else:
+            error = transport_error(ErrorCode.PROVIDER_ERROR, "the provider call failed", exc)
+    secrets = tuple(secrets)
+    if any(s and s in (error.error.message + (error.error.detail or "")) for s in secrets):
+        clean = error.error.model_copy(
+            update={
+                "message": redact(error.error.message, secrets),
+                "detail": redact(error.error.detail or "", secrets) or None,
+            }
+        )
+        error = BackendError(clean, retry_after=error.retry_after)
+    return error
+
+
+def json_object(body: str) -> dict[str, Any] | None:
+    """``body`` parsed as a JSON object, or ``None`` when it is not one."""
+    try:
+        data = json.loads(body)
+    except ValueError:
+        return None
+    return data if isinstance(data, dict) else None

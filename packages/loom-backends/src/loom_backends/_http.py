@@ -1,0 +1,299 @@
+"""The HTTP core shared by the OpenAI-compatible and Anthropic backends.
+
+Sync and async twins share one core: a subclass only builds the request body and parses the
+answer (plain functions, no I/O); this class owns the clients and does the I/O. Every failure
+leaves as a :class:`~loom_protocol.BackendError` (see ``_errors``): no httpx or aiohttp
+exception reaches the caller.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import threading
+from collections.abc import Mapping
+from typing import Any, ClassVar, Self
+
+import httpx
+
+from loom_protocol import ChatRequest, ChatResponse, LoomUsageError
+
+from ._errors import bad_answer_error, error_for_status, error_for_transport
+from ._transport import BufferedAiohttpTransport
+
+__all__ = ["HTTPBackend", "parse_json_answer"]
+
+_VERSION = "0.1.0"
+
+
+def parse_json_answer(
+    status: int, content: bytes, headers: Mapping[str, str], secrets: tuple[str | None, ...]
+) -> dict[str, Any]:
+    """Check the status and decode a JSON object body, or raise the table's BackendError."""
+    if not 200 <= status <= 299:
+        raise error_for_status(status, content.decode("utf-8", "replace"), headers, secrets=secrets)
+    try:
+        data = json.loads(content)
+    except ValueError:
+        # A 200 that is not JSON at all is nearly always a proxy or gateway hiccup
+        # (an HTML error page, a cut body): trying again is worth it.
+        raise bad_answer_error(
+            "the provider's answer is not JSON",
+            content.decode("utf-8", "replace"),
+            status=status,
+            retryable=True,
+            secrets=secrets,
+        ) from None
+    if not isinstance(data, dict):
+        raise bad_answer_error(
+            "the provider's answer is not a JSON object",
+            content.decode("utf-8", "replace"),
+            status=status,
+            secrets=secrets,
+        )
+    return data
+
+
+class HTTPBackend:
+    """Base of the HTTP backends: configuration, clients, I/O and error wrapping.
+
+    Subclasses set the class variables and implement :meth:`_build_body` and
+    :meth:`_parse_answer`, both free of I/O.
+    """
+
+    _ENV_BASE_URL: ClassVar[str]
+    _ENV_API_KEY: ClassVar[str]
+    _DEFAULT_BASE_URL: ClassVar[str]
+
+    def __init__(
+        self,
+        base_url: str | None = None,
+        api_key: str | None = None,
+        *,
+        timeout: float = 60.0,
+        max_connections: int = 512,
+        headers: Mapping[str, str] | None = None,
+        transport: httpx.BaseTransport | None = None,
+        async_transport: httpx.AsyncBaseTransport | None = None,
+    ) -> None:
+        name = type(self).__name__
+        base = base_url or os.environ.get(self._ENV_BASE_URL) or self._DEFAULT_BASE_URL
+        if not base.startswith(("http://", "https://")):
+            raise LoomUsageError(
+                f"{name}: base_url must start with http:// or https://, got {base!r}"
+            )
+        if isinstance(timeout, bool) or not isinstance(timeout, int | float) or timeout <= 0:
+            raise LoomUsageError(
+                f"{name}: timeout must be a positive number of seconds, got {timeout!r}"
+            )
+        if isinstance(max_connections, bool) or not isinstance(max_connections, int):
+            raise LoomUsageError(f"{name}: max_connections must be an int, got {max_connections!r}")
+        if max_connections < 1:
+            raise LoomUsageError(f"{name}: max_connections must be >= 1, got {max_connections}")
+        self._base_url = base.rstrip("/")
+        self._api_key = (
+            api_key if api_key is not None else os.environ.get(self._ENV_API_KEY) or None
+        )
+        self._timeout = httpx.Timeout(float(timeout))
+        self._limits = httpx.Limits(
+            max_connections=max_connections, max_keepalive_connections=max_connections
+        )
+        self._url = self._endpoint(self._base_url)
+        # Headers are built once: per-request header work is measurable at thousands of req/s.
+        self._headers = {
+            "content-type": "application/json",
+            "accept": "application/json",
+            "user-agent": f"loom-backends/{_VERSION}",
+        }
+        self._headers.update(self._auth_headers(self._api_key))
+        if headers:
+            self._headers.update({str(k).lower(): str(v) for k, v in headers.items()})
+        # Header values that look like credentials are blanked out of errors like the key.
+        self._secrets: tuple[str | None, ...] = (
+            self._api_key,
+            *(
+                str(value)
+                for name, value in (headers or {}).items()
+                if any(word in name.lower() for word in ("key", "auth", "token", "secret"))
+            ),
+        )
+        self._transport = transport
+        self._async_transport = async_transport
+        self._lock = threading.Lock()
+        self._client: httpx.Client | None = None
+        # One async transport (connection pool) per event loop: an aiohttp session and its
+        # connections belong to the loop that created them, and the engine calls us from its
+        # own loop and from users' loops (FastAPI's, asyncio.run in a notebook cell...).
+        self._async_transports: dict[asyncio.AbstractEventLoop, httpx.AsyncBaseTransport] = {}
+        self._httpx_url = httpx.URL(self._url)
+        self._httpx_headers = httpx.Headers(self._headers)
+        self._timeouts = self._timeout.as_dict()
+        self._header_list = list(self._headers.items())
+
+    # -- what a subclass provides -------------------------------------------------------------
+
+    def _endpoint(self, base_url: str) -> str:
+        raise NotImplementedError
+
+    def _auth_headers(self, api_key: str | None) -> dict[str, str]:
+        raise NotImplementedError
+
+    def _build_body(self, request: ChatRequest) -> dict[str, Any]:
+        raise NotImplementedError
+
+    def _parse_answer(self, data: dict[str, Any], content: bytes, status: int) -> ChatResponse:
+        raise NotImplementedError
+
+    # -- shared core --------------------------------------------------------------------------
+
+    @property
+    def base_url(self) -> str:
+        """The provider's base URL (without a trailing slash)."""
+        return self._base_url
+
+    @property
+    def url(self) -> str:
+        """The endpoint every request is POSTed to."""
+        return self._url
+
+    def _encode(self, request: ChatRequest) -> bytes:
+        if not isinstance(request, ChatRequest):
+            raise LoomUsageError(
+                f"{type(self).__name__} expects a ChatRequest, got {type(request).__name__}"
+            )
+        # One json.dumps of a plain dict: no pydantic serialisation on the hot path.
+        return json.dumps(
+            self._build_body(request), ensure_ascii=False, separators=(",", ":")
+        ).encode()
+
+    def _decode(self, status: int, content: bytes, headers: Mapping[str, str]) -> ChatResponse:
+        data = parse_json_answer(status, content, headers, self._secrets)
+        return self._parse_answer(data, content, status)
+
+    def _sync_client(self) -> httpx.Client:
+        client = self._client
+        if client is None:
+            with self._lock:
+                client = self._client
+                if client is None:
+                    client = httpx.Client(
+                        headers=self._headers,
+                        timeout=self._timeout,
+                        limits=self._limits,
+                        transport=self._transport,
+                    )
+                    self._client = client
+        return client
+
+    def _loop_transport(self) -> httpx.AsyncBaseTransport:
+        loop = asyncio.get_running_loop()
+        transport = self._async_transports.get(loop)
+        if transport is None:
+            with self._lock:
+                transport = self._async_transports.get(loop)
+                if transport is None:
+                    self._forget_closed_loops()
+                    # httpx's own async pool collapses beyond a few dozen requests in flight;
+                    # the aiohttp one holds up (see scripts/bench_backends.py).
+                    transport = self._async_transport or BufferedAiohttpTransport(
+                        limits=self._limits
+                    )
+                    self._async_transports[loop] = transport
+        return transport
+
+    def _forget_closed_loops(self) -> None:
+        # A closed loop can no longer run its client's aclose(); drop our reference so a
+        # process that runs many short loops (asyncio.run per call) does not keep them all.
+        for loop in [loop for loop in self._async_transports if loop.is_closed()]:
+            del self._async_transports[loop]
+
+    def complete(self, request: ChatRequest) -> ChatResponse:
+        """Send one request and wait for the answer.
+
+        Raises:
+            BackendError: For every failure, classified by the one error table.
+        """
+        content = self._encode(request)
+        client = self._sync_client()
+        try:
+            response = client.post(self._url, content=content)
+        except Exception as exc:
+            raise error_for_transport(exc, secrets=self._secrets) from None
+        return self._decode(response.status_code, response.content, response.headers)
+
+    async def acomplete(self, request: ChatRequest) -> ChatResponse:
+        """Send one request from asyncio, on a client owned by the running loop.
+
+        Raises:
+            BackendError: For every failure, classified by the one error table.
+        """
+        content = self._encode(request)
+        transport = self._loop_transport()
+        try:
+            if isinstance(transport, BufferedAiohttpTransport):
+                # The default transport: skip building httpx.Request/Response objects, which
+                # at thousands of requests per second cost as much as the round trip itself.
+                status, _, headers, body = await transport.send_bytes(
+                    "POST", self._httpx_url, self._header_list, content, self._timeouts
+                )
+            else:
+                response = await transport.handle_async_request(
+                    httpx.Request(
+                        "POST",
+                        self._httpx_url,
+                        headers=self._httpx_headers,
+                        content=content,
+                        extensions={"timeout": self._timeouts},
+                    )
+                )
+                try:
+                    body = await response.aread()
+                finally:
+                    await response.aclose()
+                status, headers = response.status_code, response.headers
+        except Exception as exc:
+            raise error_for_transport(exc, secrets=self._secrets) from None
+        return self._decode(status, body, headers)
+
+    def close(self) -> None:
+        """Close the sync client and forget the async connections of loops that are closed.
+
+        The backend stays usable: the next call opens a new client. Async connections of
+        loops still running are closed by :meth:`aclose`, called from each of those loops.
+        """
+        with self._lock:
+            client, self._client = self._client, None
+            self._forget_closed_loops()
+        if client is not None:
+            client.close()
+
+    async def aclose(self) -> None:
+        """Close the running loop's connections and the sync client.
+
+        Call it from every event loop that used :meth:`acomplete` before that loop ends. The
+        backend stays usable: a later call opens new connections.
+        """
+        loop = asyncio.get_running_loop()
+        with self._lock:
+            transport = self._async_transports.pop(loop, None)
+        self.close()
+        if transport is not None:
+            await transport.aclose()
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+    async def __aenter__(self) -> Self:
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self.aclose()
+
+    def __repr__(self) -> str:
+        # Never the key itself: a repr ends up in logs and tracebacks.
+        key = "'***'" if self._api_key else "None"
+        return f"{type(self).__name__}(base_url={self._base_url!r}, api_key={key})"

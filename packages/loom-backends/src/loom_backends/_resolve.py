@@ -1,0 +1,143 @@
+"""``resolve_backend``: from a model name (or an explicit backend or client) to a backend."""
+
+from __future__ import annotations
+
+import os
+from importlib.metadata import entry_points
+from typing import Any, NamedTuple
+
+from loom_protocol import Backend, LoomUsageError
+
+from ._anthropic import AnthropicBackend
+from ._callable import OpenAIClientBackend
+from ._openai import OpenAIChatBackend
+
+__all__ = ["ENTRY_POINT_GROUP", "ResolvedBackend", "resolve_backend"]
+
+#: Third-party backends register a factory under this entry-point group; its name is the
+#: model prefix they serve (``"mistral"`` serves ``"mistral/<model>"``).
+ENTRY_POINT_GROUP = "loom.backends"
+
+_BUILT_IN_PREFIXES = ("anthropic", "openai")
+
+
+class ResolvedBackend(NamedTuple):
+    """What :func:`resolve_backend` chose.
+
+    Attributes:
+        backend: The backend to call.
+        model: The model name to put in each ``ChatRequest`` (a routing prefix removed).
+    """
+
+    backend: Backend
+    model: str
+
+
+def _is_backend(obj: object) -> bool:
+    return not isinstance(obj, type) and isinstance(obj, Backend)
+
+
+def _registered() -> dict[str, Any]:
+    return {ep.name: ep for ep in entry_points(group=ENTRY_POINT_GROUP)}
+
+
+def resolve_backend(
+    model: str,
+    client: Any = None,
+    backend: Backend | None = None,
+    base_url: str | None = None,
+    api_key: str | None = None,
+    *,
+    timeout: float = 60.0,
+    max_connections: int = 512,
+) -> ResolvedBackend:
+    """Choose the backend for ``model``.
+
+    Precedence: an explicit ``backend``; then ``client`` (a Backend as it is, or an OpenAI
+    SDK client wrapped in :class:`OpenAIClientBackend`); then the model name:
+
+    * ``anthropic/<m>`` → :class:`AnthropicBackend`, model ``<m>``; ``claude-…`` → Anthropic,
+      model unchanged;
+    * ``openai/<m>`` → :class:`OpenAIChatBackend`, model ``<m>``;
+    * ``<prefix>/<m>`` with ``<prefix>`` registered in the ``loom.backends`` entry-point group →
+      ``factory(base_url=..., api_key=..., timeout=..., max_connections=...)``, model ``<m>``;
+    * any other ``<prefix>/<m>`` → :class:`OpenAIChatBackend` with the model unchanged when a
+      base URL is known (argument or ``OPENAI_BASE_URL``; vLLM and Together model ids contain
+      ``/``), else :class:`~loom_protocol.LoomUsageError`;
+    * no ``/`` → :class:`OpenAIChatBackend`, model unchanged.
+
+    With an explicit ``backend`` or ``client`` the model name is returned unchanged and
+    ``base_url`` / ``api_key`` are not used.
+
+    Raises:
+        LoomUsageError: An empty model, an object that is no backend or client, an unknown
+            prefix, or a registered factory that does not return a backend.
+    """
+    if not isinstance(model, str) or not model.strip():
+        raise LoomUsageError(f"model must be a non-empty string, got {model!r}")
+    if backend is not None:
+        if not _is_backend(backend):
+            raise LoomUsageError(
+                f"backend must implement the Backend protocol (complete, acomplete, close, "
+                f"aclose), got {type(backend).__name__}"
+            )
+        return ResolvedBackend(backend, model)
+    if client is not None:
+        if _is_backend(client):
+            return ResolvedBackend(client, model)
+        completions = getattr(getattr(client, "chat", None), "completions", None)
+        if callable(getattr(completions, "create", None)):
+            return ResolvedBackend(OpenAIClientBackend(client), model)
+        raise LoomUsageError(
+            f"client must be a Backend or an OpenAI SDK client (with .chat.completions.create), "
+            f"got {type(client).__name__}"
+        )
+    http: dict[str, Any] = {
+        "base_url": base_url,
+        "api_key": api_key,
+        "timeout": timeout,
+        "max_connections": max_connections,
+    }
+    prefix, slash, rest = model.partition("/")
+    if not slash:
+        if model.startswith("claude-"):
+            return ResolvedBackend(AnthropicBackend(**http), model)
+        return ResolvedBackend(OpenAIChatBackend(**http), model)
+    if not prefix or not rest:
+        raise LoomUsageError(f"model {model!r} has an empty part around '/'")
+    if prefix == "anthropic":
+        return ResolvedBackend(AnthropicBackend(**http), rest)
+    if prefix == "openai":
+        return ResolvedBackend(OpenAIChatBackend(**http), rest)
+    registered = _registered()
+    if prefix in registered:
+        return ResolvedBackend(_from_entry_point(prefix, registered[prefix], http), rest)
+    if base_url or os.environ.get("OPENAI_BASE_URL"):
+        return ResolvedBackend(OpenAIChatBackend(**http), model)
+    known = ", ".join([*_BUILT_IN_PREFIXES, *sorted(registered)])
+    raise LoomUsageError(
+        f"unknown backend prefix {prefix!r} in model {model!r}; known: {known}; pass "
+        f"base_url=... for an OpenAI-compatible server whose model ids contain '/'"
+    )
+
+
+def _from_entry_point(prefix: str, entry_point: Any, http: dict[str, Any]) -> Backend:
+    where = f"entry point {prefix!r} ({entry_point.value}) in group {ENTRY_POINT_GROUP!r}"
+    try:
+        factory = entry_point.load()
+    except Exception as exc:
+        raise LoomUsageError(f"cannot load {where}: {type(exc).__name__}: {exc}") from exc
+    if not callable(factory):
+        raise LoomUsageError(f"{where} is not callable")
+    try:
+        made = factory(**http)
+    except LoomUsageError:
+        raise
+    except Exception as exc:
+        raise LoomUsageError(f"{where} failed: {type(exc).__name__}: {exc}") from exc
+    if not _is_backend(made):
+        raise LoomUsageError(
+            f"{where} returned {type(made).__name__}, which does not implement the Backend "
+            f"protocol (complete, acomplete, close, aclose)"
+        )
+    return made  # type: ignore[no-any-return]

@@ -1,0 +1,302 @@
+"""The request handling of FakeLLMServer: an aiohttp app run on one event loop.
+
+It runs on a background thread's loop (thread mode) or in a child process (process mode);
+``_server.FakeLLMServer`` owns the lifecycle.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import inspect
+import json
+import math
+import random
+import threading
+import time
+import traceback
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, replace
+from multiprocessing.connection import Connection
+from typing import Any
+
+from aiohttp import web
+
+from ._replies import (
+    FakeReply,
+    FaultPlan,
+    RecordedRequest,
+    break_json,
+    default_handler,
+    render_answer,
+    render_error,
+)
+
+__all__ = ["HOST", "Config", "Handler", "ServerCore", "child_main"]
+
+#: A handler receives the recorded request and returns the answer text or a FakeReply.
+Handler = Callable[[RecordedRequest], "str | FakeReply | Awaitable[str | FakeReply]"]
+
+HOST = "127.0.0.1"
+_THINK_TEXT = "Let me think about this step by step."
+_MAX_BODY = 256 * 1024 * 1024  # requests carry base64 images; aiohttp's default is 1 MB
+
+
+@dataclass(frozen=True)
+class Config:
+    handler: Handler | None
+    latency: float
+    jitter: float
+    rpm_limit: int | None
+    faults: FaultPlan | None
+    seed: int | None
+    model: str
+
+
+class ServerCore:
+    """The request handling, run on one event loop (a thread's or a child process's)."""
+
+    def __init__(self, config: Config) -> None:
+        self.config = config
+        self.handler: Handler = config.handler or default_handler
+        self.rng = random.Random(config.seed)
+        self.lock = threading.Lock()
+        self.records: list[RecordedRequest] = []
+        self.status_counts: dict[int, int] = {}
+        self.generation = 0
+        self.serial = 0
+        rate = (config.rpm_limit or 0) / 60.0
+        self.refill = rate
+        self.capacity = max(1.0, rate)
+        self.tokens = self.capacity
+        self.last_refill = time.monotonic()
+        self.runner: web.AppRunner | None = None
+
+    # -- bookkeeping --------------------------------------------------------------------------
+
+    def _record(self, record: RecordedRequest) -> tuple[int, int]:
+        with self.lock:
+            self.records.append(record)
+            return self.generation, len(self.records) - 1
+
+    def _answered(self, where: tuple[int, int], status: int) -> None:
+        with self.lock:
+            generation, index = where
+            if generation == self.generation:
+                self.records[index] = replace(self.records[index], status=status)
+                self.status_counts[status] = self.status_counts.get(status, 0) + 1
+
+    def snapshot(self) -> list[RecordedRequest]:
+        with self.lock:
+            return list(self.records)
+
+    def stats(self) -> dict[str, Any]:
+        with self.lock:
+            return {"request_count": len(self.records), "status_counts": dict(self.status_counts)}
+
+    def clear(self) -> None:
+        with self.lock:
+            self.records = []
+            self.status_counts = {}
+            self.generation += 1
+
+    def _take_token(self) -> float | None:
+        """Take one token from the rpm bucket; the wait until one is free when it is empty."""
+        now = time.monotonic()
+        self.tokens = min(self.capacity, self.tokens + (now - self.last_refill) * self.refill)
+        self.last_refill = now
+        if self.tokens >= 1.0:
+            self.tokens -= 1.0
+            return None
+        return max(1.0, math.ceil((1.0 - self.tokens) / self.refill))
+
+    # -- the app ------------------------------------------------------------------------------
+
+    def app(self) -> web.Application:
+        app = web.Application(client_max_size=_MAX_BODY)
+        app.router.add_post("/v1/chat/completions", self.chat)
+        app.router.add_post("/chat/completions", self.chat)
+        app.router.add_post("/v1/messages", self.chat)
+        app.router.add_get("/v1/models", self.models)
+        app.router.add_get("/_fake/requests", self.admin_requests)
+        app.router.add_get("/_fake/stats", self.admin_stats)
+        app.router.add_post("/_fake/clear", self.admin_clear)
+        return app
+
+    async def start(self) -> int:
+        runner = web.AppRunner(self.app(), access_log=None, shutdown_timeout=0.5)
+        await runner.setup()
+        site = web.TCPSite(runner, HOST, 0)
+        await site.start()
+        self.runner = runner
+        for address in runner.addresses:
+            if isinstance(address, tuple):
+                return int(address[1])
+        raise RuntimeError("FakeLLMServer: the listening socket has no port")  # pragma: no cover
+
+    async def cleanup(self) -> None:
+        if self.runner is not None:
+            await self.runner.cleanup()
+            self.runner = None
+
+    async def models(self, request: web.Request) -> web.Response:
+        return web.json_response({"object": "list", "data": [{"id": self.config.model}]})
+
+    async def admin_requests(self, request: web.Request) -> web.Response:
+        return web.json_response([r.to_json() for r in self.snapshot()])
+
+    async def admin_stats(self, request: web.Request) -> web.Response:
+        return web.json_response(self.stats())
+
+    async def admin_clear(self, request: web.Request) -> web.Response:
+        self.clear()
+        return web.json_response({"cleared": True})
+
+    async def chat(self, request: web.Request) -> web.Response:
+        anthropic = request.path == "/v1/messages"
+        raw = await request.read()
+        try:
+            body = json.loads(raw)
+        except ValueError:
+            body = None
+        record = RecordedRequest(
+            path=request.path,
+            headers={k.lower(): v for k, v in request.headers.items()},
+            body=body if isinstance(body, dict) else {},
+            received_at=time.time(),
+        )
+        where = self._record(record)
+        if not isinstance(body, dict):
+            return self._send(where, anthropic, 400, {}, "the request body is not a JSON object")
+        if self.config.rpm_limit is not None:
+            wait = self._take_token()
+            if wait is not None:
+                headers = {"Retry-After": str(int(wait))}
+                return self._send(where, anthropic, 429, headers, "rpm limit reached")
+        # Every random draw happens here, before any await: with a seed, the n-th request to
+        # arrive always meets the same fate, whatever the handler does.
+        faults = self.config.faults
+        roll, broken, cut = self.rng.random(), self.rng.random(), self.rng.random()
+        pause = self.config.latency + (
+            self.rng.uniform(0.0, self.config.jitter) if self.config.jitter else 0.0
+        )
+        if faults is not None:
+            wait_429 = self.rng.uniform(*faults.retry_after)
+            if roll < faults.rate_429:
+                headers = {
+                    "Retry-After": f"{wait_429:.3f}",
+                    "retry-after-ms": str(round(wait_429 * 1000)),
+                }
+                return self._send(where, anthropic, 429, headers, "fake rate limit")
+            if roll < faults.rate_429 + faults.rate_500:
+                await self._pause(pause)
+                return self._send(where, anthropic, 500, {}, "fake internal error")
+            if roll < faults.rate_429 + faults.rate_500 + faults.rate_503:
+                await self._pause(pause)
+                return self._send(where, anthropic, 503, {}, "fake overload")
+        try:
+            reply = self.handler(record)
+            if inspect.isawaitable(reply):
+                reply = await reply
+            if isinstance(reply, str):
+                reply = FakeReply(content=reply)
+            if not isinstance(reply, FakeReply):
+                raise TypeError(
+                    f"a FakeLLMServer handler must return str or FakeReply, got "
+                    f"{type(reply).__name__}"
+                )
+        except Exception as exc:
+            detail = "".join(traceback.format_exception(exc))
+            return self._send(
+                where, anthropic, 500, {}, f"the FakeLLMServer handler raised:\n{detail}"
+            )
+        if faults is not None and reply.status == 200 and reply.body is None:
+            reply = self._apply_faults(reply, faults, broken, cut)
+        await self._pause(pause + reply.delay)
+        if reply.body is not None:
+            text = reply.body if isinstance(reply.body, str) else json.dumps(reply.body)
+            content_type = "text/plain" if isinstance(reply.body, str) else "application/json"
+            return self._respond(where, reply.status, dict(reply.headers or {}), text, content_type)
+        if reply.status != 200:
+            message = reply.content or f"fake HTTP {reply.status}"
+            return self._send(where, anthropic, reply.status, dict(reply.headers or {}), message)
+        with self.lock:
+            self.serial += 1
+            serial = self.serial
+        answer = render_answer(anthropic, body, reply, self.config.model, serial)
+        return self._respond(
+            where, 200, dict(reply.headers or {}), json.dumps(answer), "application/json"
+        )
+
+    @staticmethod
+    def _apply_faults(reply: FakeReply, faults: FaultPlan, broken: float, cut: float) -> FakeReply:
+        content = reply.content or ""
+        finish = reply.finish_reason
+        if broken < faults.rate_broken_json:
+            content = break_json(content)
+        if cut < faults.rate_truncated:
+            content, finish = content[: len(content) // 2], "length"
+        if faults.think_prefix:
+            content = f"<think>{faults.reasoning_content or _THINK_TEXT}</think>{content}"
+        reasoning = reply.reasoning_content
+        if reasoning is None and faults.reasoning_content is not None:
+            reasoning = faults.reasoning_content
+        if reply.content is None and content == "":
+            return replace(reply, reasoning_content=reasoning)
+        return replace(reply, content=content, finish_reason=finish, reasoning_content=reasoning)
+
+    @staticmethod
+    async def _pause(seconds: float) -> None:
+        if seconds > 0:
+            await asyncio.sleep(seconds)
+
+    def _send(
+        self,
+        where: tuple[int, int],
+        anthropic: bool,
+        status: int,
+        headers: dict[str, str],
+        message: str,
+    ) -> web.Response:
+        text = json.dumps(render_error(anthropic, status, message))
+        return self._respond(where, status, headers, text, "application/json")
+
+    def _respond(
+        self,
+        where: tuple[int, int],
+        status: int,
+        headers: dict[str, str],
+        text: str,
+        content_type: str,
+    ) -> web.Response:
+        self._answered(where, status)
+        headers = {k: v for k, v in headers.items() if k.lower() != "content-type"}
+        return web.Response(
+            status=status, text=text, headers=headers, content_type=content_type, charset="utf-8"
+        )
+
+
+def child_main(config: Config, conn: Connection) -> None:
+    """Entry point of the server process (``process=True``)."""
+    core = ServerCore(config)
+    loop = asyncio.new_event_loop()
+    asyncio.set_event_loop(loop)
+    try:
+        port = loop.run_until_complete(core.start())
+    except BaseException as exc:  # report a start failure to the parent, then exit
+        conn.send(("error", f"{type(exc).__name__}: {exc}"))
+        raise
+    conn.send(("port", port))
+
+    def wait_for_stop() -> None:
+        with contextlib.suppress(EOFError, OSError):
+            conn.recv()  # "stop", or EOF when the parent went away
+        loop.call_soon_threadsafe(loop.stop)
+
+    threading.Thread(target=wait_for_stop, daemon=True).start()
+    try:
+        loop.run_forever()
+    finally:
+        loop.run_until_complete(core.cleanup())
+        loop.close()
+        conn.close()

@@ -1,0 +1,40 @@
+"""Shared fixtures of the loom-backends tests."""
+
+from __future__ import annotations
+
+import socket
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from loom_backends.testing import FakeLLMServer
+
+# The conformance suite lives in contract.py next to the tests that subclass it; with
+# --import-mode=importlib this folder is not on sys.path by itself.
+sys.path.insert(0, str(Path(__file__).parent))
+
+
+@pytest.fixture(scope="module")
+def shared_server() -> Iterator[FakeLLMServer]:
+    """One server per test module (starting one per test adds up over hundreds of tests)."""
+    with FakeLLMServer() as server:
+        yield server
+
+
+@pytest.fixture
+def server(shared_server: FakeLLMServer) -> Iterator[FakeLLMServer]:
+    """The module's server with the echo handler and an empty record."""
+    shared_server.handler = None
+    shared_server.clear()
+    yield shared_server
+    shared_server.handler = None
+
+
+@pytest.fixture
+def closed_port() -> int:
+    """A local port nothing listens on (bound then released)."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
