@@ -22,6 +22,8 @@ from typing import Any
 
 from aiohttp import web
 
+from loom_backends._errors import parse_retry_after
+
 from ._replies import (
     FakeReply,
     FaultPlan,
@@ -79,11 +81,16 @@ class ServerCore:
             self.records.append(record)
             return self.generation, len(self.records) - 1
 
-    def _answered(self, where: tuple[int, int], status: int) -> None:
+    def _answered(
+        self, where: tuple[int, int], status: int, headers: dict[str, str] | None = None
+    ) -> None:
+        retry_after = parse_retry_after(headers) if headers else None
         with self.lock:
             generation, index = where
             if generation == self.generation:
-                self.records[index] = replace(self.records[index], status=status)
+                self.records[index] = replace(
+                    self.records[index], status=status, retry_after=retry_after
+                )
                 self.status_counts[status] = self.status_counts.get(status, 0) + 1
 
     def snapshot(self) -> list[RecordedRequest]:
@@ -269,7 +276,7 @@ class ServerCore:
         text: str,
         content_type: str,
     ) -> web.Response:
-        self._answered(where, status)
+        self._answered(where, status, headers)
         headers = {k: v for k, v in headers.items() if k.lower() != "content-type"}
         return web.Response(
             status=status, text=text, headers=headers, content_type=content_type, charset="utf-8"

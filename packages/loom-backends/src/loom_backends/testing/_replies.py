@@ -40,6 +40,9 @@ class RecordedRequest:
         body: The decoded JSON body (``{}`` when it was not a JSON object).
         received_at: ``time.time()`` when it arrived.
         status: The HTTP status the server answered; 0 while the answer is pending.
+        retry_after: The wait, in seconds, that the answer asked for (``Retry-After`` or
+            ``retry-after-ms``), when it asked for one: lets a test check that a client
+            never came back before that.
     """
 
     path: str
@@ -47,6 +50,7 @@ class RecordedRequest:
     body: dict[str, Any]
     received_at: float
     status: int = 0
+    retry_after: float | None = None
 
     @property
     def messages(self) -> list[dict[str, Any]]:
@@ -91,6 +95,7 @@ class RecordedRequest:
             "body": self.body,
             "received_at": self.received_at,
             "status": self.status,
+            "retry_after": self.retry_after,
         }
 
 
