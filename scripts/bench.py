@@ -22,6 +22,7 @@ import sqlite3
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -332,7 +333,7 @@ def scenario_chaos(quick: bool, workdir: Path) -> Outcome:
     early = 0
     last_429: dict[str, tuple[float, float]] = {}
     for req in sorted(requests, key=lambda r: r.received_at):
-        key = req.last_user_text
+        key = first_user_text(req.body)  # a re-ask's last message is the shared feedback text
         if key in last_429:
             at, wait = last_429.pop(key)
             if req.received_at < at + wait - 0.05:
@@ -355,6 +356,13 @@ def scenario_chaos(quick: bool, workdir: Path) -> Outcome:
         not problems,
         "; ".join(problems),
     )
+
+
+def first_user_text(body: dict[str, Any]) -> str:
+    for message in body.get("messages", []):
+        if message.get("role") == "user":
+            return str(message.get("content"))
+    return ""
 
 
 def server_status(requests: list[Any]) -> dict[int, int]:
@@ -393,22 +401,18 @@ def scenario_crash(quick: bool, workdir: Path) -> Outcome:
                 text=True,
             )
             assert child.stdout is not None
-            deadline = time.monotonic() + rng.uniform(0.8, 3.0)
-            os.set_blocking(child.stdout.fileno(), False)
-            buffer = ""
-            while time.monotonic() < deadline and child.poll() is None:
-                chunk = child.stdout.read()
-                if chunk:
-                    buffer += chunk
-                time.sleep(0.01)
+            lines: list[str] = []
+            reader = threading.Thread(target=lines.extend, args=(child.stdout,), daemon=True)
+            reader.start()
+            time.sleep(rng.uniform(0.8, 3.0))
             child.send_signal(signal.SIGKILL)
             child.wait()
-            rest = child.stdout.read()
-            buffer += rest or ""
+            reader.join()
             child.stdout.close()
-            # Only whole lines were printed by the child before it died.
-            lines = buffer.split("\n")
-            seen.update(line for line in lines[:-1] if line and line != "DONE")
+            # A line without its newline was cut by the kill: it was never fully printed.
+            seen.update(
+                line.strip() for line in lines if line.endswith("\n") and line.strip() != "DONE"
+            )
         killed_requests = server.request_count
         final = subprocess.run(
             [sys.executable, str(script), server.base_url, str(db), str(n)],
