@@ -387,13 +387,16 @@ print("DONE", flush=True)
 
 
 def scenario_crash(quick: bool, workdir: Path) -> Outcome:
+    # 100 ms per answer at 32 in flight is ~320 tasks/s, so the 20 kills, each a random
+    # moment after the child's first result, are spread over the whole run.
     n, kills, window = (3000 if quick else 10_000), 20, 32
+    pause = (0.3, 0.8) if quick else (0.8, 2.4)
     db = workdir / "crash.db"
     script = workdir / "crash_child.py"
     script.write_text(_CRASH_CHILD)
     rng = random.Random(11)
     seen: set[str] = set()
-    with FakeLLMServer(latency=0.005, process=True) as server:
+    with FakeLLMServer(latency=0.1, process=True) as server:
         for _ in range(kills):
             child = subprocess.Popen(
                 [sys.executable, str(script), server.base_url, str(db), str(n)],
@@ -404,7 +407,10 @@ def scenario_crash(quick: bool, workdir: Path) -> Outcome:
             lines: list[str] = []
             reader = threading.Thread(target=lines.extend, args=(child.stdout,), daemon=True)
             reader.start()
-            time.sleep(rng.uniform(0.8, 3.0))
+            started = time.monotonic()
+            while not lines and time.monotonic() - started < 30 and child.poll() is None:
+                time.sleep(0.01)
+            time.sleep(rng.uniform(*pause))
             child.send_signal(signal.SIGKILL)
             child.wait()
             reader.join()
@@ -438,15 +444,18 @@ def scenario_crash(quick: bool, workdir: Path) -> Outcome:
         problems.append(f"integrity_check: {integrity}")
     if rows != n:
         problems.append(f"{rows} rows for {n} tasks")
-    if reexecuted > kills * window:
-        problems.append(f"{reexecuted} re-executed > {kills} kills x window {window}")
+    # A kill loses the calls in flight (at most max_workers = window) and the answers that
+    # arrived during the last group commit (a few milliseconds' worth): nothing else.
+    allowance = window + 8
+    if reexecuted > kills * allowance:
+        problems.append(f"{reexecuted} re-executed > {kills} kills x ({window} in flight + 8)")
     return Outcome(
         "crash",
         f"{kills} SIGKILLs over a {n}-task run: {len(seen)} results seen before the kills, "
         f"{killed_requests} requests while killing, {reexecuted} re-executed in all "
         f"({reexecuted / kills:.1f} per kill, window {window})",
         float(len(problems)),
-        "0 lost, 0 duplicates, integrity ok, <= one window per kill",
+        "0 lost, 0 duplicates, integrity ok, <= one window (32 in flight + 8) per kill",
         not problems,
         "; ".join(problems),
     )
