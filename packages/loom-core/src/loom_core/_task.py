@@ -296,7 +296,8 @@ class TaskRunner:
             )
 
     async def _call(self, request: ChatRequest, attempts: _Attempts) -> ChatResponse:
-        estimate = estimate_tokens(request)
+        # Estimating tokens serialises the request: only worth it under a tpm limit.
+        estimate = estimate_tokens(request) if self.limiter.tpm is not None else 0
         await self.limiter.acquire(estimate)
         # A safety net for backends without a timeout of their own (callables, SDK clients);
         # HTTP backends time out first, with their own, more precise error.
@@ -329,7 +330,7 @@ class TaskRunner:
                 )
             ) from exc
         attempts.add(response.usage)
-        if response.usage is not None:
+        if estimate and response.usage is not None:
             self.limiter.record_usage(estimate, response.usage.total_tokens)
         return response
 
