@@ -33,6 +33,7 @@ from loom_protocol import (
     TaskResultEvent,
 )
 
+from ._cli_args import build_parser
 from ._cli_io import (
     CsvResultWriter,
     InputSource,
@@ -47,156 +48,6 @@ from ._loom import TaskLoom
 __all__ = ["build_parser", "main"]
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
-DEFAULT_DB = ".loom.db"
-DEFAULT_WORKERS = 8
-
-
-def _positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a whole number >= 1, got {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"expected a whole number >= 1, got {value}")
-    return value
-
-
-def _non_negative_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a whole number >= 0, got {text!r}") from None
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"expected a whole number >= 0, got {value}")
-    return value
-
-
-def _positive_float(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a number > 0, got {text!r}") from None
-    if not value > 0 or value == float("inf"):
-        raise argparse.ArgumentTypeError(f"expected a finite number > 0, got {text!r}")
-    return value
-
-
-def build_parser() -> argparse.ArgumentParser:
-    """The argument parser of ``loom`` and its sub-commands."""
-    parser = argparse.ArgumentParser(
-        prog="loom",
-        description="Run one prompt template over many inputs against an LLM; inspect results.",
-        epilog="Exit status: 0 all succeeded, 1 some failed, 2 usage error, 130 interrupted.",
-    )
-    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    db_help = f"the result store: a SQLite path or an SQLAlchemy URL (default: {DEFAULT_DB})"
-
-    run = commands.add_parser(
-        "run",
-        help="run a prompt template over a JSONL or CSV file",
-        description=(
-            "Run a prompt template over every input of a JSONL file (one JSON object or string "
-            "per line; '-' reads stdin) or a CSV file (one input per row, keyed by the header). "
-            "Results are written as they finish and kept in the store under the task name: "
-            "running the same command again serves finished inputs from the store and sends "
-            "only the rest."
-        ),
-        epilog=(
-            "The API key is read from the environment (OPENAI_API_KEY, or ANTHROPIC_API_KEY for "
-            "anthropic/ and claude- models; --api-key-env NAME for another variable) and is "
-            "never printed. Exit status: 0 all succeeded, 1 some failed, 2 usage error, "
-            "130 interrupted."
-        ),
-    )
-    run.add_argument(
-        "input", metavar="INPUT", help="a .jsonl or .csv file, or - for JSONL on stdin"
-    )
-    run.add_argument("--model", "-m", required=True, help="the model name, e.g. gpt-4o-mini")
-    template = run.add_mutually_exclusive_group(required=True)
-    template.add_argument(
-        "--template", "-t", help="the Jinja2 prompt template, e.g. 'Summarise: {{ text }}'"
-    )
-    template.add_argument(
-        "--template-file", "-T", metavar="FILE", help="read the prompt template from FILE"
-    )
-    run.add_argument("--system", "-s", help="a system prompt (also a Jinja2 template)")
-    output = run.add_mutually_exclusive_group()
-    output.add_argument(
-        "--schema",
-        metavar="MODULE:MODEL",
-        help="a pydantic model the answers must match (the current directory is importable)",
-    )
-    output.add_argument("--json", action="store_true", help="answers are JSON objects")
-    run.add_argument(
-        "--task-name",
-        "-n",
-        help="the name results are stored and resumed under (default: the input file's stem; "
-        "'stdin' for -)",
-    )
-    run.add_argument(
-        "--workers",
-        "-w",
-        type=_positive_int,
-        default=DEFAULT_WORKERS,
-        help=f"calls in flight at most (default: {DEFAULT_WORKERS})",
-    )
-    run.add_argument("--rpm", type=_positive_float, help="requests per minute, at most")
-    run.add_argument(
-        "--max-retries",
-        type=_non_negative_int,
-        default=3,
-        help="retries of a failed call, and separately re-asks (default: 3)",
-    )
-    run.add_argument("--temperature", type=float, help="sampling temperature")
-    run.add_argument("--max-tokens", type=_positive_int, help="the answer's token limit")
-    run.add_argument("--db", default=DEFAULT_DB, help=db_help)
-    run.add_argument("--base-url", help="the provider's base URL (default: OPENAI_BASE_URL)")
-    run.add_argument(
-        "--api-key-env",
-        metavar="NAME",
-        help="the environment variable holding the API key (default: OPENAI_API_KEY)",
-    )
-    run.add_argument(
-        "--output",
-        "-o",
-        metavar="OUT",
-        help="write results to OUT (.jsonl or .csv) as they finish (default: JSONL on stdout)",
-    )
-    run.add_argument("--no-progress", action="store_true", help="do not show the progress bar")
-
-    tasks = commands.add_parser(
-        "tasks",
-        help="list the task names in a store",
-        description="List every task name in the store with its result counts.",
-    )
-    tasks.add_argument("--db", default=DEFAULT_DB, help=db_help)
-
-    show = commands.add_parser(
-        "show",
-        help="counts, failures and configurations of one task",
-        description="Show a task's result counts, its failures by error code and every "
-        "configuration it has been run with (oldest first).",
-    )
-    show.add_argument("task", metavar="TASK")
-    show.add_argument("--db", default=DEFAULT_DB, help=db_help)
-
-    export = commands.add_parser(
-        "export",
-        help="write a task's stored results to JSONL or CSV",
-        description="Stream a task's stored results (every configuration) into a .jsonl or "
-        ".csv file, or JSONL on stdout with -o -.",
-    )
-    export.add_argument("task", metavar="TASK")
-    export.add_argument(
-        "--output",
-        "-o",
-        required=True,
-        metavar="FILE",
-        help="a .jsonl or .csv path, or - for JSONL on stdout",
-    )
-    export.add_argument("--status", choices=("succeeded", "failed"), help="only these results")
-    export.add_argument("--db", default=DEFAULT_DB, help=db_help)
-    return parser
 
 
 def load_schema(spec: str) -> type[BaseModel]:
@@ -317,6 +168,7 @@ def _build_loom(args: argparse.Namespace, response_model: Any) -> TaskLoom[Any]:
             base_url=args.base_url,
             api_key=_api_key(args),
             rpm=args.rpm,
+            image_root=args.image_root,
             **llm_kwargs,
         )
     except LoomUsageError as exc:
@@ -385,14 +237,19 @@ def _run(
     except KeyboardInterrupt:
         stopped = True
     finally:
+        previous: Any = None
         if stopped and threading.current_thread() is threading.main_thread():
             # A second Ctrl-C must not cut short the draining of committed results below.
-            signal.signal(signal.SIGINT, signal.SIG_IGN)
-        if progress is not None:
-            progress.close()
-        loom.close()
-        if owned and file is not None:
-            file.close()
+            previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
+        try:
+            if progress is not None:
+                progress.close()
+            loom.close()
+            if owned and file is not None:
+                file.close()
+        finally:
+            if previous is not None:
+                signal.signal(signal.SIGINT, previous)
 
     counter = progress.counter if progress is not None else SummaryCounter()
     written = writer.written if writer is not None else 0

@@ -195,8 +195,10 @@ class InputSource:
                     else:
                         yield dict(row)
             except UnicodeDecodeError as exc:
+                # Decoding runs ahead of the parser by a whole buffer: no line number is exact.
                 raise InputReadError(
-                    f"line {reader.line_num + 1}: not valid UTF-8 ({exc.reason})"
+                    f"after line {reader.line_num}: the file is not valid UTF-8 ({exc.reason});"
+                    " save the CSV as UTF-8"
                 ) from exc
             except csv.Error as exc:
                 raise InputReadError(f"line {reader.line_num}: {exc}") from exc

@@ -1,0 +1,40 @@
+"""A loom outliving the event loops it was used from (notebooks, ``asyncio.run`` per call)."""
+
+from __future__ import annotations
+
+import asyncio
+import gc
+import sys
+from typing import Any
+
+import pytest
+
+from loom_backends.testing import FakeLLMServer
+from loom_core import TaskLoom
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="the backend keeps one aiohttp pool per event loop and closes it only when aclose() "
+    "is awaited on that loop; a loom used through asyncio.run() and closed afterwards (or from "
+    "another thread) leaves that pool unclosed (ResourceWarning: Unclosed client session)",
+)
+def test_a_loom_used_from_asyncio_run_leaves_no_open_connection(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    unraisable: list[str] = []
+
+    def record(info: Any) -> None:
+        unraisable.append(f"{info.exc_type.__name__}: {info.exc_value}")
+
+    monkeypatch.setattr(sys, "unraisablehook", record)
+    with FakeLLMServer(lambda request: "ok") as srv:
+        loom: TaskLoom[Any] = TaskLoom("fake-model", "{{ text }}", base_url=srv.base_url)
+
+        async def one_cell() -> list[Any]:
+            return [r.data async for r in loom.astream(["a", "b"])]
+
+        assert asyncio.run(one_cell()) == ["ok", "ok"]  # a notebook cell, or a script's main()
+        loom.close()
+    gc.collect()
+    assert unraisable == []
