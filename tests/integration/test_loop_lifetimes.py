@@ -13,12 +13,6 @@ from loom_backends.testing import FakeLLMServer
 from loom_core import TaskLoom
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="the backend keeps one aiohttp pool per event loop and closes it only when aclose() "
-    "is awaited on that loop; a loom used through asyncio.run() and closed afterwards (or from "
-    "another thread) leaves that pool unclosed (ResourceWarning: Unclosed client session)",
-)
 def test_a_loom_used_from_asyncio_run_leaves_no_open_connection(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
@@ -35,6 +29,25 @@ def test_a_loom_used_from_asyncio_run_leaves_no_open_connection(
             return [r.data async for r in loom.astream(["a", "b"])]
 
         assert asyncio.run(one_cell()) == ["ok", "ok"]  # a notebook cell, or a script's main()
+        loom.close()
+    gc.collect()
+    assert unraisable == []
+
+
+def test_pools_of_many_short_loops_are_closed_as_each_loop_ends(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    unraisable: list[str] = []
+    monkeypatch.setattr(sys, "unraisablehook", lambda info: unraisable.append(repr(info)))
+    with FakeLLMServer(lambda request: "ok") as srv:
+        loom: TaskLoom[Any] = TaskLoom("fake-model", "{{ text }}", base_url=srv.base_url)
+
+        async def cell(text: str) -> Any:
+            return (await loom.aprocess(text)).data
+
+        for i in range(5):  # asyncio.run per call, as a notebook or a CLI would
+            assert asyncio.run(cell(f"x{i}")) == "ok"
+        assert loom.process("sync too").data == "ok"
         loom.close()
     gc.collect()
     assert unraisable == []

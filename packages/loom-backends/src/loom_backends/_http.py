@@ -9,10 +9,11 @@ exception reaches the caller.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
 import threading
-from collections.abc import Mapping
+from collections.abc import AsyncGenerator, Mapping
 from typing import Any, ClassVar, Self
 
 import httpx
@@ -126,6 +127,7 @@ class HTTPBackend:
         # connections belong to the loop that created them, and the engine calls us from its
         # own loop and from users' loops (FastAPI's, asyncio.run in a notebook cell...).
         self._async_transports: dict[asyncio.AbstractEventLoop, httpx.AsyncBaseTransport] = {}
+        self._guards: dict[asyncio.AbstractEventLoop, _LoopGuard] = {}
         self._httpx_url = httpx.URL(self._url)
         self._httpx_headers = httpx.Headers(self._headers)
         self._timeouts = self._timeout.as_dict()
@@ -200,13 +202,24 @@ class HTTPBackend:
                         limits=self._limits
                     )
                     self._async_transports[loop] = transport
+                    if self._async_transport is None:  # an injected transport is the caller's
+                        self._guards[loop] = _LoopGuard(self, loop, transport)
         return transport
+
+    def _forget(self, loop: asyncio.AbstractEventLoop, transport: object) -> None:
+        with self._lock:
+            if self._async_transports.get(loop) is transport:
+                del self._async_transports[loop]
+                self._guards.pop(loop, None)
 
     def _forget_closed_loops(self) -> None:
         # A closed loop can no longer run its client's aclose(); drop our reference so a
         # process that runs many short loops (asyncio.run per call) does not keep them all.
         for loop in [loop for loop in self._async_transports if loop.is_closed()]:
             del self._async_transports[loop]
+            guard = self._guards.pop(loop, None)
+            if guard is not None:
+                guard.discard()
 
     def complete(self, request: ChatRequest) -> ChatResponse:
         """Send one request and wait for the answer.
@@ -277,7 +290,10 @@ class HTTPBackend:
         loop = asyncio.get_running_loop()
         with self._lock:
             transport = self._async_transports.pop(loop, None)
+            guard = self._guards.pop(loop, None)
         self.close()
+        if guard is not None:
+            guard.discard()
         if transport is not None:
             await transport.aclose()
 
@@ -297,3 +313,45 @@ class HTTPBackend:
         # Never the key itself: a repr ends up in logs and tracebacks.
         key = "'***'" if self._api_key else "None"
         return f"{type(self).__name__}(base_url={self._base_url!r}, api_key={key})"
+
+
+class _LoopGuard:
+    """Closes one loop's connection pool when that loop shuts down.
+
+    A user who runs a loom inside ``asyncio.run(...)`` and closes it afterwards (or never)
+    would otherwise leave that loop's aiohttp session open. An async generator parked at its
+    first ``yield`` is registered with the loop (its firstiter hook), and ``asyncio.run`` —
+    like every orderly loop shutdown — calls ``shutdown_asyncgens()``, which closes it: the
+    ``finally`` then closes the pool on the loop that owns it.
+    """
+
+    __slots__ = ("_agen", "_live")
+
+    def __init__(self, owner: HTTPBackend, loop: asyncio.AbstractEventLoop, transport: Any) -> None:
+        self._live = True
+        self._agen = self._guard(owner, loop, transport)
+        # Run it to its first yield now (nothing before the yield awaits): that registers it
+        # with the running loop, which keeps only a weak reference; we keep the strong one.
+        step = self._agen.asend(None)
+        try:
+            step.send(None)
+        except StopIteration:
+            return
+        raise RuntimeError("loop guard did not park")  # pragma: no cover - no await before it
+
+    async def _guard(
+        self, owner: HTTPBackend, loop: asyncio.AbstractEventLoop, transport: Any
+    ) -> AsyncGenerator[None, None]:
+        try:
+            yield
+        finally:
+            if self._live:
+                owner._forget(loop, transport)
+                await transport.aclose()
+
+    def discard(self) -> None:
+        """Finish the generator without touching the pool (already closed, or its loop gone)."""
+        self._live = False
+        step = self._agen.aclose()
+        with contextlib.suppress(StopIteration, RuntimeError):
+            step.send(None)
