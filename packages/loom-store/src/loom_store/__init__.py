@@ -1,5 +1,29 @@
-"""loom-store (being built; see its README)."""
+"""loom-store: Loom's result store — SQLite by default, PostgreSQL for several processes.
+
+Level 1: depends on loom-protocol and SQLAlchemy (extra ``postgres``: psycopg); never imports
+loom-backends or loom-core.
+
+* :class:`ResultStore` keeps every task's result keyed by (task name, task id) and the run
+  registry (which configurations a task name has been run with).
+* :class:`StoreWriter` writes rows on one background thread with group commit; a row's future
+  completes only after its transaction committed.
+"""
+
+from ._rows import ResultRow, RunRecord, TaskStats
+from ._schema import SCHEMA_VERSION
+from ._secrets import scrub_config
+from ._store import GET_MANY_CHUNK, ResultStore
+from ._writer import StoreWriter
 
 __version__ = "0.1.0"
 
-__all__: list[str] = []
+__all__ = [
+    "GET_MANY_CHUNK",
+    "SCHEMA_VERSION",
+    "ResultRow",
+    "ResultStore",
+    "RunRecord",
+    "StoreWriter",
+    "TaskStats",
+    "scrub_config",
+]

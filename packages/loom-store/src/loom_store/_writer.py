@@ -1,0 +1,332 @@
+"""``StoreWriter``: one background thread that writes rows with group commit.
+
+Callers (engine workers on threads or on an event loop) submit rows and get a
+``concurrent.futures.Future`` each. The writer thread takes everything queued (up to
+``max_batch`` rows), writes it with one ``put_many`` (one transaction), and only then resolves
+the futures. While one transaction is being written the next group accumulates, so the number
+of transactions adapts to the load without any timer: one row alone is written at once, a
+thousand rows in flight share a handful of commits.
+
+The guarantee: a future completes successfully only after the transaction holding its row has
+committed. A caller that hands a result on only after its future completed never shows anyone
+a result that a crash (kill -9) could lose.
+
+Two kinds of waiter share the queue. ``submit`` returns a ``concurrent.futures.Future``, for
+threads and for ``asyncio.wrap_future``. ``asubmit`` is the asyncio-native path: the writer
+settles all of one group's asyncio futures with a single ``call_soon_threadsafe`` per event
+loop, where ``wrap_future`` costs one cross-thread wake-up per row (measured on a 2-core
+machine: ~45 µs of plumbing per row against ~3.5 µs).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import atexit
+import collections
+import contextlib
+import logging
+import threading
+import time
+import weakref
+from collections.abc import Sequence
+from concurrent.futures import Future
+from typing import TypeAlias, TypeVar
+
+from loom_protocol import LoomUsageError, StoreError
+
+from ._rows import ResultRow
+from ._store import ResultStore, RowRejectedError
+
+__all__ = ["StoreWriter"]
+
+logger = logging.getLogger("loom_store")
+
+_Waiter: TypeAlias = "Future[None] | asyncio.Future[None]"
+_Item = tuple[list[ResultRow], _Waiter]
+
+_W = TypeVar("_W", "Future[None]", "asyncio.Future[None]")
+
+# Writers still running at interpreter exit are drained rather than killed with their queue.
+_live_writers: weakref.WeakSet[StoreWriter] = weakref.WeakSet()
+
+
+@atexit.register
+def _drain_at_exit() -> None:  # pragma: no cover - runs at interpreter exit
+    for writer in list(_live_writers):
+        try:
+            writer.close(timeout=30)
+        except Exception:
+            logger.exception("loom-store writer could not drain at exit")
+
+
+class StoreWriter:
+    """Writes result rows on a background thread, committing them in groups.
+
+    Usable from any thread; from asyncio, ``await asyncio.wrap_future(writer.submit(row))``
+    waits for the commit without blocking the event loop. Closing the store closes its
+    writers (after draining them).
+
+    Args:
+        store: Where the rows go.
+        max_batch: The most rows written in one transaction (a ``submit_many`` is never
+            split, so one group may exceed it by that call's rows).
+
+    Raises:
+        StoreError: the store is closed.
+        LoomUsageError: ``max_batch`` is not an int >= 1.
+    """
+
+    def __init__(self, store: ResultStore, *, max_batch: int = 2000) -> None:
+        if not isinstance(store, ResultStore):
+            raise LoomUsageError(f"StoreWriter needs a ResultStore, got {type(store).__name__}")
+        if isinstance(max_batch, bool) or not isinstance(max_batch, int) or max_batch < 1:
+            raise LoomUsageError(f"max_batch must be an int >= 1, got {max_batch!r}")
+        self._store = store
+        self._max_batch = max_batch
+        self._lock = threading.Lock()
+        self._has_work = threading.Condition(self._lock)
+        self._progress = threading.Condition(self._lock)
+        self._queue: collections.deque[_Item] = collections.deque()
+        self._submitted = 0  # items (one per submit/submit_many call)
+        self._completed = 0
+        self._closing = False
+        store._attach_writer(self)
+        # A daemon thread never keeps the interpreter alive; _drain_at_exit still drains it.
+        self._thread = threading.Thread(target=self._run, name="loom-store-writer", daemon=True)
+        self._thread.start()
+        _live_writers.add(self)
+
+    @property
+    def store(self) -> ResultStore:
+        """The store rows are written to."""
+        return self._store
+
+    @property
+    def closed(self) -> bool:
+        """Whether :meth:`close` has been called (no more rows are accepted)."""
+        return self._closing
+
+    @property
+    def pending(self) -> int:
+        """Submitted calls whose transaction has not finished yet."""
+        with self._lock:
+            return self._submitted - self._completed
+
+    def __repr__(self) -> str:
+        state = "closed" if self._closing else f"pending={self.pending}"
+        return f"StoreWriter({self._store.url!r}, {state})"
+
+    def submit(self, row: ResultRow) -> Future[None]:
+        """Queue one row.
+
+        Returns:
+            A future that completes (with ``None``) once the row's transaction has committed,
+            or with a :class:`~loom_protocol.StoreError` when it could not be written.
+
+        Raises:
+            StoreError: the writer is closed.
+        """
+        if not isinstance(row, ResultRow):
+            raise LoomUsageError(f"submit takes a ResultRow, got {type(row).__name__}")
+        return self._enqueue([row], Future())
+
+    def submit_many(self, rows: Sequence[ResultRow]) -> Future[None]:
+        """Queue several rows, written in the same transaction; one future for all of them."""
+        batch = self._check_batch(rows, "submit_many")
+        if not batch:
+            self._raise_if_closed()
+            done: Future[None] = Future()
+            done.set_result(None)
+            return done
+        return self._enqueue(batch, Future())
+
+    async def asubmit(self, row: ResultRow) -> None:
+        """Queue one row and wait, without blocking the event loop, until it is committed.
+
+        The asyncio-native twin of ``await asyncio.wrap_future(writer.submit(row))``, several
+        times cheaper per row. Cancelling the wait does not withdraw the row.
+
+        Raises:
+            StoreError: the writer is closed, or the row could not be written.
+        """
+        if not isinstance(row, ResultRow):
+            raise LoomUsageError(f"asubmit takes a ResultRow, got {type(row).__name__}")
+        await self._enqueue([row], asyncio.get_running_loop().create_future())
+
+    async def asubmit_many(self, rows: Sequence[ResultRow]) -> None:
+        """Queue several rows (one transaction) and wait until they are committed."""
+        batch = self._check_batch(rows, "asubmit_many")
+        if not batch:
+            self._raise_if_closed()
+            return
+        await self._enqueue(batch, asyncio.get_running_loop().create_future())
+
+    def flush(self, timeout: float | None = None) -> None:
+        """Wait until everything submitted before this call has been written (or failed).
+
+        Failures are reported through the rows' futures, not raised here.
+
+        Raises:
+            StoreError: ``timeout`` seconds passed first.
+            LoomUsageError: called from the writer thread itself (it would wait forever).
+        """
+        self._refuse_writer_thread("flush")
+        deadline = None if timeout is None else time.monotonic() + timeout
+        with self._lock:
+            target = self._submitted
+            while self._completed < target:
+                remaining = None if deadline is None else deadline - time.monotonic()
+                if remaining is not None and remaining <= 0:
+                    raise StoreError(
+                        f"flush timed out after {timeout:g} s with "
+                        f"{target - self._completed} submissions not yet written"
+                    )
+                self._progress.wait(remaining)
+
+    def close(self, timeout: float | None = None) -> None:
+        """Write everything queued, then stop the thread. Idempotent.
+
+        Raises:
+            StoreError: the queue was not drained within ``timeout`` seconds (the thread keeps
+                draining in the background).
+        """
+        with self._lock:
+            self._closing = True
+            self._has_work.notify()
+        if threading.current_thread() is self._thread:
+            return  # closing from a done-callback: the loop ends once the queue is empty
+        self._thread.join(timeout)
+        if self._thread.is_alive():
+            raise StoreError(
+                f"writer did not drain within {timeout:g} s; {self.pending} submissions "
+                "still being written"
+            )
+        _live_writers.discard(self)
+
+    def __enter__(self) -> StoreWriter:
+        return self
+
+    def __exit__(self, *_exc: object) -> None:
+        self.close()
+
+    # -- internals -----------------------------------------------------------------------
+
+    def _raise_if_closed(self) -> None:
+        if self._closing:
+            raise StoreError(f"submit: the writer of store {self._store.url} is closed")
+
+    def _refuse_writer_thread(self, action: str) -> None:
+        if threading.current_thread() is self._thread:
+            raise LoomUsageError(f"{action}() cannot be called from the writer thread")
+
+    @staticmethod
+    def _check_batch(rows: Sequence[ResultRow], action: str) -> list[ResultRow]:
+        if isinstance(rows, ResultRow):
+            raise LoomUsageError(f"{action} takes a sequence of ResultRow; use submit()")
+        batch = list(rows)
+        for row in batch:
+            if not isinstance(row, ResultRow):
+                raise LoomUsageError(f"{action} takes ResultRow items, got {type(row).__name__}")
+        return batch
+
+    def _enqueue(self, rows: list[ResultRow], waiter: _W) -> _W:
+        with self._lock:
+            self._raise_if_closed()
+            self._queue.append((rows, waiter))
+            self._submitted += 1
+            self._has_work.notify()
+        return waiter
+
+    def _run(self) -> None:
+        while True:
+            with self._lock:
+                while not self._queue and not self._closing:
+                    self._has_work.wait()
+                if not self._queue:
+                    return
+                group: list[_Item] = []
+                count = 0
+                while self._queue and (
+                    count == 0 or count + len(self._queue[0][0]) <= self._max_batch
+                ):
+                    item = self._queue.popleft()
+                    group.append(item)
+                    count += len(item[0])
+            try:
+                self._write(group)
+            finally:
+                with self._lock:
+                    self._completed += len(group)
+                    self._progress.notify_all()
+
+    def _write(self, group: list[_Item]) -> None:
+        for _rows, waiter in group:
+            if isinstance(waiter, Future):
+                # From here on the caller can no longer cancel. A cancelled waiter's rows are
+                # still written (the work is done); its caller is just not told.
+                waiter.set_running_or_notify_cancel()
+        outcomes: list[tuple[_Waiter, StoreError | None]]
+        try:
+            self._store.put_many([row for rows, _ in group for row in rows])
+            outcomes = [(waiter, None) for _rows, waiter in group]
+        except RowRejectedError as exc:
+            if len(group) == 1:
+                outcomes = [(group[0][1], exc)]
+            else:
+                # One bad row must not sink the innocent rows written alongside it: write
+                # each submission on its own so that only the rejected ones fail.
+                logger.warning(
+                    "a group of %d submissions was rejected; writing them one by one",
+                    len(group),
+                )
+                outcomes = [(waiter, self._write_alone(rows)) for rows, waiter in group]
+        except Exception as exc:  # the store wraps everything; this is the last guard
+            outcomes = [(waiter, self._as_store_error(exc)) for _rows, waiter in group]
+        failed = sum(1 for _w, exc in outcomes if exc is not None)
+        if failed:
+            first = next(exc for _w, exc in outcomes if exc is not None)
+            logger.warning("loom-store: %d submissions could not be written: %s", failed, first)
+        _settle(outcomes)
+
+    def _write_alone(self, rows: list[ResultRow]) -> StoreError | None:
+        try:
+            self._store.put_many(rows)
+        except Exception as exc:
+            return self._as_store_error(exc)
+        return None
+
+    def _as_store_error(self, exc: Exception) -> StoreError:
+        if isinstance(exc, StoreError):
+            return exc
+        return self._store._wrap("writing", exc)
+
+
+def _settle(outcomes: list[tuple[_Waiter, StoreError | None]]) -> None:
+    """Resolve every waiter: thread futures directly, asyncio futures once per event loop."""
+    by_loop: dict[asyncio.AbstractEventLoop, list[tuple[asyncio.Future[None], StoreError | None]]]
+    by_loop = {}
+    for waiter, exc in outcomes:
+        if isinstance(waiter, Future):
+            if waiter.cancelled():
+                continue
+            if exc is None:
+                waiter.set_result(None)
+            else:
+                # Each waiter gets its own exception: a traceback attaches to it when raised.
+                waiter.set_exception(StoreError(str(exc)))
+        else:
+            by_loop.setdefault(waiter.get_loop(), []).append((waiter, exc))
+    for loop, batch in by_loop.items():
+        # A closed loop raises RuntimeError: nobody is waiting there any more.
+        with contextlib.suppress(RuntimeError):
+            loop.call_soon_threadsafe(_settle_on_loop, batch)
+
+
+def _settle_on_loop(batch: list[tuple[asyncio.Future[None], StoreError | None]]) -> None:
+    for future, exc in batch:
+        if future.done():  # cancelled by its caller
+            continue
+        if exc is None:
+            future.set_result(None)
+        else:
+            future.set_exception(StoreError(str(exc)))
