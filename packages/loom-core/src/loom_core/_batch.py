@@ -13,7 +13,9 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import contextlib
+import functools
 import itertools
+import threading
 from collections import OrderedDict, deque
 from collections.abc import AsyncIterable, AsyncIterator, Iterable, Iterator, Sized
 from dataclasses import dataclass, field
@@ -21,6 +23,7 @@ from typing import Any
 
 from loom_protocol import ErrorCode, TaskResult
 
+from ._gcpolicy import relaxed_gc
 from ._persist import ResultCache
 from ._task import PreparedInput, TaskRunner, prepare_input
 
@@ -64,8 +67,8 @@ class BatchRun:
         self._cache = cache
         self._max_workers = max_workers
         self._ordered = ordered
-        self._window = window or max(1024, 16 * max_workers)
-        self._chunk = min(512, self._window)
+        self._window = window or max(4096, 16 * max_workers)
+        self._chunk = min(1024, self._window)
         self.total: int | None = len(source) if isinstance(source, Sized) else None
         self._sync_source: Iterator[Any] | None = None
         self._async_source: AsyncIterator[Any] | None = None
@@ -90,6 +93,10 @@ class BatchRun:
         self._work: asyncio.Queue[_Slot] = asyncio.Queue()
         self._tasks: list[asyncio.Task[None]] = []
         self._closed = False
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._commit_lock = threading.Lock()
+        self._committed: list[tuple[_Slot, TaskResult[Any], concurrent.futures.Future[None]]] = []
+        self._commit_wake_pending = False
 
     # -- lifecycle -------------------------------------------------------------------------
 
@@ -104,6 +111,8 @@ class BatchRun:
         """Start the feeder and the workers on the running loop."""
         if self._tasks:
             return
+        self._loop = asyncio.get_running_loop()
+        relaxed_gc.enter()
         self._tasks.append(asyncio.create_task(self._feed(), name="loom-feed"))
         self._tasks.extend(
             asyncio.create_task(self._work_loop(), name=f"loom-worker-{i}")
@@ -119,6 +128,7 @@ class BatchRun:
             task.cancel()
         if self._tasks:
             await asyncio.gather(*self._tasks, return_exceptions=True)
+            relaxed_gc.exit()
 
     # -- consumer side ---------------------------------------------------------------------
 
@@ -247,7 +257,6 @@ class BatchRun:
                 self._work.put_nowait(slot)
 
     async def _work_loop(self) -> None:
-        loop = asyncio.get_running_loop()
         while True:
             slot = await self._work.get()
             result = await self._runner.run(slot.prepared)
@@ -257,24 +266,33 @@ class BatchRun:
             # The worker moves on to its next task at once; the result is delivered when its
             # row has committed (group commit on the writer thread), never before.
             write = self._cache.submit(result)
+            write.add_done_callback(functools.partial(self._on_commit, slot, result))
 
-            def committed(
-                write: concurrent.futures.Future[None],
-                slot: _Slot = slot,
-                result: TaskResult[Any] = result,
-            ) -> None:
-                with contextlib.suppress(RuntimeError):  # the loop closed: nobody to tell
-                    loop.call_soon_threadsafe(self._committed, slot, result, write)
-
-            write.add_done_callback(committed)
-
-    def _committed(
+    def _on_commit(
         self, slot: _Slot, result: TaskResult[Any], write: concurrent.futures.Future[None]
     ) -> None:
-        if self._closed or write.cancelled():
+        # On the writer thread. One group commit completes many rows at once: wake the loop
+        # once per group, not once per row (each wake-up costs more than a row's bookkeeping).
+        with self._commit_lock:
+            self._committed.append((slot, result, write))
+            if self._commit_wake_pending:
+                return
+            self._commit_wake_pending = True
+        loop = self._loop
+        assert loop is not None  # set by start(), before any worker runs
+        with contextlib.suppress(RuntimeError):  # the loop is closed: nobody left to tell
+            loop.call_soon_threadsafe(self._deliver_committed)
+
+    def _deliver_committed(self) -> None:
+        with self._commit_lock:
+            done, self._committed = self._committed, []
+            self._commit_wake_pending = False
+        if self._closed:
             return
         assert self._cache is not None
-        self._finish(slot, self._cache.settled(result, write))
+        for slot, result, write in done:
+            if not write.cancelled():
+                self._finish(slot, self._cache.settled(result, write))
 
     def _finish(self, slot: _Slot, result: TaskResult[Any]) -> None:
         # Synchronous on purpose: a duplicate arriving now finds either the slot or the

@@ -17,6 +17,7 @@ from ._output import OutputError, OutputSpec
 __all__ = ["ResultCache"]
 
 _dumps = json.JSONEncoder(ensure_ascii=False, separators=(",", ":")).encode
+_usage = Usage.model_validate_json
 
 
 class ResultCache:
@@ -43,16 +44,18 @@ class ResultCache:
         if not task_ids:
             return {}
         rows = await asyncio.to_thread(
-            self.store.get_many, self.task_name, task_ids, self.config_fp
+            self.store.get_hits, self.task_name, task_ids, self.config_fp
         )
         hits: dict[str, TaskResult[Any]] = {}
-        for task_id, row in rows.items():
+        from_json = self.output.from_json
+        for row in rows:
             if row.data is None:
                 continue
             try:
-                data = self.output.from_json(row.data)
+                data = from_json(row.data)
             except OutputError:
                 continue  # stored data no longer validates (the model changed): recompute
+            task_id = row.task_id
             hits[task_id] = trusted_result(
                 task_id=task_id,
                 is_success=True,
@@ -63,7 +66,7 @@ class ResultCache:
                 reasoning=row.reasoning,
                 cached=True,
                 attempts=row.attempts,
-                usage=Usage.model_validate_json(row.usage) if row.usage else None,
+                usage=_usage(row.usage) if row.usage else None,
                 latency_ms=row.latency_ms,
                 model=row.model,
             )

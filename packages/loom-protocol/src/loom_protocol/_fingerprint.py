@@ -57,9 +57,7 @@ def _check(obj: Any, path: str) -> None:
     # {1: "a"} and {"1": "a"} share an id; refuse them instead.
     if isinstance(obj, _SCALARS):
         if isinstance(obj, float) and not math.isfinite(obj):
-            raise ValueError(
-                f"fingerprint: {obj!r} at {path}: NaN and infinities are not JSON"
-            )
+            raise ValueError(f"fingerprint: {obj!r} at {path}: NaN and infinities are not JSON")
         return
     if isinstance(obj, dict):
         for key, value in obj.items():

@@ -9,7 +9,7 @@ loom-backends or loom-core.
   completes only after its transaction committed.
 """
 
-from ._rows import ResultRow, RunRecord, TaskStats
+from ._rows import CachedHit, ResultRow, RunRecord, TaskStats
 from ._schema import SCHEMA_VERSION
 from ._secrets import scrub_config
 from ._store import GET_MANY_CHUNK, ResultStore
@@ -20,6 +20,7 @@ __version__ = "0.1.0"
 __all__ = [
     "GET_MANY_CHUNK",
     "SCHEMA_VERSION",
+    "CachedHit",
     "ResultRow",
     "ResultStore",
     "RunRecord",

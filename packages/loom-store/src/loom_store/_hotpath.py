@@ -25,12 +25,13 @@ from typing import Any
 from sqlalchemy import Dialect
 from sqlalchemy.engine import Connection
 
-from ._rows import ResultRow, row_from_values
+from ._rows import CachedHit, ResultRow, row_from_values
 from ._schema import results_table
 
 __all__ = ["HotPath", "hot_path_for"]
 
 _COLUMNS = [c.name for c in results_table.c]
+_HIT_COLUMNS = list(CachedHit._fields)
 _DATA_COLUMNS = _COLUMNS[:-2]  # all but created_at, updated_at
 _TABLE = results_table.name
 
@@ -95,6 +96,12 @@ class HotPath:
         """The succeeded rows of ``config_fp`` among ``ids`` (one query)."""
         raise NotImplementedError
 
+    def select_hits(
+        self, conn: Connection, task_name: str, config_fp: str, ids: Sequence[str]
+    ) -> list[CachedHit]:
+        """The cache-hit columns of the same rows as :meth:`select_many` (one query)."""
+        raise NotImplementedError
+
 
 class _SQLiteHotPath(HotPath):
     def __init__(self) -> None:
@@ -105,12 +112,13 @@ class _SQLiteHotPath(HotPath):
         )
 
     @staticmethod
-    @functools.lru_cache(maxsize=8)
-    def _select(n: int) -> str:
+    @functools.lru_cache(maxsize=16)
+    def _select(n: int, hits: bool = False) -> str:
         marks = ", ".join("?" for _ in range(n))
+        columns = _HIT_COLUMNS if hits else _COLUMNS
         # Unary + keeps SQLite from using ix_loom_results_config for these two terms.
         return (
-            f"SELECT {', '.join(_COLUMNS)} FROM {_TABLE} "
+            f"SELECT {', '.join(columns)} FROM {_TABLE} "
             f"WHERE task_name = ? AND task_id IN ({marks}) "
             "AND +config_fp = ? AND +status = 'succeeded'"
         )
@@ -126,6 +134,12 @@ class _SQLiteHotPath(HotPath):
     ) -> list[ResultRow]:
         cursor = conn.exec_driver_sql(self._select(len(ids)), (task_name, *ids, config_fp))
         return _to_rows(cursor.fetchall(), _sqlite_stamp)
+
+    def select_hits(
+        self, conn: Connection, task_name: str, config_fp: str, ids: Sequence[str]
+    ) -> list[CachedHit]:
+        cursor = conn.exec_driver_sql(self._select(len(ids), True), (task_name, *ids, config_fp))
+        return list(map(CachedHit._make, cursor.fetchall()))
 
 
 def _sqlite_stamp(value: Any) -> datetime | None:
@@ -153,11 +167,19 @@ class _PostgresHotPath(HotPath):
         # whatever the statistics say. (Plain ``task_id = ANY(…)`` with the config and status
         # conditions let a planner without statistics, on a fresh table, scan the whole task
         # or the whole config for every lookup.)
-        self._select = (
-            f"SELECT r.* FROM unnest(%(ids)s::text[]) AS i(id) CROSS JOIN LATERAL ("
-            f"SELECT {', '.join(_COLUMNS)} FROM {_TABLE} "
+        self._select = self._lateral(_COLUMNS)
+        self._select_hits = self._lateral(_HIT_COLUMNS)
+
+    @staticmethod
+    def _lateral(columns: Sequence[str]) -> str:
+        # config_fp and status are selected for the outer filter and dropped by the caller.
+        inner = ", ".join([*columns, "config_fp AS _fp", "status AS _status"])
+        return (
+            f"SELECT {', '.join(f'r.{c}' for c in columns)} "
+            "FROM unnest(%(ids)s::text[]) AS i(id) CROSS JOIN LATERAL ("
+            f"SELECT {inner} FROM {_TABLE} "
             "WHERE task_name = %(task_name)s AND task_id = i.id LIMIT 1) AS r "
-            "WHERE r.config_fp = %(config_fp)s AND r.status = 'succeeded'"
+            "WHERE r._fp = %(config_fp)s AND r._status = 'succeeded'"
         )
 
     def upsert(self, conn: Connection, rows: Sequence[ResultRow], now: datetime) -> None:
@@ -174,6 +196,13 @@ class _PostgresHotPath(HotPath):
         params = {"task_name": task_name, "config_fp": config_fp, "ids": list(ids)}
         cursor = conn.exec_driver_sql(self._select, params)
         return _to_rows(cursor.fetchall(), _aware)
+
+    def select_hits(
+        self, conn: Connection, task_name: str, config_fp: str, ids: Sequence[str]
+    ) -> list[CachedHit]:
+        params = {"task_name": task_name, "config_fp": config_fp, "ids": list(ids)}
+        cursor = conn.exec_driver_sql(self._select_hits, params)
+        return list(map(CachedHit._make, cursor.fetchall()))
 
 
 def _aware(value: datetime | None) -> datetime | None:

@@ -6,11 +6,18 @@ import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, fields
 from datetime import datetime
-from typing import Any, Literal
+from typing import Any, Literal, NamedTuple
 
 from loom_protocol import LoomUsageError
 
-__all__ = ["STATUSES", "ResultRow", "RunRecord", "TaskStats", "row_from_values"]
+__all__ = [
+    "STATUSES",
+    "CachedHit",
+    "ResultRow",
+    "RunRecord",
+    "TaskStats",
+    "row_from_values",
+]
 
 #: The two values of ``ResultRow.status``.
 STATUSES: tuple[str, ...] = ("succeeded", "failed")
@@ -192,3 +199,21 @@ class TaskStats:
     failed: int
     failures_by_code: dict[str, int] = field(default_factory=dict)
     config_fps: tuple[str, ...] = ()
+
+
+class CachedHit(NamedTuple):
+    """What serving a cached result needs of a succeeded row, and nothing more.
+
+    Returned by :meth:`ResultStore.get_hits`, the lean twin of ``get_many`` for the engine's
+    hottest path (a resumed run answers every input from here): no input, error or
+    timestamps to read, parse or copy.
+    """
+
+    task_id: str
+    data: str | None
+    raw_output: str | None
+    reasoning: str | None
+    usage: str | None
+    attempts: int
+    latency_ms: float | None
+    model: str | None

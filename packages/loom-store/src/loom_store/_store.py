@@ -23,7 +23,7 @@ from loom_protocol import LoomError, LoomUsageError, StoreError, canonical_json
 from ._checkpoint import WalCheckpointer
 from ._connect import StoreTarget, open_target
 from ._hotpath import hot_path_for
-from ._rows import STATUSES, ResultRow, RunRecord, TaskStats, row_from_values
+from ._rows import STATUSES, CachedHit, ResultRow, RunRecord, TaskStats, row_from_values
 from ._schema import (
     SCHEMA_VERSION,
     SCHEMA_VERSION_KEY,
@@ -165,6 +165,24 @@ class ResultStore:
                 for row in self._hot.select_many(conn, task_name, config_fp, chunk):
                     found[row.task_id] = row
         return found
+
+    def get_hits(self, task_name: str, task_ids: Sequence[str], config_fp: str) -> list[CachedHit]:
+        """The lean twin of :meth:`get_many` for serving cache hits.
+
+        The same rows (succeeded, of ``config_fp``, among ``task_ids``), but only the columns
+        a cached result needs, as :class:`CachedHit` tuples in no particular order.
+        """
+        _check_name("task_name", task_name)
+        _check_name("config_fp", config_fp)
+        ids = _check_ids(task_ids)
+        hits: list[CachedHit] = []
+        if not ids:
+            return hits
+        with self._op("get_hits"), self._t.engine.connect() as conn:
+            for start in range(0, len(ids), GET_MANY_CHUNK):
+                chunk = ids[start : start + GET_MANY_CHUNK]
+                hits.extend(self._hot.select_hits(conn, task_name, config_fp, chunk))
+        return hits
 
     def put_many(self, rows: Sequence[ResultRow]) -> None:
         """Insert or overwrite ``rows`` in one transaction (one dialect-native upsert).

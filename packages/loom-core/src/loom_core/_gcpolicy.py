@@ -1,0 +1,70 @@
+"""Fewer garbage collections while batches run.
+
+A batch keeps every result it makes alive (each a handful of container objects), and
+CPython's collector, at its default generation-0 threshold of 700 surviving allocations, then
+runs a full collection every time the survivors grow by a quarter, walking every object in
+the process, again and again. Measured on a resumed run of 100,000 cached results: 21,000
+results/s with the default threshold, 54,000/s with 50,000, 59,000/s with the collector off.
+
+So while at least one batch runs in the process, generation 0's threshold is raised to
+``LOOM_GC_THRESHOLD`` (default 50,000; ``0`` turns this off), never lowered, and restored when
+the last batch ends, unless the application changed it meanwhile or disabled the collector,
+which is then left alone. Cyclic garbage is still collected, a little later.
+"""
+
+from __future__ import annotations
+
+import gc
+import os
+import threading
+
+__all__ = ["relaxed_gc"]
+
+_DEFAULT_THRESHOLD = 50_000
+
+
+def _threshold() -> int:
+    raw = os.environ.get("LOOM_GC_THRESHOLD", "")
+    try:
+        return max(0, int(raw)) if raw.strip() else _DEFAULT_THRESHOLD
+    except ValueError:
+        return _DEFAULT_THRESHOLD
+
+
+class _RelaxedGC:
+    """A process-wide, reference-counted raise of the generation-0 threshold."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._depth = 0
+        self._saved: tuple[int, ...] | None = None
+        self._ours: tuple[int, ...] | None = None
+
+    def enter(self) -> None:
+        """A batch starts."""
+        with self._lock:
+            self._depth += 1
+            if self._depth > 1:
+                return
+            target = _threshold()
+            current = gc.get_threshold()
+            if not target or not gc.isenabled() or current[0] == 0 or current[0] >= target:
+                return
+            self._saved = current
+            self._ours = (target, *current[1:])
+            gc.set_threshold(*self._ours)
+
+    def exit(self) -> None:
+        """A batch ended."""
+        with self._lock:
+            self._depth -= 1
+            if self._depth > 0 or self._saved is None:
+                return
+            saved, ours = self._saved, self._ours
+            self._saved = self._ours = None
+            if gc.get_threshold() == ours:  # the application did not change it meanwhile
+                gc.set_threshold(*saved)
+
+
+#: The one policy of the process (the collector is process-wide too).
+relaxed_gc = _RelaxedGC()
