@@ -165,3 +165,17 @@ def test_stored_rows_are_complete(
         store.close()
     raw = b"".join(p.read_bytes() for p in tmp_path.glob("loom.db*"))
     assert b"sk-never-store-me" not in raw and b"sk-test-secret-key" not in raw
+
+
+@pytest.mark.parametrize("task_name", [None, "far-duplicates"])
+def test_duplicates_in_different_chunks_cost_one_request(
+    make_loom: LoomFactory, server: FakeLLMServer, task_name: str | None
+) -> None:
+    # Inputs are admitted a chunk at a time and the next chunk's store lookup overlaps the
+    # previous one's: a duplicate in a later chunk must still join (or reuse) the first.
+    unique = [f"u{i}" for i in range(2500)]
+    inputs = unique[:1200] + unique[:50] + unique[1200:] + unique[1000:1100]
+    loom = make_loom(server, response_model=dict)
+    batch = loom.map(inputs, task_name=task_name, max_workers=16)
+    assert server.request_count == len(unique)
+    assert [r.data["text"] for r in batch] == inputs

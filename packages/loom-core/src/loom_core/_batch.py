@@ -41,6 +41,14 @@ class _Slot:
     positions: list[int] = field(default_factory=list)
 
 
+@dataclass(slots=True)
+class _Staged:
+    """A chunk admitted but not settled: its new tasks and their store lookup under way."""
+
+    fresh: dict[str, _Slot]
+    lookup: asyncio.Future[dict[str, TaskResult[Any]]] | None
+
+
 class BatchRun:
     """One batch in flight. Use ``async with`` and :meth:`next_batch`.
 
@@ -202,6 +210,9 @@ class BatchRun:
         return items, None
 
     async def _feed(self) -> None:
+        # One chunk's store lookup runs (on a thread; SQLite releases the GIL while it
+        # searches) while the previous chunk's hits are turned into results on the loop.
+        staged: _Staged | None = None
         try:
             while True:
                 while self._outstanding >= self._window:
@@ -211,18 +222,26 @@ class BatchRun:
                 # so a resumed run answers its cache hits with few store queries.
                 chunk = self._chunk if self._pulled else min(self._chunk, 4 * self._max_workers)
                 items, error = await self._pull(min(chunk, self._window - self._outstanding))
-                if items:
-                    await self._admit(items)
+                following = self._stage(items) if items else None
+                if staged is not None:
+                    await self._settle(staged)
+                staged = following
                 if error is not None:
                     self._error = error  # delivered after every input pulled before it
                     break
                 if not items:
                     break
+            if staged is not None:
+                await self._settle(staged)
+                staged = None
         finally:
+            if staged is not None and staged.lookup is not None:
+                staged.lookup.cancel()
             self._feed_done = True
             self._ready.set()
 
-    async def _admit(self, items: list[Any]) -> None:
+    def _stage(self, items: list[Any]) -> _Staged:
+        """Admit ``items``: deliver what needs no call, and start the store lookup of the rest."""
         first = self._pulled
         self._pulled += len(items)
         self._outstanding += len(items)
@@ -239,19 +258,31 @@ class BatchRun:
                 slot.positions.append(index)
             else:
                 fresh[task_id] = _Slot(prepared, [index])
-        if not fresh:
-            return
-        hits: dict[str, TaskResult[Any]] = {}
-        if self._cache is not None:
-            hits = await self._cache.lookup(
-                list(fresh), {tid: slot.prepared.data for tid, slot in fresh.items()}
+        lookup = None
+        if fresh and self._cache is not None:
+            lookup = asyncio.ensure_future(
+                self._cache.lookup(
+                    list(fresh), {tid: slot.prepared.data for tid, slot in fresh.items()}
+                )
             )
-        for task_id, slot in fresh.items():
+        return _Staged(fresh, lookup)
+
+    async def _settle(self, staged: _Staged) -> None:
+        """Deliver a staged chunk's cache hits and queue the rest for the workers."""
+        hits = await staged.lookup if staged.lookup is not None else {}
+        for task_id, slot in staged.fresh.items():
             hit = hits.get(task_id)
             if hit is not None:
                 self._remember(task_id, hit)
                 for index in slot.positions:
                     self._emit(index, hit)
+            # The chunk before this one settled after this one was staged: a duplicate of one
+            # of its tasks joins that task (or takes its result) instead of running again.
+            elif (known := self._recent.get(task_id)) is not None:
+                for index in slot.positions:
+                    self._emit(index, known)
+            elif (running := self._inflight.get(task_id)) is not None:
+                running.positions.extend(slot.positions)
             else:
                 self._inflight[task_id] = slot
                 self._work.put_nowait(slot)

@@ -15,7 +15,7 @@ from typing import Any
 
 from loom_protocol import TaskResult, Usage
 
-__all__ = ["trusted_result"]
+__all__ = ["trusted_result", "trusted_result_from"]
 
 _FIELDS = frozenset(TaskResult.model_fields)
 _new = object.__new__
@@ -23,6 +23,10 @@ _set = object.__setattr__
 
 
 def _fast(**values: Any) -> TaskResult[Any]:
+    return _fast_from(values)
+
+
+def _fast_from(values: dict[str, Any]) -> TaskResult[Any]:
     result: TaskResult[Any] = _new(TaskResult)
     _set(result, "__dict__", values)
     _set(result, "__pydantic_fields_set__", set(_FIELDS))
@@ -32,6 +36,10 @@ def _fast(**values: Any) -> TaskResult[Any]:
 
 
 def _safe(**values: Any) -> TaskResult[Any]:
+    return TaskResult(**values)
+
+
+def _safe_from(values: dict[str, Any]) -> TaskResult[Any]:
     return TaskResult(**values)
 
 
@@ -66,3 +74,7 @@ def _choose() -> Callable[..., TaskResult[Any]]:
 
 #: ``trusted_result(**fields)``: every field of TaskResult, already valid.
 trusted_result: Callable[..., TaskResult[Any]] = _choose()
+#: ``trusted_result_from(fields)``: the same from a dict the caller built (and hands over).
+trusted_result_from: Callable[[dict[str, Any]], TaskResult[Any]] = (
+    _fast_from if trusted_result is _fast else _safe_from
+)
