@@ -150,7 +150,7 @@ def parse_anthropic_answer(
             thoughts.append(block["thinking"])
     stop = data.get("stop_reason")
     model = data.get("model")
-    return ChatResponse.model_construct(
+    return ChatResponse(
         content="".join(texts),
         reasoning="\n".join(thoughts) if any(thoughts) else None,
         usage=usage_from(

@@ -11,9 +11,10 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import json.encoder
 import os
 import threading
-from collections.abc import AsyncGenerator, Mapping
+from collections.abc import AsyncGenerator, Callable, Mapping
 from typing import Any, ClassVar, Self
 
 import httpx
@@ -54,6 +55,30 @@ def parse_json_answer(
             secrets=secrets,
         )
     return data
+
+
+def _json_encoder() -> Callable[[Any], str]:
+    # json.dumps builds a new C encoder for every call whose options differ from the
+    # defaults, which costs more than encoding a small request body: build it once.
+    make = getattr(json.encoder, "c_make_encoder", None)
+    fallback = json.JSONEncoder(ensure_ascii=False, separators=(",", ":")).encode
+    if make is None:  # pragma: no cover - a Python build without the C accelerator
+        return fallback
+
+    def refuse(value: Any) -> Any:
+        raise TypeError(f"Object of type {type(value).__name__} is not JSON serializable")
+
+    c_encode = make({}, refuse, json.encoder.encode_basestring, None, ":", ",", False, False, True)
+
+    def encode(value: Any) -> str:
+        if not isinstance(value, dict):
+            return fallback(value)
+        return "".join(c_encode(value, 0))
+
+    return encode
+
+
+_encode_json = _json_encoder()
 
 
 class HTTPBackend:
@@ -164,10 +189,8 @@ class HTTPBackend:
             raise LoomUsageError(
                 f"{type(self).__name__} expects a ChatRequest, got {type(request).__name__}"
             )
-        # One json.dumps of a plain dict: no pydantic serialisation on the hot path.
-        return json.dumps(
-            self._build_body(request), ensure_ascii=False, separators=(",", ":")
-        ).encode()
+        # One encoding of a plain dict: no pydantic serialisation on the hot path.
+        return _encode_json(self._build_body(request)).encode()
 
     def _decode(self, status: int, content: bytes, headers: Mapping[str, str]) -> ChatResponse:
         data = parse_json_answer(status, content, headers, self._secrets)

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import inspect
 import json
 import math
@@ -285,6 +286,12 @@ class ServerCore:
 
 def child_main(config: Config, conn: Connection) -> None:
     """Entry point of the server process (``process=True``)."""
+    # The process only serves and records. Every recorded request stays alive, and with the
+    # collector's default thresholds its full collections, walking all of them again and
+    # again, slowed the server down run after run (measured: -30 % after 20,000 requests).
+    # Nothing here makes reference cycles worth collecting quickly.
+    gc.freeze()
+    gc.set_threshold(100_000, 50, 100)
     core = ServerCore(config)
     loop = asyncio.new_event_loop()
     asyncio.set_event_loop(loop)
