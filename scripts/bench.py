@@ -129,14 +129,14 @@ def timed_map(loom: TaskLoom[Echo], items: list[dict[str, str]], **kwargs: Any) 
 def side_by_side(
     server: FakeLLMServer, n: int, concurrency: int, loom_run: Callable[[int], float]
 ) -> tuple[float, float]:
-    """Best of two alternating rounds each of bare aiohttp and of Loom, on a cleared server.
+    """Best of three alternating rounds each of bare aiohttp and of Loom, on a cleared server.
 
     The server's record of requests grows with every request; clearing it before each round
     and alternating the order keeps one side from paying for the other's history.
     """
     url = server.base_url + "/chat/completions"
     bare, loom = [], []
-    for round_ in range(2):
+    for round_ in range(3):
         server.clear()
         bodies = request_bodies(inputs(n, f"bare{round_}"))
         bare.append(asyncio.run(bare_aiohttp(url, bodies, concurrency)))
