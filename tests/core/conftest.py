@@ -27,22 +27,24 @@ def server() -> Iterator[FakeLLMServer]:
 LoomFactory = Callable[..., TaskLoom[Any]]
 
 
-@pytest.fixture
-def make_loom(tmp_path: Path) -> Iterator[LoomFactory]:
-    """Build looms against a server; every loom made is closed after the test."""
-    made: list[TaskLoom[Any]] = []
-
+def _factory(tmp_path: Path, made: list[TaskLoom[Any]]) -> LoomFactory:
     def factory(srv: FakeLLMServer, **kwargs: Any) -> TaskLoom[Any]:
         kwargs.setdefault("prompt_template", "{{ text }}")
         kwargs.setdefault("db_path", tmp_path / "loom.db")
         kwargs.setdefault("api_key", "sk-test-secret-key")
-        loom: TaskLoom[Any] = TaskLoom(
-            kwargs.pop("model", "fake-model"), base_url=srv.base_url, **kwargs
-        )
+        model = kwargs.pop("model", "fake-model")
+        loom: TaskLoom[Any] = TaskLoom(model, base_url=srv.base_url, **kwargs)
         made.append(loom)
         return loom
 
-    yield factory
+    return factory
+
+
+@pytest.fixture
+def make_loom(tmp_path: Path) -> Iterator[LoomFactory]:
+    """Build looms against a server; every loom made is closed after the test."""
+    made: list[TaskLoom[Any]] = []
+    yield _factory(tmp_path, made)
     for loom in made:
         loom.close()
 
@@ -52,17 +54,6 @@ async def amake_loom(tmp_path: Path) -> AsyncIterator[LoomFactory]:
     """Like make_loom, for async tests: closed with aclose() on the test's own loop, where the
     loom's async HTTP client for that loop lives."""
     made: list[TaskLoom[Any]] = []
-
-    def factory(srv: FakeLLMServer, **kwargs: Any) -> TaskLoom[Any]:
-        kwargs.setdefault("prompt_template", "{{ text }}")
-        kwargs.setdefault("db_path", tmp_path / "loom.db")
-        kwargs.setdefault("api_key", "sk-test-secret-key")
-        loom: TaskLoom[Any] = TaskLoom(
-            kwargs.pop("model", "fake-model"), base_url=srv.base_url, **kwargs
-        )
-        made.append(loom)
-        return loom
-
-    yield factory
+    yield _factory(tmp_path, made)
     for loom in made:
         await loom.aclose()

@@ -242,6 +242,22 @@ class TaskLoom(Generic[T]):
             self._runner, sequence, cache=cache, max_workers=max_workers, ordered=ordered
         )
 
+    def _open_run(
+        self, sequence: Inputs, task_name: str | None, max_workers: int, ordered: bool
+    ) -> BatchRun:
+        """A new run, its store opened and registered (blocking I/O: call off the loop)."""
+        cache, others = self._cache_for(task_name)
+        self._warn_other_configs(task_name, others)
+        return self._new_run(sequence, cache, max_workers, ordered)
+
+    async def _aopen_run(
+        self, sequence: Inputs, task_name: str | None, max_workers: int, ordered: bool
+    ) -> BatchRun:
+        cache, others = await asyncio.to_thread(self._cache_for, task_name)
+        # Warned here, in the caller's context, not on the helper thread.
+        self._warn_other_configs(task_name, others)
+        return self._new_run(sequence, cache, max_workers, ordered)
+
     # -- sync driving of a run on the loom's loop thread -------------------------------------
 
     def _sync_pairs(self, run: BatchRun) -> Iterator[tuple[int, TaskResult[Any]]]:
@@ -296,11 +312,11 @@ class TaskLoom(Generic[T]):
         """
         self._check_open()
         self._check_batch_args(task_name, max_workers)
-        cache, others = self._cache_for(task_name)
-        self._warn_other_configs(task_name, others)
-        run = self._new_run(sequence, cache, max_workers, ordered=False)
-        started = time.perf_counter()
-        return _collect(self._sync_pairs(run), run, started, progress)
+        run = self._open_run(sequence, task_name, max_workers, ordered=False)
+        with _Collector(progress, run.total) as collector:
+            for index, result in self._sync_pairs(run):
+                collector.add(index, result)
+        return collector.batch()
 
     async def amap(
         self,
@@ -312,16 +328,11 @@ class TaskLoom(Generic[T]):
         """Async twin of :meth:`map` (also takes an async iterable)."""
         self._check_open()
         self._check_batch_args(task_name, max_workers)
-        cache, others = await asyncio.to_thread(self._cache_for, task_name)
-        self._warn_other_configs(task_name, others)
-        run = self._new_run(sequence, cache, max_workers, ordered=False)
-        started = time.perf_counter()
-        results: list[TaskResult[Any] | None] = []
-        with _progress_bar(progress, run.total) as bar:
+        run = await self._aopen_run(sequence, task_name, max_workers, ordered=False)
+        with _Collector(progress, run.total) as collector:
             async for index, result in self._async_pairs(run):
-                _place(results, index, result)
-                _tick(bar, result)
-        return _batch_result(results, started)
+                collector.add(index, result)
+        return collector.batch()
 
     def stream(
         self,
@@ -337,9 +348,7 @@ class TaskLoom(Generic[T]):
         """
         self._check_open()
         self._check_batch_args(task_name, max_workers)
-        cache, others = self._cache_for(task_name)
-        self._warn_other_configs(task_name, others)
-        run = self._new_run(sequence, cache, max_workers, ordered)
+        run = self._open_run(sequence, task_name, max_workers, ordered)
         return (result for _, result in self._sync_pairs(run))
 
     def astream(
@@ -354,9 +363,7 @@ class TaskLoom(Generic[T]):
         self._check_batch_args(task_name, max_workers)
 
         async def results() -> AsyncIterator[TaskResult[T]]:
-            cache, others = await asyncio.to_thread(self._cache_for, task_name)
-            self._warn_other_configs(task_name, others)
-            run = self._new_run(sequence, cache, max_workers, ordered)
+            run = await self._aopen_run(sequence, task_name, max_workers, ordered)
             async for _, result in self._async_pairs(run):
                 yield result
 
@@ -372,9 +379,7 @@ class TaskLoom(Generic[T]):
         """Typed events: ``batch_start``, one ``task_result`` per input, ``batch_end``."""
         self._check_open()
         self._check_batch_args(task_name, max_workers)
-        cache, others = self._cache_for(task_name)
-        self._warn_other_configs(task_name, others)
-        run = self._new_run(sequence, cache, max_workers, ordered)
+        run = self._open_run(sequence, task_name, max_workers, ordered)
         events = _EventBuilder(task_name, run.total)
 
         def generate() -> Iterator[StreamEvent]:
@@ -405,9 +410,7 @@ class TaskLoom(Generic[T]):
             events = _EventBuilder(task_name, run_total)
             yield events.start()
             try:
-                cache, others = await asyncio.to_thread(self._cache_for, task_name)
-                self._warn_other_configs(task_name, others)
-                run = self._new_run(sequence, cache, max_workers, ordered)
+                run = await self._aopen_run(sequence, task_name, max_workers, ordered)
                 async for index, result in self._async_pairs(run):
                     yield events.result(index, result)
             except Exception as exc:
@@ -504,61 +507,43 @@ class _EventBuilder:
         )
 
 
-def _place(results: list[TaskResult[Any] | None], index: int, result: TaskResult[Any]) -> None:
-    if index >= len(results):
-        results.extend([None] * (index + 1 - len(results)))
-    results[index] = result
+class _Collector:
+    """Gathers a batch's results in input order, ticking the progress bar (map and amap)."""
 
-
-def _batch_result(results: list[TaskResult[Any] | None], started: float) -> BatchResult[Any]:
-    done = [r for r in results if r is not None]
-    if len(done) != len(results):  # pragma: no cover - would be a scheduler bug
-        raise RuntimeError("a batch finished with inputs that have no result")
-    return BatchResult.model_construct(results=done, elapsed_s=time.perf_counter() - started)
-
-
-class _NoBar:
-    def update(self, n: int = 1) -> None:
-        pass
-
-    def set_postfix(self, **kwargs: Any) -> None:
-        pass
-
-
-class _progress_bar:
-    def __init__(self, enabled: bool, total: int | None) -> None:
-        self.enabled = enabled
+    def __init__(self, progress: bool, total: int | None) -> None:
+        self.results: list[TaskResult[Any] | None] = []
+        self.progress = progress
         self.total = total
-        self.bar: Any = _NoBar()
+        self.bar: Any = None
         self.failed = self.cached = 0
+        self.started = time.perf_counter()
 
-    def __enter__(self) -> _progress_bar:
-        if self.enabled:
+    def __enter__(self) -> _Collector:
+        if self.progress:
             from tqdm.auto import tqdm
 
             self.bar = tqdm(total=self.total, unit="task", desc="loom")
         return self
 
     def __exit__(self, *exc_info: object) -> None:
-        if self.enabled:
+        if self.bar is not None:
             self.bar.close()
 
+    def add(self, index: int, result: TaskResult[Any]) -> None:
+        results = self.results
+        if index >= len(results):
+            results.extend([None] * (index + 1 - len(results)))
+        results[index] = result
+        if self.bar is not None:
+            self.failed += not result.is_success
+            self.cached += result.cached
+            self.bar.update(1)
+            self.bar.set_postfix(failed=self.failed, cached=self.cached, refresh=False)
 
-def _tick(bar: _progress_bar, result: TaskResult[Any]) -> None:
-    if not bar.enabled:
-        return
-    bar.failed += not result.is_success
-    bar.cached += result.cached
-    bar.bar.update(1)
-    bar.bar.set_postfix(failed=bar.failed, cached=bar.cached, refresh=False)
-
-
-def _collect(
-    pairs: Iterator[tuple[int, TaskResult[Any]]], run: BatchRun, started: float, progress: bool
-) -> BatchResult[Any]:
-    results: list[TaskResult[Any] | None] = []
-    with _progress_bar(progress, run.total) as bar:
-        for index, result in pairs:
-            _place(results, index, result)
-            _tick(bar, result)
-    return _batch_result(results, started)
+    def batch(self) -> BatchResult[Any]:
+        done = [r for r in self.results if r is not None]
+        if len(done) != len(self.results):  # pragma: no cover - would be a scheduler bug
+            raise RuntimeError("a batch finished with inputs that have no result")
+        return BatchResult.model_construct(
+            results=done, elapsed_s=time.perf_counter() - self.started
+        )
