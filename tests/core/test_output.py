@@ -419,3 +419,24 @@ def test_backend_reasoning_comes_first() -> None:
 def test_empty_think_block_gives_no_reasoning() -> None:
     assert split_reasoning("<think>\n\n</think>\nanswer") == ("answer", None)
     assert split_reasoning("answer", "   ") == ("answer", None)
+
+
+@pytest.mark.parametrize("text", ['{"a": 1e999}', '{"a": [1, -1e999],}', "{'a': 1e400}"])
+def test_numbers_out_of_range_are_not_repaired_into_infinities(text: str) -> None:
+    # json.loads refuses them (our parse_float hook); json_repair would read them as inf,
+    # which would break every strict JSON consumer of the result (SSE, the store).
+    error = error_of(DICT, text, repair=True)
+    assert error.code is ErrorCode.JSON_INVALID
+
+
+def test_a_model_float_given_the_string_nan_is_refused() -> None:
+    class Score(BaseModel):
+        label: str
+        score: float
+
+    spec = OutputSpec.from_response_model(Score)
+    for text in ('{"label": "x", "score": "NaN"}', '{"label": "x", "score": "inf"}'):
+        with pytest.raises(OutputError) as info:
+            spec.parse(text, repair=True)
+        assert info.value.error.code is ErrorCode.VALIDATION_FAILED
+    assert spec.parse('{"label": "x", "score": 0.5}', repair=True) == Score(label="x", score=0.5)

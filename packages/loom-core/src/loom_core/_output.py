@@ -165,9 +165,20 @@ class OutputSpec:
         if self.model is None:
             return value
         try:
-            return self.model.model_validate(value)
+            instance = self.model.model_validate(value)
         except ValidationError as exc:
             raise OutputError(_validation_error(self.model, exc)) from None
+        # Lax validation turns the strings "NaN" and "inf" into floats that no strict JSON
+        # consumer of the result (an SSE client, the store) accepts: ask again instead.
+        if not _all_finite(instance.model_dump()):
+            raise OutputError(
+                Error(
+                    code=ErrorCode.VALIDATION_FAILED,
+                    message="the answer holds a number that is NaN or infinite",
+                    detail="Every number in the answer must be finite (no NaN or Infinity).",
+                )
+            )
+        return instance
 
     def to_json(self, value: Any) -> str:
         """Serialise a parsed value for the store (the inverse of :meth:`from_json`).
@@ -363,10 +374,22 @@ def _repair(candidate: str) -> dict[str, Any] | list[Any] | None:
         # only means "not repairable", reported as json_invalid by the caller.
         return None
     # A valid empty container was already accepted by json.loads, so an empty one here is what
-    # json_repair makes of garbage ("{:::}" → {}): not an answer.
-    if isinstance(value, dict | list) and value:
+    # json_repair makes of garbage ("{:::}" → {}): not an answer. json_repair reads "1e999" as
+    # an infinite float, which no strict JSON consumer (an SSE client, the store) accepts.
+    if isinstance(value, dict | list) and value and _all_finite(value):
         return value
     return None
+
+
+def _all_finite(value: Any) -> bool:
+    """Whether ``value`` holds no NaN or infinite float, at any depth."""
+    if isinstance(value, float):
+        return math.isfinite(value)
+    if isinstance(value, dict):
+        return all(_all_finite(item) for item in value.values())
+    if isinstance(value, list | tuple | set | frozenset):
+        return all(_all_finite(item) for item in value)
+    return True
 
 
 def _bracket_spans(text: str) -> list[str]:
