@@ -258,7 +258,7 @@ def scenario_resume(quick: bool, workdir: Path) -> list[Outcome]:
 
 
 _MEMORY_CHILD = """
-import asyncio, resource, sys
+import asyncio, sys
 from loom_backends import CallableBackend
 from loom_core import TaskLoom
 
@@ -274,7 +274,11 @@ def gen():
 with TaskLoom("local", "{{ text }}", response_model=dict, backend=CallableBackend(instant)) as loom:
     count = sum(1 for r in loom.stream(gen(), max_workers=64, ordered=ordered) if r.is_success)
 assert count == n, count
-print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)
+# VmHWM is the peak RSS of this process's own address space. ru_maxrss is not: Linux carries
+# it over fork and exec, so a child started by a large parent reports the parent's peak.
+with open("/proc/self/status") as status:
+    peak_kb = next(int(line.split()[1]) for line in status if line.startswith("VmHWM:"))
+print(peak_kb / 1024)
 """
 
 
