@@ -15,15 +15,11 @@ from typing import Any
 
 from loom_protocol import TaskResult, Usage
 
-__all__ = ["trusted_result", "trusted_result_from"]
+__all__ = ["trusted_result_from"]
 
 _FIELDS = frozenset(TaskResult.model_fields)
 _new = object.__new__
 _set = object.__setattr__
-
-
-def _fast(**values: Any) -> TaskResult[Any]:
-    return _fast_from(values)
 
 
 def _fast_from(values: dict[str, Any]) -> TaskResult[Any]:
@@ -35,15 +31,11 @@ def _fast_from(values: dict[str, Any]) -> TaskResult[Any]:
     return result
 
 
-def _safe(**values: Any) -> TaskResult[Any]:
-    return TaskResult(**values)
-
-
 def _safe_from(values: dict[str, Any]) -> TaskResult[Any]:
     return TaskResult(**values)
 
 
-def _choose() -> Callable[..., TaskResult[Any]]:
+def _choose() -> Callable[[dict[str, Any]], TaskResult[Any]]:
     sample: dict[str, Any] = {
         "task_id": "t",
         "is_success": True,
@@ -59,7 +51,7 @@ def _choose() -> Callable[..., TaskResult[Any]]:
         "model": "m",
     }
     try:
-        fast, safe = _fast(**sample), _safe(**sample)
+        fast, safe = _fast_from(dict(sample)), _safe_from(dict(sample))
         same = (
             set(sample) == _FIELDS
             and fast.model_dump() == safe.model_dump()
@@ -69,12 +61,9 @@ def _choose() -> Callable[..., TaskResult[Any]]:
         )
     except Exception:
         same = False
-    return _fast if same else _safe
+    return _fast_from if same else _safe_from
 
 
-#: ``trusted_result(**fields)``: every field of TaskResult, already valid.
-trusted_result: Callable[..., TaskResult[Any]] = _choose()
-#: ``trusted_result_from(fields)``: the same from a dict the caller built (and hands over).
-trusted_result_from: Callable[[dict[str, Any]], TaskResult[Any]] = (
-    _fast_from if trusted_result is _fast else _safe_from
-)
+#: ``trusted_result_from(fields)``: a TaskResult from a dict of every field, already valid
+#: (the dict becomes the instance's own: the caller hands it over).
+trusted_result_from: Callable[[dict[str, Any]], TaskResult[Any]] = _choose()

@@ -7,7 +7,6 @@ backend's per-loop clients, the store writer) is safe across loops and threads.
 from __future__ import annotations
 
 import asyncio
-import json
 import random
 import time
 import traceback
@@ -372,8 +371,3 @@ class TaskRunner:
             latency_ms=(time.perf_counter() - started) * 1000,
             model=self.model,
         )
-
-
-def result_json(value: Any) -> str:
-    """JSON text for a value already known to be JSON (used for the store's input column)."""
-    return json.dumps(value, ensure_ascii=False, separators=(",", ":"))
