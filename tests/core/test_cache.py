@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from pathlib import Path
 
@@ -179,3 +180,45 @@ def test_duplicates_in_different_chunks_cost_one_request(
     batch = loom.map(inputs, task_name=task_name, max_workers=16)
     assert server.request_count == len(unique)
     assert [r.data["text"] for r in batch] == inputs
+
+
+@pytest.mark.parametrize(
+    "stored",
+    ['{"not": "a Doc"}', "{not json", '"a string"'],
+    ids=["fails-validation", "not-json", "wrong-kind"],
+)
+def test_a_stored_row_that_no_longer_validates_is_recomputed_alone(
+    make_loom: LoomFactory, server: FakeLLMServer, tmp_path: Path, stored: str
+) -> None:
+    # A chunk's hits are validated in one pass; one bad row must cost that row only.
+    loom = make_loom(server, response_model=Doc)
+    first = loom.map(INPUTS, task_name="bad-row", max_workers=4)
+    store = ResultStore(tmp_path / "loom.db")
+    try:
+        [row] = [r for r in store.iter_results("bad-row") if r.task_id == first[5].task_id]
+        store.put_many([dataclasses.replace(row, data=stored)])
+    finally:
+        store.close()
+    sent = server.request_count
+
+    again = loom.map(INPUTS, task_name="bad-row", max_workers=4)
+    assert server.request_count == sent + 1
+    assert [r.cached for r in again] == [i != 5 for i in range(len(INPUTS))]
+    assert [r.data for r in again] == [r.data for r in first]
+    assert again[5].is_success and isinstance(again[5].data, Doc)
+
+
+@pytest.mark.parametrize("response_model", [Doc, dict, None], ids=["model", "dict", "text"])
+def test_a_cached_result_is_the_stored_result(
+    make_loom: LoomFactory, server: FakeLLMServer, response_model: type | None
+) -> None:
+    loom = make_loom(server, response_model=response_model)
+    first = loom.map(INPUTS, task_name="same", max_workers=4)
+    again = loom.map(INPUTS, task_name="same", max_workers=4)
+    assert all(r.cached for r in again)
+    for before, after in zip(first, again, strict=True):
+        assert after.model_dump(exclude={"cached"}) == before.model_dump(exclude={"cached"})
+        assert (
+            after.model_dump_json() == before.model_copy(update={"cached": True}).model_dump_json()
+        )
+        assert after.input_data is not None and after.usage == before.usage

@@ -32,6 +32,9 @@ __all__ = ["BatchRun"]
 #: How many duplicate-free results are remembered for later duplicates of the same batch.
 _RECENT = 4096
 
+#: Chunks whose store lookups may be under way while an older chunk is being settled.
+_LOOKAHEAD = 2
+
 
 @dataclass(slots=True)
 class _Slot:
@@ -43,10 +46,13 @@ class _Slot:
 
 @dataclass(slots=True)
 class _Staged:
-    """A chunk admitted but not settled: its new tasks and their store lookup under way."""
+    """A chunk admitted but not settled: its new tasks and their store lookup under way.
+
+    ``lookup`` answers one cached result or ``None`` per task, in the order of ``fresh``.
+    """
 
     fresh: dict[str, _Slot]
-    lookup: asyncio.Future[dict[str, TaskResult[Any]]] | None
+    lookup: asyncio.Future[list[TaskResult[Any] | None]] | None
 
 
 class BatchRun:
@@ -183,6 +189,18 @@ class BatchRun:
             self._out.append((index, result))
         self._ready.set()
 
+    def _emit_many(self, pairs: list[tuple[int, TaskResult[Any]]]) -> None:
+        """:meth:`_emit` of many results at once (a chunk's cache hits)."""
+        self._emitted += len(pairs)
+        if self._ordered:
+            self._reorder.update(pairs)
+            while self._next_index in self._reorder:
+                self._out.append((self._next_index, self._reorder.pop(self._next_index)))
+                self._next_index += 1
+        else:
+            self._out.extend(pairs)
+        self._ready.set()
+
     def _remember(self, task_id: str, result: TaskResult[Any]) -> None:
         self._recent[task_id] = result
         if len(self._recent) > _RECENT:
@@ -210,33 +228,38 @@ class BatchRun:
         return items, None
 
     async def _feed(self) -> None:
-        # One chunk's store lookup runs (on a thread; SQLite releases the GIL while it
-        # searches) while the previous chunk's hits are turned into results on the loop.
-        staged: _Staged | None = None
+        # Up to _LOOKAHEAD chunks' store lookups run on threads (SQLite releases the GIL while
+        # it searches) while the oldest staged chunk's hits are turned into results on the
+        # loop. More than one is needed: a lookup thread waits for the GIL, held by this busy
+        # loop, up to the interpreter's switch interval (5 ms) each time it takes it back, so
+        # a lookup's latency is mostly waiting, which only overlapping lookups hide.
+        staged: deque[_Staged] = deque()
         try:
             while True:
                 while self._outstanding >= self._window:
+                    if staged:  # staged inputs count as outstanding: deliver them first
+                        await self._settle(staged.popleft())
+                        continue
                     self._room.clear()
                     await self._room.wait()
                 # The first chunk is small so the workers start at once; later ones are large
                 # so a resumed run answers its cache hits with few store queries.
                 chunk = self._chunk if self._pulled else min(self._chunk, 4 * self._max_workers)
                 items, error = await self._pull(min(chunk, self._window - self._outstanding))
-                following = self._stage(items) if items else None
-                if staged is not None:
-                    await self._settle(staged)
-                staged = following
-                if error is not None:
-                    self._error = error  # delivered after every input pulled before it
+                if items:
+                    staged.append(self._stage(items))
+                if error is not None or not items:
+                    if error is not None:
+                        self._error = error  # delivered after every input pulled before it
                     break
-                if not items:
-                    break
-            if staged is not None:
-                await self._settle(staged)
-                staged = None
+                if len(staged) > _LOOKAHEAD:
+                    await self._settle(staged.popleft())
+            while staged:
+                await self._settle(staged.popleft())
         finally:
-            if staged is not None and staged.lookup is not None:
-                staged.lookup.cancel()
+            for pending in staged:
+                if pending.lookup is not None:
+                    pending.lookup.cancel()
             self._feed_done = True
             self._ready.set()
 
@@ -261,31 +284,32 @@ class BatchRun:
         lookup = None
         if fresh and self._cache is not None:
             lookup = asyncio.ensure_future(
-                self._cache.lookup(
-                    list(fresh), {tid: slot.prepared.data for tid, slot in fresh.items()}
-                )
+                self._cache.lookup(list(fresh), [slot.prepared.data for slot in fresh.values()])
             )
         return _Staged(fresh, lookup)
 
     async def _settle(self, staged: _Staged) -> None:
         """Deliver a staged chunk's cache hits and queue the rest for the workers."""
-        hits = await staged.lookup if staged.lookup is not None else {}
-        for task_id, slot in staged.fresh.items():
-            hit = hits.get(task_id)
+        fresh = staged.fresh
+        hits = await staged.lookup if staged.lookup is not None else [None] * len(fresh)
+        delivered: list[tuple[int, TaskResult[Any]]] = []
+        for (task_id, slot), hit in zip(fresh.items(), hits, strict=True):
             if hit is not None:
-                self._remember(task_id, hit)
+                # Not remembered: a later duplicate finds it in the store again.
                 for index in slot.positions:
-                    self._emit(index, hit)
+                    delivered.append((index, hit))
             # The chunk before this one settled after this one was staged: a duplicate of one
             # of its tasks joins that task (or takes its result) instead of running again.
             elif (known := self._recent.get(task_id)) is not None:
                 for index in slot.positions:
-                    self._emit(index, known)
+                    delivered.append((index, known))
             elif (running := self._inflight.get(task_id)) is not None:
                 running.positions.extend(slot.positions)
             else:
                 self._inflight[task_id] = slot
                 self._work.put_nowait(slot)
+        if delivered:
+            self._emit_many(delivered)
 
     async def _work_loop(self) -> None:
         while True:

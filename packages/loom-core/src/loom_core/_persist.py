@@ -8,15 +8,34 @@ import json
 from collections.abc import Sequence
 from typing import Any
 
-from pydantic import TypeAdapter, ValidationError
+from pydantic import NonNegativeFloat, NonNegativeInt, TypeAdapter, ValidationError
 
 from loom_protocol import Error, ErrorCode, TaskResult, Usage
-from loom_store import ResultRow, ResultStore, StoreWriter
+from loom_store import CachedHit, ResultRow, ResultStore, StoreWriter
 
-from ._fast import trusted_result_from
+from ._fast import trusted_result_from, trusted_usage_from
 from ._output import OutputSpec
 
 __all__ = ["ResultCache"]
+
+_USAGE_FIELDS = Usage.model_fields.keys()
+
+#: An element of ResultStore.get_hits_json once validated: position, data, usage counts,
+#: raw_output, reasoning, attempts, latency_ms, model.
+_HitElement = tuple[
+    int, Any, dict[str, int] | None, str | None, str | None, int, float | None, str | None
+]
+
+
+def _usage(counts: dict[str, int] | None) -> Usage | None:
+    # The engine stores every count (Usage.model_dump_json): then the checked counts are the
+    # instance's fields as they are. Anything else goes through Usage's own validation.
+    if counts is None:
+        return None
+    if counts.keys() == _USAGE_FIELDS:
+        return trusted_usage_from(counts)
+    return Usage.model_validate(counts)
+
 
 _dumps = json.JSONEncoder(ensure_ascii=False, separators=(",", ":")).encode
 
@@ -41,44 +60,100 @@ class ResultCache:
         self._hit_json: TypeAdapter[tuple[Any, Usage | None]] = TypeAdapter(
             tuple[data_type, Usage | None]
         )
+        # The elements of ResultStore.get_hits_json. Usage is read as its plain counts (its
+        # model validator, a Python call per hit, only fills a total the engine always
+        # stores) and built by the trusted constructor.
+        self._hits_json: TypeAdapter[list[_HitElement]] = TypeAdapter(
+            list[
+                tuple[
+                    NonNegativeInt,
+                    data_type,
+                    dict[str, NonNegativeInt] | None,
+                    str | None,
+                    str | None,
+                    NonNegativeInt,
+                    NonNegativeFloat | None,
+                    str | None,
+                ]
+            ]
+        )
 
     async def lookup(
-        self, task_ids: Sequence[str], inputs: dict[str, dict[str, Any]]
-    ) -> dict[str, TaskResult[Any]]:
-        """Cached successful results for ``task_ids``, by id; one store query per chunk."""
+        self, task_ids: Sequence[str], inputs: Sequence[dict[str, Any]]
+    ) -> list[TaskResult[Any] | None]:
+        """The cached successful result of each of ``task_ids`` (``None`` where there is none).
+
+        ``inputs[i]`` is the input of ``task_ids[i]``; the answer is aligned with both. The
+        store hands the hits over as one JSON text, validated in one pydantic pass (a resumed
+        run spends most of its time here). Should that pass fail, because some stored row no
+        longer validates (its data, or a text that is not JSON), the ids are looked up again
+        row by row, and only the rows that fail are recomputed.
+        """
+        found: list[TaskResult[Any] | None] = [None] * len(task_ids)
         if not task_ids:
-            return {}
-        rows = await asyncio.to_thread(
-            self.store.get_hits, self.task_name, task_ids, self.config_fp
+            return found
+        text = await asyncio.to_thread(
+            self.store.get_hits_json, self.task_name, task_ids, self.config_fp
         )
-        hits: dict[str, TaskResult[Any]] = {}
-        validate = self._hit_json.validate_json
-        for row in rows:
-            if row.data is None:
-                continue
-            try:
-                # Data and usage in one validation: a resumed run spends most of its time here.
-                data, usage = validate(f"[{row.data},{row.usage or 'null'}]")
-            except ValidationError:
-                continue  # stored data no longer validates (the model changed): recompute
-            task_id = row.task_id
-            hits[task_id] = trusted_result_from(
+        try:
+            hits = self._hits_json.validate_json(text)
+        except ValidationError:
+            return await self._lookup_rows(task_ids, inputs)
+        result, usage_of = trusted_result_from, _usage
+        for position, data, usage, raw_output, reasoning, attempts, latency_ms, model in hits:
+            found[position] = result(
                 {
-                    "task_id": task_id,
+                    "task_id": task_ids[position],
                     "is_success": True,
                     "data": data,
                     "error": None,
-                    "input_data": inputs[task_id],
-                    "raw_output": row.raw_output,
-                    "reasoning": row.reasoning,
+                    "input_data": inputs[position],
+                    "raw_output": raw_output,
+                    "reasoning": reasoning,
                     "cached": True,
-                    "attempts": row.attempts,
-                    "usage": usage,
-                    "latency_ms": row.latency_ms,
-                    "model": row.model,
+                    "attempts": attempts,
+                    "usage": usage_of(usage),
+                    "latency_ms": latency_ms,
+                    "model": model,
                 }
             )
-        return hits
+        return found
+
+    async def _lookup_rows(
+        self, task_ids: Sequence[str], inputs: Sequence[dict[str, Any]]
+    ) -> list[TaskResult[Any] | None]:
+        """:meth:`lookup` one row at a time, skipping the rows that do not validate."""
+        rows = await asyncio.to_thread(
+            self.store.get_hits, self.task_name, task_ids, self.config_fp
+        )
+        by_id = {row.task_id: row for row in rows if row.data is not None}
+        found: list[TaskResult[Any] | None] = []
+        for task_id, input_data in zip(task_ids, inputs, strict=True):
+            row = by_id.get(task_id)
+            found.append(None if row is None else self._from_row(row, input_data))
+        return found
+
+    def _from_row(self, row: CachedHit, input_data: dict[str, Any]) -> TaskResult[Any] | None:
+        try:
+            data, usage = self._hit_json.validate_json(f"[{row.data},{row.usage or 'null'}]")
+        except ValidationError:
+            return None  # stored data no longer validates (the model changed): recompute
+        return trusted_result_from(
+            {
+                "task_id": row.task_id,
+                "is_success": True,
+                "data": data,
+                "error": None,
+                "input_data": input_data,
+                "raw_output": row.raw_output,
+                "reasoning": row.reasoning,
+                "cached": True,
+                "attempts": row.attempts,
+                "usage": usage,
+                "latency_ms": row.latency_ms,
+                "model": row.model,
+            }
+        )
 
     def to_row(self, result: TaskResult[Any]) -> ResultRow:
         """The store row of ``result``."""

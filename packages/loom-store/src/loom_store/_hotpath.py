@@ -18,6 +18,7 @@ drift from the schema.
 from __future__ import annotations
 
 import functools
+import json
 from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
 from typing import Any
@@ -28,7 +29,7 @@ from sqlalchemy.engine import Connection
 from ._rows import CachedHit, ResultRow, row_from_values
 from ._schema import results_table
 
-__all__ = ["HotPath", "hot_path_for"]
+__all__ = ["HIT_JSON_FIELDS", "HotPath", "hot_path_for"]
 
 _COLUMNS = [c.name for c in results_table.c]
 _HIT_COLUMNS = list(CachedHit._fields)
@@ -102,6 +103,43 @@ class HotPath:
         """The cache-hit columns of the same rows as :meth:`select_many` (one query)."""
         raise NotImplementedError
 
+    def select_hits_json(
+        self, conn: Connection, task_name: str, config_fp: str, ids: Sequence[str]
+    ) -> str | None:
+        """The hits among ``ids`` that have data, as one JSON array text (one query).
+
+        Each element is ``[position, data, usage, raw_output, reasoning, attempts,
+        latency_ms, model]``, ``position`` being the index of the row's id in ``ids`` (an id
+        given twice yields two elements); ``None`` when nothing matched.
+        """
+        raise NotImplementedError
+
+
+#: The columns after the position in an element of select_hits_json, in order.
+HIT_JSON_FIELDS = (
+    "data",
+    "usage",
+    "raw_output",
+    "reasoning",
+    "attempts",
+    "latency_ms",
+    "model",
+)
+
+
+def _hit_json_element(position: str, quote: Callable[[str], str], number: str) -> str:
+    """SQL building one hit's ``[position, data, usage, …]`` JSON text, in the database.
+
+    ``data`` and ``usage`` are JSON texts already (the engine wrote them) and are spliced in
+    unchanged; every plain text is quoted by the database's own JSON quoting. A row whose
+    data is NULL yields NULL (``||`` propagates it), which the aggregate skips.
+    """
+    return (
+        f"'[' || CAST({position} AS TEXT) || ',' || data || ',' || COALESCE(usage, 'null') "
+        f"|| ',' || {quote('raw_output')} || ',' || {quote('reasoning')} || ',' || "
+        f"CAST(attempts AS TEXT) || ',' || {number} || ',' || {quote('model')} || ']'"
+    )
+
 
 class _SQLiteHotPath(HotPath):
     def __init__(self) -> None:
@@ -123,6 +161,27 @@ class _SQLiteHotPath(HotPath):
             "AND +config_fp = ? AND +status = 'succeeded'"
         )
 
+    @staticmethod
+    @functools.cache
+    def _select_json() -> str:
+        # json_quote renders a REAL with 15 significant digits; printf's %!.17g keeps every
+        # bit of latency_ms, so a cached hit reports exactly what was stored.
+        element = _hit_json_element(
+            "j.key",
+            lambda column: f"json_quote(r.{column})",
+            "CASE WHEN latency_ms IS NULL THEN 'null' ELSE printf('%!.17g', latency_ms) END",
+        )
+        # One statement, one step, whatever the number of ids (they arrive as one JSON array,
+        # so no bound-parameter limit applies): SQLite builds the whole text without the GIL,
+        # and the calling thread takes the GIL back once, not once per row. CROSS JOIN keeps
+        # the ids as the outer loop: one primary-key probe per id.
+        return (
+            f"SELECT '[' || group_concat({element}, ',') || ']' "
+            f"FROM json_each(?) AS j CROSS JOIN {_TABLE} AS r "
+            "WHERE r.task_name = ? AND r.task_id = j.value "
+            "AND +r.config_fp = ? AND +r.status = 'succeeded'"
+        )
+
     def upsert(self, conn: Connection, rows: Sequence[ResultRow], now: datetime) -> None:
         # The same text SQLAlchemy's DateTime stores on SQLite: naive UTC, microseconds.
         stamp = now.astimezone(UTC).replace(tzinfo=None).isoformat(" ", "microseconds")
@@ -140,6 +199,16 @@ class _SQLiteHotPath(HotPath):
     ) -> list[CachedHit]:
         cursor = conn.exec_driver_sql(self._select(len(ids), True), (task_name, *ids, config_fp))
         return list(map(CachedHit._make, cursor.fetchall()))
+
+    def select_hits_json(
+        self, conn: Connection, task_name: str, config_fp: str, ids: Sequence[str]
+    ) -> str | None:
+        params = (_ids_json(ids), task_name, config_fp)
+        text: str | None = conn.exec_driver_sql(self._select_json(), params).scalar()
+        return text
+
+
+_ids_json = json.JSONEncoder(separators=(",", ":")).encode
 
 
 def _sqlite_stamp(value: Any) -> datetime | None:
@@ -169,14 +238,28 @@ class _PostgresHotPath(HotPath):
         # or the whole config for every lookup.)
         self._select = self._lateral(_COLUMNS)
         self._select_hits = self._lateral(_HIT_COLUMNS)
+        element = _hit_json_element(
+            "h._n - 1",
+            lambda column: f"COALESCE(to_json(h.{column})::text, 'null')",
+            "COALESCE(to_json(h.latency_ms)::text, 'null')",
+        )
+        self._select_hits_json = (
+            f"SELECT '[' || string_agg({element}, ',') || ']' FROM ("
+            f"{self._lateral(HIT_JSON_FIELDS, ordinal=True)}) AS h"
+        )
 
     @staticmethod
-    def _lateral(columns: Sequence[str]) -> str:
+    def _lateral(columns: Sequence[str], *, ordinal: bool = False) -> str:
         # config_fp and status are selected for the outer filter and dropped by the caller.
+        # With ``ordinal``, the id's 1-based position in the array comes first, as _n.
         inner = ", ".join([*columns, "config_fp AS _fp", "status AS _status"])
+        selected = ", ".join(f"r.{c}" for c in columns)
+        ids = "unnest(%(ids)s::text[]) AS i(id)"
+        if ordinal:
+            selected = f"i.n AS _n, {selected}"
+            ids = "unnest(%(ids)s::text[]) WITH ORDINALITY AS i(id, n)"
         return (
-            f"SELECT {', '.join(f'r.{c}' for c in columns)} "
-            "FROM unnest(%(ids)s::text[]) AS i(id) CROSS JOIN LATERAL ("
+            f"SELECT {selected} FROM {ids} CROSS JOIN LATERAL ("
             f"SELECT {inner} FROM {_TABLE} "
             "WHERE task_name = %(task_name)s AND task_id = i.id LIMIT 1) AS r "
             "WHERE r._fp = %(config_fp)s AND r._status = 'succeeded'"
@@ -203,6 +286,13 @@ class _PostgresHotPath(HotPath):
         params = {"task_name": task_name, "config_fp": config_fp, "ids": list(ids)}
         cursor = conn.exec_driver_sql(self._select_hits, params)
         return list(map(CachedHit._make, cursor.fetchall()))
+
+    def select_hits_json(
+        self, conn: Connection, task_name: str, config_fp: str, ids: Sequence[str]
+    ) -> str | None:
+        params = {"task_name": task_name, "config_fp": config_fp, "ids": list(ids)}
+        text: str | None = conn.exec_driver_sql(self._select_hits_json, params).scalar()
+        return text
 
 
 def _aware(value: datetime | None) -> datetime | None:

@@ -184,6 +184,31 @@ class ResultStore:
                 hits.extend(self._hot.select_hits(conn, task_name, config_fp, chunk))
         return hits
 
+    def get_hits_json(self, task_name: str, task_ids: Sequence[str], config_fp: str) -> str:
+        """The hits of :meth:`get_hits` that have data, as one JSON array text.
+
+        Each element is ``[position, data, usage, raw_output, reasoning, attempts,
+        latency_ms, model]``: ``position`` is the index of the hit's id in ``task_ids`` (an
+        id given twice yields two elements), and ``data`` and ``usage`` are the JSON values
+        stored. A caller can so validate a whole chunk in one pass
+        (``pydantic.TypeAdapter.validate_json``) and match hits to its inputs by position,
+        instead of handling rows and ids one by one. The database builds the text itself,
+        in one query whatever the number of ids: the fastest way to read many hits (on
+        SQLite the whole query runs without holding the GIL).
+
+        The stored ``data`` and ``usage`` texts are spliced in as they are: a row whose text
+        is not JSON makes the whole array invalid, which the caller's parse reports
+        (:meth:`get_hits` then tells the rows apart).
+        """
+        _check_name("task_name", task_name)
+        _check_name("config_fp", config_fp)
+        ids = _check_ids(task_ids, dedupe=False)  # positions refer to the caller's list
+        if not ids:
+            return "[]"
+        with self._op("get_hits_json"), self._t.engine.connect() as conn:
+            text = self._hot.select_hits_json(conn, task_name, config_fp, ids)
+        return "[]" if text is None else text
+
     def put_many(self, rows: Sequence[ResultRow]) -> None:
         """Insert or overwrite ``rows`` in one transaction (one dialect-native upsert).
 
@@ -589,10 +614,10 @@ def _check_name(name: str, value: object) -> None:
         raise LoomUsageError(f"{name} must be a non-empty string, got {value!r}")
 
 
-def _check_ids(task_ids: Sequence[str]) -> list[str]:
+def _check_ids(task_ids: Sequence[str], *, dedupe: bool = True) -> list[str]:
     if isinstance(task_ids, str | bytes):
         raise LoomUsageError("task_ids must be a sequence of ids, not a single string")
-    ids = list(dict.fromkeys(task_ids))
+    ids = list(dict.fromkeys(task_ids)) if dedupe else list(task_ids)
     for task_id in ids:
         if not isinstance(task_id, str):
             raise LoomUsageError(f"task ids must be strings, got {type(task_id).__name__}")
