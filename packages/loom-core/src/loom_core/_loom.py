@@ -275,6 +275,11 @@ class TaskLoom(Generic[T]):
             if self._bridge is not None:
                 self._bridge.run(run.aclose())
 
+    async def _collect(self, run: BatchRun, collector: _Collector) -> None:
+        async with run:
+            while batch := await run.next_batch():
+                collector.add_many(batch)
+
     async def _async_pairs(self, run: BatchRun) -> AsyncIterator[tuple[int, TaskResult[Any]]]:
         async with run:
             while batch := await run.next_batch():
@@ -314,8 +319,9 @@ class TaskLoom(Generic[T]):
         self._check_batch_args(task_name, max_workers)
         run = self._open_run(sequence, task_name, max_workers, ordered=False)
         with _Collector(progress, run.total) as collector:
-            for index, result in self._sync_pairs(run):
-                collector.add(index, result)
+            # Collected on the loop thread, in one call: handing results over to this thread
+            # a batch at a time would cost a thread switch per batch and contend for the GIL.
+            self._bridge.run(self._collect(run, collector))
         return collector.batch()
 
     async def amap(
@@ -330,8 +336,7 @@ class TaskLoom(Generic[T]):
         self._check_batch_args(task_name, max_workers)
         run = await self._aopen_run(sequence, task_name, max_workers, ordered=False)
         with _Collector(progress, run.total) as collector:
-            async for index, result in self._async_pairs(run):
-                collector.add(index, result)
+            await self._collect(run, collector)
         return collector.batch()
 
     def stream(
@@ -529,15 +534,16 @@ class _Collector:
         if self.bar is not None:
             self.bar.close()
 
-    def add(self, index: int, result: TaskResult[Any]) -> None:
+    def add_many(self, pairs: list[tuple[int, TaskResult[Any]]]) -> None:
         results = self.results
-        if index >= len(results):
-            results.extend([None] * (index + 1 - len(results)))
-        results[index] = result
+        for index, result in pairs:
+            if index >= len(results):
+                results.extend([None] * (index + 1 - len(results)))
+            results[index] = result
         if self.bar is not None:
-            self.failed += not result.is_success
-            self.cached += result.cached
-            self.bar.update(1)
+            self.failed += sum(not result.is_success for _, result in pairs)
+            self.cached += sum(result.cached for _, result in pairs)
+            self.bar.update(len(pairs))
             self.bar.set_postfix(failed=self.failed, cached=self.cached, refresh=False)
 
     def batch(self) -> BatchResult[Any]:
