@@ -110,3 +110,42 @@ def test_canonical_json_is_compact_and_sorted() -> None:
     assert canonical_json({"b": [1, 2], "a": {"d": 1, "c": None}}) == (
         '{"a":{"c":null,"d":1},"b":[1,2]}'
     )
+
+
+class _Text(str):
+    pass
+
+
+class _Count(int):
+    pass
+
+
+@pytest.mark.parametrize(
+    "obj",
+    [
+        {"a": [1, 2.5, {"b": None, "c": True}], "d": (1, "x")},
+        {"a": _Text("subclass of str")},
+        {_Text("key"): _Count(3)},
+        [{"deep": [[[{"x": -0.0}]]]}],
+        {"a": {"b": {2: 3}}},
+        {"a": [1, float("nan")]},
+        {"a": (float("-inf"),)},
+        {"a": {"b": object()}},
+        {"a": {"b": b"bytes"}},
+    ],
+)
+def test_fast_check_and_full_check_agree(obj: Any) -> None:
+    # canonical_json first tries a check of exact JSON types without path strings; whatever
+    # it cannot vouch for goes through the full check, so the outcome is the full check's.
+    from loom_protocol._fingerprint import _check, _encode
+
+    try:
+        _check(obj, "$")
+        expected: Any = _encode(obj)
+    except (TypeError, ValueError) as exc:
+        expected = (type(exc), str(exc))
+    try:
+        got: Any = canonical_json(obj)
+    except (TypeError, ValueError) as exc:
+        got = (type(exc), str(exc))
+    assert got == expected

@@ -52,6 +52,40 @@ _encode = _make_fast_encode()
 _SCALARS = (str, int, float, bool, type(None))
 
 
+_EXACT_SCALARS = frozenset({str, int, bool, type(None)})
+
+
+def _plain(obj: Any) -> bool:
+    """Whether ``obj`` is plain JSON: exact JSON types, string keys, finite floats.
+
+    The common case, checked without building the path strings :func:`_check` needs for its
+    messages (they cost more than the encoding of a small input). ``False`` does not mean
+    invalid (a ``str`` subclass is fine): :func:`_check` then decides, and names the place.
+    """
+    kind = type(obj)
+    if kind is dict:
+        values: Any = obj.values()
+        for key in obj:
+            if type(key) is not str:
+                return False
+    elif kind is list or kind is tuple:
+        values = obj
+    elif kind in _EXACT_SCALARS:
+        return True
+    else:
+        return kind is float and math.isfinite(obj)
+    for value in values:
+        kind = type(value)
+        if kind in _EXACT_SCALARS:
+            continue
+        if kind is float:
+            if not math.isfinite(value):
+                return False
+        elif not _plain(value):
+            return False
+    return True
+
+
 def _check(obj: Any, path: str) -> None:
     # json.dumps silently turns int/float/bool/None keys into strings, which would make
     # {1: "a"} and {"1": "a"} share an id; refuse them instead.
@@ -84,7 +118,8 @@ def canonical_json(obj: Any) -> str:
         TypeError: ``obj`` holds a non-JSON value or a non-string dict key.
         ValueError: ``obj`` holds NaN or an infinity (the message names where).
     """
-    _check(obj, "$")
+    if not _plain(obj):
+        _check(obj, "$")
     return _encode(obj)
 
 
