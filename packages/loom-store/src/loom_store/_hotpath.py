@@ -29,7 +29,7 @@ from sqlalchemy.engine import Connection
 from ._rows import CachedHit, ResultRow, row_from_values
 from ._schema import results_table
 
-__all__ = ["HIT_JSON_FIELDS", "HotPath", "hot_path_for"]
+__all__ = ["HotPath", "hot_path_for"]
 
 _COLUMNS = [c.name for c in results_table.c]
 _HIT_COLUMNS = list(CachedHit._fields)
@@ -116,29 +116,7 @@ class HotPath:
 
 
 #: The columns after the position in an element of select_hits_json, in order.
-HIT_JSON_FIELDS = (
-    "data",
-    "usage",
-    "raw_output",
-    "reasoning",
-    "attempts",
-    "latency_ms",
-    "model",
-)
-
-
-def _hit_json_element(position: str, quote: Callable[[str], str], number: str) -> str:
-    """SQL building one hit's ``[position, data, usage, …]`` JSON text, in the database.
-
-    ``data`` and ``usage`` are JSON texts already (the engine wrote them) and are spliced in
-    unchanged; every plain text is quoted by the database's own JSON quoting. A row whose
-    data is NULL yields NULL (``||`` propagates it), which the aggregate skips.
-    """
-    return (
-        f"'[' || CAST({position} AS TEXT) || ',' || data || ',' || COALESCE(usage, 'null') "
-        f"|| ',' || {quote('raw_output')} || ',' || {quote('reasoning')} || ',' || "
-        f"CAST(attempts AS TEXT) || ',' || {number} || ',' || {quote('model')} || ']'"
-    )
+_HIT_JSON_FIELDS = ("data", "usage", "raw_output", "reasoning", "attempts", "latency_ms", "model")
 
 
 class _SQLiteHotPath(HotPath):
@@ -164,12 +142,16 @@ class _SQLiteHotPath(HotPath):
     @staticmethod
     @functools.cache
     def _select_json() -> str:
-        # json_quote renders a REAL with 15 significant digits; printf's %!.17g keeps every
-        # bit of latency_ms, so a cached hit reports exactly what was stored.
-        element = _hit_json_element(
-            "j.key",
-            lambda column: f"json_quote(r.{column})",
-            "CASE WHEN latency_ms IS NULL THEN 'null' ELSE printf('%!.17g', latency_ms) END",
+        # One printf per row, not a chain of ||: each || copies the string built so far
+        # (measured: 4.1 → 3.2 µs per id for the whole query). json_quote would render a REAL
+        # with 15 significant digits; %!.17g keeps every bit of latency_ms.
+        latency = (
+            "CASE WHEN r.latency_ms IS NULL THEN 'null' ELSE printf('%!.17g', r.latency_ms) END"
+        )
+        element = (
+            "printf('[%d,%s,%s,%s,%s,%d,%s,%s]', j.key, r.data, COALESCE(r.usage, 'null'), "
+            f"json_quote(r.raw_output), json_quote(r.reasoning), r.attempts, {latency}, "
+            "json_quote(r.model))"
         )
         # One statement, one step, whatever the number of ids (they arrive as one JSON array,
         # so no bound-parameter limit applies): SQLite builds the whole text without the GIL,
@@ -179,7 +161,7 @@ class _SQLiteHotPath(HotPath):
             f"SELECT '[' || group_concat({element}, ',') || ']' "
             f"FROM json_each(?) AS j CROSS JOIN {_TABLE} AS r "
             "WHERE r.task_name = ? AND r.task_id = j.value "
-            "AND +r.config_fp = ? AND +r.status = 'succeeded'"
+            "AND +r.config_fp = ? AND +r.status = 'succeeded' AND r.data IS NOT NULL"
         )
 
     def upsert(self, conn: Connection, rows: Sequence[ResultRow], now: datetime) -> None:
@@ -238,14 +220,19 @@ class _PostgresHotPath(HotPath):
         # or the whole config for every lookup.)
         self._select = self._lateral(_COLUMNS)
         self._select_hits = self._lateral(_HIT_COLUMNS)
-        element = _hit_json_element(
-            "h._n - 1",
-            lambda column: f"COALESCE(to_json(h.{column})::text, 'null')",
-            "COALESCE(to_json(h.latency_ms)::text, 'null')",
+        # data and usage are JSON texts already (the engine wrote them), spliced in as they
+        # are; plain texts are quoted by to_json. A NULL data makes the element NULL (||
+        # propagates it), which string_agg skips. float8 prints its shortest exact form.
+        quoted = {c: f"COALESCE(to_json(h.{c})::text, 'null')" for c in _HIT_JSON_FIELDS}
+        element = (
+            "'[' || CAST(h._n - 1 AS TEXT) || ',' || h.data || ',' || COALESCE(h.usage, 'null') "
+            f"|| ',' || {quoted['raw_output']} || ',' || {quoted['reasoning']} || ',' || "
+            f"CAST(h.attempts AS TEXT) || ',' || {quoted['latency_ms']} || ',' || "
+            f"{quoted['model']} || ']'"
         )
         self._select_hits_json = (
             f"SELECT '[' || string_agg({element}, ',') || ']' FROM ("
-            f"{self._lateral(HIT_JSON_FIELDS, ordinal=True)}) AS h"
+            f"{self._lateral(_HIT_JSON_FIELDS, ordinal=True)}) AS h"
         )
 
     @staticmethod
