@@ -257,11 +257,29 @@ def test_json_mode_dump_is_strict_json(result: TaskResult[Any]) -> None:
     assert json.loads(text) == json.loads(result.model_dump_json())
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="protocol bug: a float field of a pydantic data model dumps NaN/inf as a float in "
-    "mode='json' (model_dump_json writes null), so SSE gets invalid JSON",
+@pytest.mark.parametrize(
+    "result",
+    [
+        TaskResult[Verdict](**ok(Verdict(label="x", score=float("nan")))),
+        TaskResult[Any](**ok({"scores": [1.5, float("inf"), {"deep": float("-inf")}]})),
+        TaskResult[Any](**{**ok({"a": 1}), "latency_ms": float("inf")}),
+    ],
+    ids=["nan-in-model", "inf-in-dict", "inf-latency"],
 )
-def test_json_mode_dump_stays_strict_json_with_nan_in_model_data() -> None:
+def test_json_mode_dump_stays_strict_json_with_non_finite_floats(result: TaskResult[Any]) -> None:
+    # A result the user built may hold NaN or an infinity: JSON mode writes null, exactly as
+    # model_dump_json does, so an SSE stream never carries invalid JSON.
+    dumped = result.model_dump(mode="json")
+    assert json.loads(json.dumps(dumped, allow_nan=False)) == json.loads(result.model_dump_json())
+    # Python mode keeps the values as they are.
+    python_text = json.dumps(result.model_dump(), default=str)
+    assert "NaN" in python_text or "Infinity" in python_text
+
+
+def test_json_mode_dump_inside_a_batch_and_an_event() -> None:
     result = TaskResult[Verdict](**ok(Verdict(label="x", score=float("nan"))))
-    json.dumps(result.model_dump(mode="json"), allow_nan=False)
+    batch = BatchResult[Verdict](results=[result])
+    assert batch.model_dump(mode="json")["results"][0]["data"]["score"] is None
+    assert result.model_dump(mode="json")["data"]["score"] is None
+    inf = TaskResult[Any](**ok({"scores": [1.5, float("inf"), {"deep": float("-inf")}]}))
+    assert inf.model_dump(mode="json")["data"] == {"scores": [1.5, None, {"deep": None}]}

@@ -252,7 +252,15 @@ class BatchRun:
                     if error is not None:
                         self._error = error  # delivered after every input pulled before it
                     break
-                if len(staged) > _LOOKAHEAD:
+                # Settle the oldest chunk when too many lookups are under way, when its lookup
+                # is already answered (its misses reach the workers without waiting for later
+                # chunks), and always the first chunk, so that the workers start at once.
+                while staged and (
+                    len(staged) > _LOOKAHEAD
+                    or self._pulled == len(items)
+                    or staged[0].lookup is None
+                    or staged[0].lookup.done()
+                ):
                     await self._settle(staged.popleft())
             while staged:
                 await self._settle(staged.popleft())

@@ -2,10 +2,19 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any, Generic, TypeVar, overload
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    SerializationInfo,
+    SerializerFunctionWrapHandler,
+    model_serializer,
+    model_validator,
+)
 
 from ._chat import Usage
 from ._errors import Error
@@ -16,6 +25,28 @@ if TYPE_CHECKING:
 __all__ = ["BatchResult", "BatchSummary", "SummaryCounter", "TaskResult"]
 
 T = TypeVar("T")
+
+
+def _finite(value: Any) -> Any:
+    """``value`` with every NaN or infinite float replaced by ``None`` (what JSON can hold)."""
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, dict):
+        return {key: _finite(item) for key, item in value.items()}
+    if isinstance(value, list | tuple):
+        return [_finite(item) for item in value]
+    return value
+
+
+def _has_non_finite(value: Any) -> bool:
+    if isinstance(value, float):
+        return not math.isfinite(value)
+    if isinstance(value, dict):
+        return any(_has_non_finite(item) for item in value.values())
+    if isinstance(value, list | tuple):
+        return any(_has_non_finite(item) for item in value)
+    return False
+
 
 # Columns of to_records() that describe the task rather than its data.
 _META_COLUMNS = ("task_id", "is_success", "cached", "error_code", "error", "attempts")
@@ -43,6 +74,21 @@ class TaskResult(BaseModel, Generic[T]):
     usage: Usage | None = None
     latency_ms: float | None = Field(default=None, ge=0)
     model: str | None = None
+
+    # No return annotation on purpose: pydantic would take it for the serialization schema,
+    # and TaskResult's JSON schema (mode="serialization") would lose its properties.
+    @model_serializer(mode="wrap")
+    def _strict_json(  # type: ignore[no-untyped-def]
+        self, handler: SerializerFunctionWrapHandler, info: SerializationInfo
+    ):
+        # model_dump_json writes a NaN or an infinity as null; model_dump(mode="json") would
+        # keep the float, which json.dumps turns into invalid JSON (an SSE stream breaks on
+        # it). A data model the user built may hold one: JSON mode gets null, like the JSON
+        # dump. The engine itself never produces one (parsing refuses them).
+        dumped: dict[str, Any] = handler(self)
+        if info.mode_is_json() and _has_non_finite(dumped):
+            return {key: _finite(value) for key, value in dumped.items()}
+        return dumped
 
     @model_validator(mode="after")
     def _success_xor_error(self) -> TaskResult[T]:
