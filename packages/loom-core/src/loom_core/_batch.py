@@ -179,18 +179,10 @@ class BatchRun:
     # -- producer side ---------------------------------------------------------------------
 
     def _emit(self, index: int, result: TaskResult[Any]) -> None:
-        self._emitted += 1
-        if self._ordered:
-            self._reorder[index] = result
-            while self._next_index in self._reorder:
-                self._out.append((self._next_index, self._reorder.pop(self._next_index)))
-                self._next_index += 1
-        else:
-            self._out.append((index, result))
-        self._ready.set()
+        self._emit_many([(index, result)])
 
     def _emit_many(self, pairs: list[tuple[int, TaskResult[Any]]]) -> None:
-        """:meth:`_emit` of many results at once (a chunk's cache hits)."""
+        """Hand results to the consumer (in input order when ``ordered``)."""
         self._emitted += len(pairs)
         if self._ordered:
             self._reorder.update(pairs)
@@ -229,10 +221,10 @@ class BatchRun:
 
     async def _feed(self) -> None:
         # Up to _LOOKAHEAD chunks' store lookups run on threads (SQLite releases the GIL while
-        # it searches) while the oldest staged chunk's hits are turned into results on the
-        # loop. More than one is needed: a lookup thread waits for the GIL, held by this busy
-        # loop, up to the interpreter's switch interval (5 ms) each time it takes it back, so
-        # a lookup's latency is mostly waiting, which only overlapping lookups hide.
+        # it searches) while an older chunk's hits are turned into results on the loop. More
+        # than one is needed: a lookup thread waits for the GIL, held by this busy loop, up to
+        # the interpreter's switch interval (5 ms) each time it takes it back, so a lookup's
+        # latency is mostly waiting, which only overlapping lookups hide.
         staged: deque[_Staged] = deque()
         try:
             while True:

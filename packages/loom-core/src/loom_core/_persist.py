@@ -37,6 +37,36 @@ def _usage(counts: dict[str, int] | None) -> Usage | None:
     return Usage.model_validate(counts)
 
 
+def _cached(
+    task_id: str,
+    data: Any,
+    input_data: dict[str, Any],
+    raw_output: str | None,
+    reasoning: str | None,
+    attempts: int,
+    usage: Usage | None,
+    latency_ms: float | None,
+    model: str | None,
+) -> TaskResult[Any]:
+    """The cached, successful result of checked stored values (the trusted constructor)."""
+    return trusted_result_from(
+        {
+            "task_id": task_id,
+            "is_success": True,
+            "data": data,
+            "error": None,
+            "input_data": input_data,
+            "raw_output": raw_output,
+            "reasoning": reasoning,
+            "cached": True,
+            "attempts": attempts,
+            "usage": usage,
+            "latency_ms": latency_ms,
+            "model": model,
+        }
+    )
+
+
 _dumps = json.JSONEncoder(ensure_ascii=False, separators=(",", ":")).encode
 
 
@@ -102,23 +132,17 @@ class ResultCache:
             hits = self._hits_json.validate_json(text)
         except ValidationError:
             return await self._lookup_rows(task_ids, inputs)
-        result, usage_of = trusted_result_from, _usage
         for position, data, usage, raw_output, reasoning, attempts, latency_ms, model in hits:
-            found[position] = result(
-                {
-                    "task_id": task_ids[position],
-                    "is_success": True,
-                    "data": data,
-                    "error": None,
-                    "input_data": inputs[position],
-                    "raw_output": raw_output,
-                    "reasoning": reasoning,
-                    "cached": True,
-                    "attempts": attempts,
-                    "usage": usage_of(usage),
-                    "latency_ms": latency_ms,
-                    "model": model,
-                }
+            found[position] = _cached(
+                task_ids[position],
+                data,
+                inputs[position],
+                raw_output,
+                reasoning,
+                attempts,
+                _usage(usage),
+                latency_ms,
+                model,
             )
         return found
 
@@ -141,21 +165,16 @@ class ResultCache:
             data, usage = self._hit_json.validate_json(f"[{row.data},{row.usage or 'null'}]")
         except ValidationError:
             return None  # stored data no longer validates (the model changed): recompute
-        return trusted_result_from(
-            {
-                "task_id": row.task_id,
-                "is_success": True,
-                "data": data,
-                "error": None,
-                "input_data": input_data,
-                "raw_output": row.raw_output,
-                "reasoning": row.reasoning,
-                "cached": True,
-                "attempts": row.attempts,
-                "usage": usage,
-                "latency_ms": row.latency_ms,
-                "model": row.model,
-            }
+        return _cached(
+            row.task_id,
+            data,
+            input_data,
+            row.raw_output,
+            row.reasoning,
+            row.attempts,
+            usage,
+            row.latency_ms,
+            row.model,
         )
 
     def to_row(self, result: TaskResult[Any]) -> ResultRow:

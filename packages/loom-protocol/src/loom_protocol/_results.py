@@ -38,16 +38,6 @@ def _finite(value: Any) -> Any:
     return value
 
 
-def _has_non_finite(value: Any) -> bool:
-    if isinstance(value, float):
-        return not math.isfinite(value)
-    if isinstance(value, dict):
-        return any(_has_non_finite(item) for item in value.values())
-    if isinstance(value, list | tuple):
-        return any(_has_non_finite(item) for item in value)
-    return False
-
-
 # Columns of to_records() that describe the task rather than its data.
 _META_COLUMNS = ("task_id", "is_success", "cached", "error_code", "error", "attempts")
 
@@ -86,9 +76,7 @@ class TaskResult(BaseModel, Generic[T]):
         # it). A data model the user built may hold one: JSON mode gets null, like the JSON
         # dump. The engine itself never produces one (parsing refuses them).
         dumped: dict[str, Any] = handler(self)
-        if info.mode_is_json() and _has_non_finite(dumped):
-            return {key: _finite(value) for key, value in dumped.items()}
-        return dumped
+        return _finite(dumped) if info.mode_is_json() else dumped
 
     @model_validator(mode="after")
     def _success_xor_error(self) -> TaskResult[T]:

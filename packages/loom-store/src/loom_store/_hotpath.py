@@ -126,6 +126,7 @@ class _SQLiteHotPath(HotPath):
             f"INSERT INTO {_TABLE} ({', '.join(_COLUMNS)}) VALUES ({placeholders}) "
             f"ON CONFLICT (task_name, task_id) DO UPDATE SET {_update_clause()}"
         )
+        self._select_hits_json = self._select_json()
 
     @staticmethod
     @functools.lru_cache(maxsize=16)
@@ -140,7 +141,6 @@ class _SQLiteHotPath(HotPath):
         )
 
     @staticmethod
-    @functools.cache
     def _select_json() -> str:
         # One printf per row, not a chain of ||: each || copies the string built so far
         # (measured: 4.1 → 3.2 µs per id for the whole query). json_quote would render a REAL
@@ -186,7 +186,7 @@ class _SQLiteHotPath(HotPath):
         self, conn: Connection, task_name: str, config_fp: str, ids: Sequence[str]
     ) -> str | None:
         params = (_ids_json(ids), task_name, config_fp)
-        text: str | None = conn.exec_driver_sql(self._select_json(), params).scalar()
+        text: str | None = conn.exec_driver_sql(self._select_hits_json, params).scalar()
         return text
 
 
