@@ -3,11 +3,30 @@
 from __future__ import annotations
 
 import argparse
+import importlib.metadata
+import math
+import platform
 
-__all__ = ["DEFAULT_DB", "DEFAULT_WORKERS", "build_parser"]
+from ._defaults import DEFAULT_MAX_WORKERS
+
+__all__ = ["DEFAULT_DB", "build_parser", "version_text"]
 
 DEFAULT_DB = ".loom.db"
-DEFAULT_WORKERS = 8
+
+_PACKAGES = ("loom-core", "loom-protocol", "loom-backends", "loom-store")
+
+
+def version_text() -> str:
+    """``loom <version>`` and the version of every Loom package and of Python."""
+
+    def version(name: str) -> str:
+        try:
+            return importlib.metadata.version(name)
+        except importlib.metadata.PackageNotFoundError:
+            return "not installed"
+
+    parts = ", ".join(f"{name} {version(name)}" for name in _PACKAGES)
+    return f"loom {version('loom-core')} ({parts}; Python {platform.python_version()})"
 
 
 def _positive_int(text: str) -> int:
@@ -35,8 +54,18 @@ def _positive_float(text: str) -> float:
         value = float(text)
     except ValueError:
         raise argparse.ArgumentTypeError(f"expected a number > 0, got {text!r}") from None
-    if not value > 0 or value == float("inf"):
+    if not (math.isfinite(value) and value > 0):
         raise argparse.ArgumentTypeError(f"expected a finite number > 0, got {text!r}")
+    return value
+
+
+def _non_negative_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number >= 0, got {text!r}") from None
+    if not (math.isfinite(value) and value >= 0):
+        raise argparse.ArgumentTypeError(f"expected a finite number >= 0, got {text!r}")
     return value
 
 
@@ -46,6 +75,12 @@ def build_parser() -> argparse.ArgumentParser:
         prog="loom",
         description="Run one prompt template over many inputs against an LLM; inspect results.",
         epilog="Exit status: 0 all succeeded, 1 some failed, 2 usage error, 130 interrupted.",
+    )
+    parser.add_argument(
+        "--version",
+        action="version",
+        version=version_text(),
+        help="print the version of loom and of every Loom package, then exit",
     )
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     db_help = f"the result store: a SQLite path or an SQLAlchemy URL (default: {DEFAULT_DB})"
@@ -96,17 +131,30 @@ def build_parser() -> argparse.ArgumentParser:
         "--workers",
         "-w",
         type=_positive_int,
-        default=DEFAULT_WORKERS,
-        help=f"calls in flight at most (default: {DEFAULT_WORKERS})",
+        default=DEFAULT_MAX_WORKERS,
+        help=f"calls in flight at most (default: {DEFAULT_MAX_WORKERS}, as in Python)",
     )
     run.add_argument("--rpm", type=_positive_float, help="requests per minute, at most")
+    run.add_argument(
+        "--tpm",
+        type=_positive_float,
+        help="tokens per minute, at most (estimated before each call, corrected after)",
+    )
+    run.add_argument(
+        "--timeout",
+        type=_positive_float,
+        metavar="SECONDS",
+        help="seconds one provider call may take (default: 60)",
+    )
     run.add_argument(
         "--max-retries",
         type=_non_negative_int,
         default=3,
         help="retries of a failed call, and separately re-asks (default: 3)",
     )
-    run.add_argument("--temperature", type=float, help="sampling temperature")
+    run.add_argument(
+        "--temperature", type=_non_negative_float, help="sampling temperature (a number >= 0)"
+    )
     run.add_argument("--max-tokens", type=_positive_int, help="the answer's token limit")
     run.add_argument("--db", default=DEFAULT_DB, help=db_help)
     run.add_argument(
@@ -125,7 +173,14 @@ def build_parser() -> argparse.ArgumentParser:
         "--output",
         "-o",
         metavar="OUT",
-        help="write results to OUT (.jsonl or .csv) as they finish (default: JSONL on stdout)",
+        help="write results to OUT (.jsonl or .csv), in input order; the file is replaced "
+        "only once the run is complete (default: JSONL on stdout, as results come)",
+    )
+    run.add_argument(
+        "--include-input",
+        action="store_true",
+        help="CSV output: add the input's fields as input.<key> columns (JSONL rows always "
+        "carry the input as input_data)",
     )
     run.add_argument("--no-progress", action="store_true", help="do not show the progress bar")
 
@@ -148,8 +203,9 @@ def build_parser() -> argparse.ArgumentParser:
     export = commands.add_parser(
         "export",
         help="write a task's stored results to JSONL or CSV",
-        description="Stream a task's stored results (every configuration) into a .jsonl or "
-        ".csv file, or JSONL on stdout with -o -.",
+        description="Stream a task's stored results into a .jsonl or .csv file, or JSONL on "
+        "stdout with -o -. With --input, write one row per record of that input file, in "
+        "its order, joined to its stored result by task id.",
     )
     export.add_argument("task", metavar="TASK")
     export.add_argument(
@@ -158,6 +214,21 @@ def build_parser() -> argparse.ArgumentParser:
         required=True,
         metavar="FILE",
         help="a .jsonl or .csv path, or - for JSONL on stdout",
+    )
+    export.add_argument(
+        "--force", "-f", action="store_true", help="replace FILE when it exists already"
+    )
+    export.add_argument(
+        "--input",
+        "-i",
+        metavar="INPUT",
+        help="the .jsonl or .csv file the task ran on: one row per record, in input order, "
+        "with its index (status 'missing' where no result is stored)",
+    )
+    export.add_argument(
+        "--include-input",
+        action="store_true",
+        help="CSV: the input's fields as input.<key> columns instead of one JSON column",
     )
     export.add_argument("--status", choices=("succeeded", "failed"), help="only these results")
     export.add_argument("--db", default=DEFAULT_DB, help=db_help)

@@ -13,7 +13,6 @@ from __future__ import annotations
 import bisect
 import csv
 import json
-import os
 import queue
 import threading
 from collections.abc import Iterator
@@ -22,9 +21,11 @@ from typing import IO, Any, Literal
 
 from pydantic import BaseModel
 
-from loom_protocol import Error, ErrorCode, TaskResult, fingerprint
+from loom_protocol import Error, ErrorCode, TaskResult, data_column, fingerprint
 
 __all__ = [
+    "META_COLUMNS",
+    "BadRecord",
     "CsvResultWriter",
     "InputReadError",
     "InputSource",
@@ -32,12 +33,11 @@ __all__ = [
     "ResultWriter",
     "file_format",
     "json_cell",
-    "open_output",
 ]
 
 Format = Literal["jsonl", "csv"]
 
-#: The columns that describe a task rather than its data (``BatchResult.to_records`` order).
+#: The columns that describe a task rather than its data (``TaskResult.to_record`` order).
 META_COLUMNS = ("index", "task_id", "is_success", "cached", "error_code", "error", "attempts")
 
 _MAX_RAW_SHOWN = 500
@@ -97,6 +97,9 @@ class InputSource:
         self.path = path
         self.format: Format = file_format(path, role="input")
         self._stdin = stdin
+        # Lines of stdin read ahead by first_record(), replayed by the real pass.
+        self._pushback: list[bytes] = []
+        self._last_line = 0
         if path != "-":
             # Fail now (exit 2) rather than from the loop thread once the run has started.
             with open(path, "rb"):
@@ -122,11 +125,65 @@ class InputSource:
         except (OSError, UnicodeDecodeError, csv.Error):
             return None  # the real pass reports the problem with its line number
 
+    def first_record(self) -> tuple[int, dict[str, Any] | str] | None:
+        """The first usable record and its line number, or ``None`` when there is none.
+
+        For a file this is a separate read; for stdin the lines read are kept and replayed
+        by :meth:`records`, so nothing is lost.
+        """
+        try:
+            for item in self._raw(peek=True):
+                if not isinstance(item, BadRecord):
+                    return self._last_line, item
+        except InputReadError:
+            return None  # the real pass reports it, with what finished before
+        return None
+
+    def input_keys(self) -> list[str]:
+        """The keys of the inputs, in order of first appearance (the columns of a CSV).
+
+        JSONL: a pass over the file (a string line is the key ``text``); stdin: the keys of
+        the first usable record only (stdin cannot be read twice).
+        """
+        if self.format == "csv":
+            try:
+                with open(self.path, newline="", encoding="utf-8-sig") as text:
+                    return list(csv.DictReader(text).fieldnames or [])
+            except (OSError, UnicodeDecodeError, csv.Error):
+                return []
+        if self.path == "-":
+            first = self.first_record()
+            if first is None:
+                return []
+            return ["text"] if isinstance(first[1], str) else [str(k) for k in first[1]]
+        keys: dict[str, None] = {}
+        try:
+            for item in self._raw(peek=True):
+                if isinstance(item, str):
+                    keys["text"] = None
+                elif isinstance(item, dict):
+                    keys.update(dict.fromkeys(str(k) for k in item))
+        except InputReadError:
+            pass
+        return list(keys)
+
     def record_index(self, engine_index: int) -> int:
         """The position in the file (0-based, among records) of the engine's ``engine_index``."""
         with self._lock:
             k = bisect.bisect_right(self._starts, engine_index) - 1
             return engine_index + (self._offsets[k] if k >= 0 else 0)
+
+    def items(self) -> Iterator[dict[str, Any] | str | BadRecord]:
+        """Every record in file order, usable or not (a :class:`BadRecord`).
+
+        Raises:
+            InputReadError: The file cannot be read further (also kept in :attr:`error`).
+        """
+        try:
+            yield from self._raw(peek=False)
+        except InputReadError as exc:
+            self.error = exc
+            raise
 
     def records(self) -> Iterator[dict[str, Any] | str]:
         """Yield every usable record; queue a failed result for each unusable one.
@@ -134,27 +191,25 @@ class InputSource:
         Raises:
             InputReadError: The file cannot be read further (also kept in :attr:`error`).
         """
-        records = self._jsonl() if self.format == "jsonl" else self._csv()
         good = skipped = 0
-        try:
-            for record_index, item in enumerate(records):
-                if isinstance(item, _Bad):
-                    skipped += 1
-                    with self._lock:
-                        if self._starts and self._starts[-1] == good:
-                            self._offsets[-1] = skipped
-                        else:
-                            self._starts.append(good)
-                            self._offsets.append(skipped)
-                    self.failures.put((record_index, item.result()))
-                    continue
-                good += 1
-                yield item
-        except InputReadError as exc:
-            self.error = exc
-            raise
+        for record_index, item in enumerate(self.items()):
+            if isinstance(item, BadRecord):
+                skipped += 1
+                with self._lock:
+                    if self._starts and self._starts[-1] == good:
+                        self._offsets[-1] = skipped
+                    else:
+                        self._starts.append(good)
+                        self._offsets.append(skipped)
+                self.failures.put((record_index, item.result()))
+                continue
+            good += 1
+            yield item
 
-    def _jsonl(self) -> Iterator[dict[str, Any] | str | _Bad]:
+    def _raw(self, *, peek: bool) -> Iterator[dict[str, Any] | str | BadRecord]:
+        return self._jsonl(peek=peek) if self.format == "jsonl" else self._csv()
+
+    def _jsonl(self, *, peek: bool) -> Iterator[dict[str, Any] | str | BadRecord]:
         file: IO[bytes]
         if self.path == "-":
             if self._stdin is None:
@@ -162,16 +217,25 @@ class InputSource:
             file = self._stdin
         else:
             file = open(self.path, "rb")  # noqa: SIM115 - closed in the finally below
+        replay = [] if peek or self.path != "-" else self._pushback
         try:
             line_no = 0
             while True:
-                try:
-                    raw = file.readline()
-                except OSError as exc:
-                    raise InputReadError(f"line {line_no + 1}: {exc}") from exc
+                if peek and self.path == "-" and line_no < len(self._pushback):
+                    raw = self._pushback[line_no]
+                elif replay:
+                    raw = replay.pop(0)
+                else:
+                    try:
+                        raw = file.readline()
+                    except OSError as exc:
+                        raise InputReadError(f"line {line_no + 1}: {exc}") from exc
+                    if peek and self.path == "-" and raw:
+                        self._pushback.append(raw)
                 if not raw:
                     return
                 line_no += 1
+                self._last_line = line_no
                 if not raw.strip():
                     continue
                 yield _parse_jsonl_line(raw, line_no)
@@ -179,19 +243,22 @@ class InputSource:
             if file is not self._stdin:
                 file.close()
 
-    def _csv(self) -> Iterator[dict[str, Any] | _Bad]:
+    def _csv(self) -> Iterator[dict[str, Any] | BadRecord]:
         with open(self.path, newline="", encoding="utf-8-sig") as text:
             reader = csv.DictReader(text)
             try:
                 for row in reader:
                     line = reader.line_num
+                    self._last_line = line
                     width = len(reader.fieldnames or ())
                     if None in row:
                         extra = len(row[None])
-                        yield _Bad(line, f"row has {width + extra} fields, the header {width}", row)
+                        yield BadRecord(
+                            line, f"row has {width + extra} fields, the header {width}", row
+                        )
                     elif any(value is None for value in row.values()):
                         present = sum(value is not None for value in row.values())
-                        yield _Bad(line, f"row has {present} fields, the header {width}", row)
+                        yield BadRecord(line, f"row has {present} fields, the header {width}", row)
                     else:
                         yield dict(row)
             except UnicodeDecodeError as exc:
@@ -206,24 +273,24 @@ class InputSource:
                 raise InputReadError(f"line {reader.line_num + 1}: {exc}") from exc
 
 
-def _parse_jsonl_line(raw: bytes, line_no: int) -> dict[str, Any] | str | _Bad:
+def _parse_jsonl_line(raw: bytes, line_no: int) -> dict[str, Any] | str | BadRecord:
     try:
         text = raw.decode("utf-8")
     except UnicodeDecodeError as exc:
-        return _Bad(line_no, f"not valid UTF-8 ({exc.reason})", raw.decode("utf-8", "replace"))
+        return BadRecord(line_no, f"not valid UTF-8 ({exc.reason})", raw.decode("utf-8", "replace"))
     try:
         value = json.loads(text, parse_constant=_reject_constant)
     except ValueError as exc:
-        return _Bad(line_no, f"not valid JSON ({exc})", text.rstrip("\r\n"))
+        return BadRecord(line_no, f"not valid JSON ({exc})", text.rstrip("\r\n"))
     if isinstance(value, dict | str):
         return value
-    return _Bad(
+    return BadRecord(
         line_no, f"expected a JSON object or string, got {_json_kind(value)}", text.rstrip("\r\n")
     )
 
 
-class _Bad:
-    """A record that cannot be an input, with why."""
+class BadRecord:
+    """A record that cannot be an input (not JSON, a CSV row of the wrong width), with why."""
 
     __slots__ = ("line", "raw", "reason")
 
@@ -233,6 +300,7 @@ class _Bad:
         self.raw = raw if isinstance(raw, str) else _dumps({str(k): v for k, v in raw.items()})
 
     def result(self) -> TaskResult[Any]:
+        """The failed ``input_invalid`` result that stands for this record."""
         shown = self.raw if len(self.raw) <= _MAX_RAW_SHOWN else self.raw[:_MAX_RAW_SHOWN] + "..."
         return TaskResult(
             task_id=fingerprint({"invalid_input": shown}),
@@ -250,16 +318,23 @@ def json_cell(value: Any) -> Any:
 
 
 class ResultWriter:
-    """Writes one line per result, flushed at once (a crash loses no line already written)."""
+    """Writes one row per result.
 
-    def __init__(self, file: IO[str]) -> None:
+    Args:
+        file: The text stream.
+        flush_each: Flush after every row (for stdout, read by a pipe as rows come).
+    """
+
+    def __init__(self, file: IO[str], *, flush_each: bool = False) -> None:
         self._file = file
+        self._flush_each = flush_each
         self.written = 0
 
     def write(self, index: int, result: TaskResult[Any]) -> None:
         """Write ``result`` of the input at ``index``."""
         self._write(index, result)
-        self._file.flush()
+        if self._flush_each:
+            self._file.flush()
         self.written += 1
 
     def _write(self, index: int, result: TaskResult[Any]) -> None:
@@ -267,65 +342,68 @@ class ResultWriter:
 
 
 class JsonlResultWriter(ResultWriter):
-    """One JSON object per line: ``{"index": i, ...TaskResult.model_dump(mode="json")}``."""
+    """One JSON object per line: ``{"index": i, ...TaskResult.model_dump(mode="json")}``.
+
+    The line always holds the input as ``input_data``.
+    """
 
     def _write(self, index: int, result: TaskResult[Any]) -> None:
         self._file.write(_dumps({"index": index, **result.model_dump(mode="json")}) + "\n")
 
 
 class CsvResultWriter(ResultWriter):
-    """The flat records of ``BatchResult.to_records`` plus ``index``, under a fixed header.
+    """The flat records of ``TaskResult.to_record`` plus ``index``, under a fixed header.
 
-    A stream cannot grow its header, so the data columns are fixed up front: a pydantic model's
+    A stream cannot grow its header, so the columns are fixed up front: the input's columns
+    (``input.<key>``) when ``input_columns`` is given, then the data: a pydantic model's
     fields; for text and for dicts (whose keys are unknown until the answers come) one column
-    ``data`` (dicts as JSON text). Lists and nested objects in a cell are JSON text.
+    ``data`` (dicts as JSON text). Lists and nested objects in a cell are JSON text. Input keys
+    outside the header are counted in :attr:`dropped_keys`.
 
     Args:
         file: The text stream (opened with ``newline=""``).
         model: The response model, or ``None``.
+        input_columns: The input keys to write as columns, or ``None`` for none.
+        flush_each: Flush after every row.
     """
 
-    def __init__(self, file: IO[str], model: type[BaseModel] | None) -> None:
-        super().__init__(file)
+    def __init__(
+        self,
+        file: IO[str],
+        model: type[BaseModel] | None,
+        input_columns: list[str] | None = None,
+        *,
+        flush_each: bool = False,
+    ) -> None:
+        super().__init__(file, flush_each=flush_each)
         self._model = model
-        data_columns = list(model.model_fields) if model is not None else ["data"]
-        self._data_columns = [
-            f"data.{name}" if name in META_COLUMNS else name for name in data_columns
-        ]
+        self._include_input = input_columns is not None
+        self._input_columns = [f"input.{key}" for key in input_columns or ()]
+        self._known_input = set(self._input_columns)
+        self.dropped_keys: set[str] = set()
+        data_columns = (
+            [data_column(name) for name in model.model_fields] if model is not None else ["data"]
+        )
         self._csv = csv.DictWriter(
-            file, [*META_COLUMNS, *self._data_columns], extrasaction="ignore"
+            file,
+            [*META_COLUMNS, *self._input_columns, *data_columns],
+            extrasaction="ignore",
         )
         self._csv.writeheader()
-        file.flush()
+        if flush_each:
+            file.flush()
 
     def _write(self, index: int, result: TaskResult[Any]) -> None:
-        record: dict[str, Any] = {
-            "index": index,
-            "task_id": result.task_id,
-            "is_success": result.is_success,
-            "cached": result.cached,
-            "error_code": result.error.code.value if result.error else None,
-            "error": result.error.message if result.error else None,
-            "attempts": result.attempts,
-        }
-        data = result.data
-        if isinstance(data, BaseModel):
-            for key, value in data.model_dump(mode="json").items():
-                record[f"data.{key}" if key in META_COLUMNS else key] = json_cell(value)
-        elif data is not None:
-            record["data"] = json_cell(data)
-        self._csv.writerow(record)
-
-
-def open_output(path: str, stdout: IO[str]) -> tuple[IO[str], bool]:
-    """Open an output path for writing (``-`` is ``stdout``); the bool says whether to close it.
-
-    Raises:
-        OSError: The file cannot be created.
-    """
-    if path == "-":
-        return stdout, False
-    directory = os.path.dirname(os.path.abspath(path))
-    if not os.path.isdir(directory):
-        raise FileNotFoundError(f"the folder {directory!r} does not exist")
-    return open(path, "w", encoding="utf-8", newline=""), True  # the caller closes it
+        record = result.to_record(
+            include_input=self._include_input, flatten_data=self._model is not None
+        )
+        row = {"index": index}
+        for key, value in record.items():
+            row[key] = json_cell(value)
+        if self._include_input and not (
+            result.error is not None and result.error.code is ErrorCode.INPUT_INVALID
+        ):
+            for key in result.input_data:
+                if f"input.{key}" not in self._known_input:
+                    self.dropped_keys.add(str(key))
+        self._csv.writerow(row)

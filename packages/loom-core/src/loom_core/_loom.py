@@ -32,6 +32,7 @@ from loom_store import ResultStore, StoreWriter
 from ._batch import BatchRun
 from ._bridge import LoopThread
 from ._config import LoomConfig, split_generation_params
+from ._defaults import DEFAULT_MAX_WORKERS
 from ._output import OutputSpec
 from ._persist import ResultCache
 from ._ratelimit import RateLimiter
@@ -304,7 +305,7 @@ class TaskLoom(Generic[T]):
         self,
         sequence: Iterable[Any],
         task_name: str | None = None,
-        max_workers: int = 5,
+        max_workers: int = DEFAULT_MAX_WORKERS,
         progress: bool = False,
     ) -> BatchResult[T]:
         """Run every input; results in input order.
@@ -328,7 +329,7 @@ class TaskLoom(Generic[T]):
         self,
         sequence: Inputs,
         task_name: str | None = None,
-        max_workers: int = 5,
+        max_workers: int = DEFAULT_MAX_WORKERS,
         progress: bool = False,
     ) -> BatchResult[T]:
         """Async twin of :meth:`map` (also takes an async iterable)."""
@@ -343,7 +344,7 @@ class TaskLoom(Generic[T]):
         self,
         sequence: Iterable[Any],
         task_name: str | None = None,
-        max_workers: int = 5,
+        max_workers: int = DEFAULT_MAX_WORKERS,
         ordered: bool = False,
     ) -> Iterator[TaskResult[T]]:
         """Yield results as they finish (in input order with ``ordered=True``).
@@ -360,7 +361,7 @@ class TaskLoom(Generic[T]):
         self,
         sequence: Inputs,
         task_name: str | None = None,
-        max_workers: int = 5,
+        max_workers: int = DEFAULT_MAX_WORKERS,
         ordered: bool = False,
     ) -> AsyncIterator[TaskResult[T]]:
         """Async twin of :meth:`stream`; close it (or cancel its task) to stop early."""
@@ -378,7 +379,7 @@ class TaskLoom(Generic[T]):
         self,
         sequence: Iterable[Any],
         task_name: str | None = None,
-        max_workers: int = 5,
+        max_workers: int = DEFAULT_MAX_WORKERS,
         ordered: bool = False,
     ) -> Iterator[StreamEvent]:
         """Typed events: ``batch_start``, one ``task_result`` per input, ``batch_end``."""
@@ -403,7 +404,7 @@ class TaskLoom(Generic[T]):
         self,
         sequence: Inputs,
         task_name: str | None = None,
-        max_workers: int = 5,
+        max_workers: int = DEFAULT_MAX_WORKERS,
         ordered: bool = False,
     ) -> AsyncIterator[StreamEvent]:
         """Async twin of :meth:`stream_events` (what an SSE endpoint sends)."""

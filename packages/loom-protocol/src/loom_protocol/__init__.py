@@ -16,7 +16,7 @@ from ._events import (
     parse_stream_event,
 )
 from ._fingerprint import canonical_json, fingerprint
-from ._results import BatchResult, BatchSummary, SummaryCounter, TaskResult
+from ._results import BatchResult, BatchSummary, SummaryCounter, TaskResult, data_column
 from ._version import PROTOCOL_VERSION
 
 __version__ = "0.1.0"
@@ -47,6 +47,7 @@ __all__ = [
     "TextPart",
     "Usage",
     "canonical_json",
+    "data_column",
     "fingerprint",
     "parse_stream_event",
 ]

@@ -22,7 +22,7 @@ from ._errors import Error
 if TYPE_CHECKING:
     import pandas as pd
 
-__all__ = ["BatchResult", "BatchSummary", "SummaryCounter", "TaskResult"]
+__all__ = ["BatchResult", "BatchSummary", "SummaryCounter", "TaskResult", "data_column"]
 
 T = TypeVar("T")
 
@@ -40,6 +40,21 @@ def _finite(value: Any) -> Any:
 
 # Columns of to_records() that describe the task rather than its data.
 _META_COLUMNS = ("task_id", "is_success", "cached", "error_code", "error", "attempts")
+
+#: The prefix of the input's columns in a flat record (``include_input=True``).
+INPUT_PREFIX = "input."
+
+
+def data_column(key: str) -> str:
+    """The flat-record column of the data key ``key``.
+
+    A key that is also a meta column (``task_id``, ``error``...) or that starts with
+    ``input.`` would collide with a column of its own record: it is written ``data.<key>``.
+    The rule depends on the key only, so a header fixed in advance names the same columns.
+    """
+    if key in _META_COLUMNS or key.startswith(INPUT_PREFIX) or key == "index":
+        return f"data.{key}"
+    return key
 
 
 class TaskResult(BaseModel, Generic[T]):
@@ -77,6 +92,44 @@ class TaskResult(BaseModel, Generic[T]):
         # dump. The engine itself never produces one (parsing refuses them).
         dumped: dict[str, Any] = handler(self)
         return _finite(dumped) if info.mode_is_json() else dumped
+
+    def to_record(
+        self, *, include_input: bool = False, flatten_data: bool = True
+    ) -> dict[str, Any]:
+        """This result as one flat dict (a row of :meth:`BatchResult.to_records`).
+
+        Columns: ``task_id``, ``is_success``, ``cached``, ``error_code``, ``error`` (the
+        message), ``attempts``; with ``include_input`` one column ``input.<key>`` per key of
+        ``input_data``; then the data: a model by ``model_dump(mode="json")``, a dict by its
+        keys, anything else as the column ``data``, nothing for ``None``. A data key that
+        clashes with another column is written ``data.<key>`` (see :func:`data_column`).
+
+        Args:
+            include_input: Add the input's keys as ``input.<key>`` columns.
+            flatten_data: ``False`` keeps the data whole, in the one column ``data`` (for a
+                table whose header is fixed before the answers are known).
+        """
+        error = self.error
+        record: dict[str, Any] = {
+            "task_id": self.task_id,
+            "is_success": self.is_success,
+            "cached": self.cached,
+            "error_code": error.code.value if error is not None else None,
+            "error": error.message if error is not None else None,
+            "attempts": self.attempts,
+        }
+        if include_input:
+            for key, value in self.input_data.items():
+                record[f"{INPUT_PREFIX}{key}"] = value
+        data = self.data
+        if data is None:
+            return record
+        if not flatten_data:
+            record["data"] = data.model_dump(mode="json") if isinstance(data, BaseModel) else data
+            return record
+        for key, value in _flatten_data(data).items():
+            record[data_column(key)] = value
+        return record
 
     @model_validator(mode="after")
     def _success_xor_error(self) -> TaskResult[T]:
@@ -201,31 +254,27 @@ class BatchResult(BaseModel, Generic[T]):
     def __getitem__(self, index: int | slice) -> TaskResult[T] | list[TaskResult[T]]:
         return self.results[index]
 
-    def to_records(self) -> list[dict[str, Any]]:
-        """One flat dict per result, in input order.
+    def to_records(self, include_input: bool = False) -> list[dict[str, Any]]:
+        """One flat dict per result, in input order (:meth:`TaskResult.to_record`).
 
         Columns: ``task_id``, ``is_success``, ``cached``, ``error_code``, ``error``,
-        ``attempts``, then ``data`` flattened: a model by ``model_dump(mode="json")``, a dict
-        by its keys, anything else as the column ``data``. A data key that clashes with a
-        meta column is written as ``data.<key>``.
-        """
-        records: list[dict[str, Any]] = []
-        for r in self.results:
-            record: dict[str, Any] = {
-                "task_id": r.task_id,
-                "is_success": r.is_success,
-                "cached": r.cached,
-                "error_code": r.error.code.value if r.error else None,
-                "error": r.error.message if r.error else None,
-                "attempts": r.attempts,
-            }
-            for key, value in _flatten_data(r.data).items():
-                record[f"data.{key}" if key in _META_COLUMNS else key] = value
-            records.append(record)
-        return records
+        ``attempts``; with ``include_input`` the input's keys as ``input.<key>``; then
+        ``data`` flattened: a model by ``model_dump(mode="json")``, a dict by its keys,
+        anything else as the column ``data``. A data key that clashes with another column
+        (a meta column, ``index``, or a key starting with ``input.``) is written
+        ``data.<key>``.
 
-    def to_pandas(self) -> pd.DataFrame:
+        Args:
+            include_input: Add the input's keys as ``input.<key>`` columns (a string input
+                ``s`` is ``{"text": s}``, so its column is ``input.text``).
+        """
+        return [r.to_record(include_input=include_input) for r in self.results]
+
+    def to_pandas(self, include_input: bool = False) -> pd.DataFrame:
         """The records of :meth:`to_records` as a pandas DataFrame.
+
+        Args:
+            include_input: Add the input's keys as ``input.<key>`` columns.
 
         Raises:
             ImportError: pandas is not installed (``pip install 'loom-core[pandas]'``).
@@ -237,4 +286,4 @@ class BatchResult(BaseModel, Generic[T]):
                 "BatchResult.to_pandas() needs pandas: pip install 'loom-core[pandas]' "
                 "(or pip install pandas)"
             ) from exc
-        return pd.DataFrame.from_records(self.to_records())
+        return pd.DataFrame.from_records(self.to_records(include_input=include_input))
