@@ -6,6 +6,8 @@ import argparse
 import importlib.metadata
 import math
 import platform
+import sys
+from typing import Any
 
 from ._defaults import DEFAULT_MAX_WORKERS
 
@@ -27,6 +29,17 @@ def version_text() -> str:
 
     parts = ", ".join(f"{name} {version(name)}" for name in _PACKAGES)
     return f"loom {version('loom-core')} ({parts}; Python {platform.python_version()})"
+
+
+class _VersionAction(argparse.Action):
+    """``--version``: argparse's own would wrap the line at the terminal's width."""
+
+    def __init__(self, option_strings: list[str], dest: str, **kwargs: Any) -> None:
+        super().__init__(option_strings, dest, nargs=0, default=argparse.SUPPRESS, **kwargs)
+
+    def __call__(self, parser: argparse.ArgumentParser, *_args: Any, **_kwargs: Any) -> None:
+        sys.stdout.write(version_text() + "\n")
+        parser.exit()
 
 
 def _positive_int(text: str) -> int:
@@ -78,8 +91,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument(
         "--version",
-        action="version",
-        version=version_text(),
+        action=_VersionAction,
         help="print the version of loom and of every Loom package, then exit",
     )
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
