@@ -149,10 +149,11 @@ def test_unsupported_dialect_is_refused(tmp_path: Path) -> None:
 @pytest.mark.parametrize(
     ("stored", "message"),
     [
-        ("2", r"schema version 2, newer than version 1 that this loom-store understands"),
-        ("99", r"schema version 99, newer than version 1"),
-        ("abc", r"unknown schema version 'abc'; this loom-store understands version 1"),
+        ("3", r"schema version 3, newer than version 2 that this loom-store understands; "),
+        ("99", r"schema version 99, newer than version 2.*; upgrade loom-store"),
+        ("abc", r"unknown schema version 'abc'; this loom-store understands version 2 \(and "),
         ("0", r"unknown schema version '0'"),
+        ("-1", r"unknown schema version '-1'"),
     ],
 )
 def test_schema_version_mismatch(target: Any, stored: str, message: str) -> None:

@@ -216,8 +216,9 @@ class TaskLoom(Generic[T]):
         self._warned.add(task_name)
         warnings.warn(
             f"task_name {task_name!r} holds results of {len(others)} other configuration(s) "
-            "(model, templates, schema or generation parameters differ); they are not reused "
-            "and these inputs are recomputed. Use a new task_name to keep runs apart.",
+            "(model, templates, schema or generation parameters differ); their rows are kept "
+            "and served again if you switch back. Inputs this configuration has no result "
+            "for are computed.",
             LoomConfigWarning,
             stacklevel=4,
         )

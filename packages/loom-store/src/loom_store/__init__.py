@@ -3,13 +3,13 @@
 Level 1: depends on loom-protocol and SQLAlchemy (extra ``postgres``: psycopg); never imports
 loom-backends or loom-core.
 
-* :class:`ResultStore` keeps every task's result keyed by (task name, task id) and the run
-  registry (which configurations a task name has been run with).
+* :class:`ResultStore` keeps every task's result keyed by (task name, configuration, task id)
+  and the run registry (which configurations a task name has been run with, and when last).
 * :class:`StoreWriter` writes rows on one background thread with group commit; a row's future
   completes only after its transaction committed.
 """
 
-from ._rows import CachedHit, ResultRow, RunRecord, TaskStats
+from ._rows import CachedHit, ConfigInfo, ResultRow, RunRecord, TaskStats
 from ._schema import SCHEMA_VERSION
 from ._secrets import scrub_config
 from ._store import GET_MANY_CHUNK, ResultStore
@@ -21,6 +21,7 @@ __all__ = [
     "GET_MANY_CHUNK",
     "SCHEMA_VERSION",
     "CachedHit",
+    "ConfigInfo",
     "ResultRow",
     "ResultStore",
     "RunRecord",

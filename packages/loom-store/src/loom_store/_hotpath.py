@@ -7,12 +7,15 @@ tuples to the driver. The SQL is built from the table definition's column names,
 drift from the schema.
 
 * SQLite: ``executemany`` of ``INSERT … ON CONFLICT DO UPDATE`` (one prepared statement,
-  re-executed per row inside one transaction); the lookup is ``task_id IN (?, …)`` with the
-  other conditions wrapped in unary ``+`` so that SQLite's planner, which has no statistics,
-  seeks the primary key instead of scanning ``ix_loom_results_config``.
+  re-executed per row inside one transaction); the lookup is ``task_name = ? AND config_fp = ?
+  AND task_id IN (?, …)``, probes of the whole primary key (the only index of the table).
 * PostgreSQL: one ``INSERT … SELECT FROM unnest(arrays) ON CONFLICT DO UPDATE`` per batch (one
   round trip whatever the batch size); the lookup probes the primary key once per id of
   ``unnest(array)`` through a LATERAL subquery, a plan no lack of statistics can change.
+
+The key is (task_name, config_fp, task_id). Both upserts update a row only when the new one is
+not a failure over a success (``_KEEP_SUCCESS``): within one configuration a failure never
+replaces a success, and a success replaces a failure.
 """
 
 from __future__ import annotations
@@ -37,9 +40,18 @@ _DATA_COLUMNS = _COLUMNS[:-2]  # all but created_at, updated_at
 _TABLE = results_table.name
 
 
-def _update_clause() -> str:
-    keep = {"task_name", "task_id", "created_at"}
-    return ", ".join(f"{c} = excluded.{c}" for c in _COLUMNS if c not in keep)
+_KEY = ("task_name", "config_fp", "task_id")
+
+
+def _on_conflict() -> str:
+    """The upsert's conflict clause: replace every column but the key and ``created_at``,
+    unless the stored row succeeded and the new one failed."""
+    keep = {*_KEY, "created_at"}
+    update = ", ".join(f"{c} = excluded.{c}" for c in _COLUMNS if c not in keep)
+    return (
+        f"ON CONFLICT ({', '.join(_KEY)}) DO UPDATE SET {update} "
+        f"WHERE NOT ({_TABLE}.status = 'succeeded' AND excluded.status = 'failed')"
+    )
 
 
 def _row_values(row: ResultRow) -> tuple[Any, ...]:
@@ -123,8 +135,7 @@ class _SQLiteHotPath(HotPath):
     def __init__(self) -> None:
         placeholders = ", ".join("?" for _ in _COLUMNS)
         self._upsert = (
-            f"INSERT INTO {_TABLE} ({', '.join(_COLUMNS)}) VALUES ({placeholders}) "
-            f"ON CONFLICT (task_name, task_id) DO UPDATE SET {_update_clause()}"
+            f"INSERT INTO {_TABLE} ({', '.join(_COLUMNS)}) VALUES ({placeholders}) {_on_conflict()}"
         )
         self._select_hits_json = self._select_json()
 
@@ -133,11 +144,10 @@ class _SQLiteHotPath(HotPath):
     def _select(n: int, hits: bool = False) -> str:
         marks = ", ".join("?" for _ in range(n))
         columns = _HIT_COLUMNS if hits else _COLUMNS
-        # Unary + keeps SQLite from using ix_loom_results_config for these two terms.
         return (
             f"SELECT {', '.join(columns)} FROM {_TABLE} "
-            f"WHERE task_name = ? AND task_id IN ({marks}) "
-            "AND +config_fp = ? AND +status = 'succeeded'"
+            f"WHERE task_name = ? AND config_fp = ? AND task_id IN ({marks}) "
+            "AND status = 'succeeded'"
         )
 
     @staticmethod
@@ -160,8 +170,8 @@ class _SQLiteHotPath(HotPath):
         return (
             f"SELECT '[' || group_concat({element}, ',') || ']' "
             f"FROM json_each(?) AS j CROSS JOIN {_TABLE} AS r "
-            "WHERE r.task_name = ? AND r.task_id = j.value "
-            "AND +r.config_fp = ? AND +r.status = 'succeeded' AND r.data IS NOT NULL"
+            "WHERE r.task_name = ? AND r.config_fp = ? AND r.task_id = j.value "
+            "AND r.status = 'succeeded' AND r.data IS NOT NULL"
         )
 
     def upsert(self, conn: Connection, rows: Sequence[ResultRow], now: datetime) -> None:
@@ -173,13 +183,13 @@ class _SQLiteHotPath(HotPath):
     def select_many(
         self, conn: Connection, task_name: str, config_fp: str, ids: Sequence[str]
     ) -> list[ResultRow]:
-        cursor = conn.exec_driver_sql(self._select(len(ids)), (task_name, *ids, config_fp))
+        cursor = conn.exec_driver_sql(self._select(len(ids)), (task_name, config_fp, *ids))
         return _to_rows(cursor.fetchall(), _sqlite_stamp)
 
     def select_hits(
         self, conn: Connection, task_name: str, config_fp: str, ids: Sequence[str]
     ) -> list[CachedHit]:
-        cursor = conn.exec_driver_sql(self._select(len(ids), True), (task_name, *ids, config_fp))
+        cursor = conn.exec_driver_sql(self._select(len(ids), True), (task_name, config_fp, *ids))
         return list(map(CachedHit._make, cursor.fetchall()))
 
     def select_hits_json(
@@ -211,7 +221,7 @@ class _PostgresHotPath(HotPath):
         self._upsert = (
             f"INSERT INTO {_TABLE} ({', '.join(_COLUMNS)}) "
             f"SELECT u.*, %(now)s::timestamptz, %(now)s::timestamptz FROM unnest({arrays}) AS u "
-            f"ON CONFLICT (task_name, task_id) DO UPDATE SET {_update_clause()}"
+            f"{_on_conflict()}"
         )
         # One primary-key probe per id: a LATERAL subquery with LIMIT is never flattened into
         # the outer query, and an equality on the whole key is served by the primary key
@@ -237,9 +247,9 @@ class _PostgresHotPath(HotPath):
 
     @staticmethod
     def _lateral(columns: Sequence[str], *, ordinal: bool = False) -> str:
-        # config_fp and status are selected for the outer filter and dropped by the caller.
-        # With ``ordinal``, the id's 1-based position in the array comes first, as _n.
-        inner = ", ".join([*columns, "config_fp AS _fp", "status AS _status"])
+        # status is selected for the outer filter and dropped by the caller. With ``ordinal``,
+        # the id's 1-based position in the array comes first, as _n.
+        inner = ", ".join([*columns, "status AS _status"])
         selected = ", ".join(f"r.{c}" for c in columns)
         ids = "unnest(%(ids)s::text[]) AS i(id)"
         if ordinal:
@@ -248,8 +258,8 @@ class _PostgresHotPath(HotPath):
         return (
             f"SELECT {selected} FROM {ids} CROSS JOIN LATERAL ("
             f"SELECT {inner} FROM {_TABLE} "
-            "WHERE task_name = %(task_name)s AND task_id = i.id LIMIT 1) AS r "
-            "WHERE r._fp = %(config_fp)s AND r._status = 'succeeded'"
+            "WHERE task_name = %(task_name)s AND config_fp = %(config_fp)s AND task_id = i.id "
+            "LIMIT 1) AS r WHERE r._status = 'succeeded'"
         )
 
     def upsert(self, conn: Connection, rows: Sequence[ResultRow], now: datetime) -> None:

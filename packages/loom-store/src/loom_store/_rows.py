@@ -1,4 +1,5 @@
-"""The records the store reads and writes: ``ResultRow``, ``RunRecord`` and ``TaskStats``."""
+"""The records the store reads and writes: ``ResultRow``, ``RunRecord``, ``ConfigInfo`` and
+``TaskStats``."""
 
 from __future__ import annotations
 
@@ -13,6 +14,7 @@ from loom_protocol import LoomUsageError
 __all__ = [
     "STATUSES",
     "CachedHit",
+    "ConfigInfo",
     "ResultRow",
     "RunRecord",
     "TaskStats",
@@ -33,9 +35,10 @@ class ResultRow:
     JSON text before handing the row over; the store keeps them verbatim.
 
     Attributes:
-        task_name: The batch's name; with ``task_id`` the primary key.
+        task_name: The batch's name; with ``config_fp`` and ``task_id`` the primary key.
         task_id: The input's fingerprint.
-        config_fp: The fingerprint of the configuration that produced the row.
+        config_fp: The fingerprint of the configuration that produced the row: every
+            configuration keeps its own row of an input.
         status: ``"succeeded"`` (served from the cache) or ``"failed"`` (kept for inspection,
             never served).
         data: JSON text of the parsed data.
@@ -171,26 +174,62 @@ class RunRecord:
         config_fp: The configuration's fingerprint.
         config: The configuration as registered, with credentials replaced by ``"***"``.
         created_at: When the configuration was first registered (UTC).
+        last_run_at: When a run last registered it (UTC); a store migrated from schema 1
+            starts with its last row write, or ``created_at``.
     """
 
     task_name: str
     config_fp: str
     config: dict[str, Any]
     created_at: datetime
+    last_run_at: datetime
+
+
+@dataclass(frozen=True, slots=True)
+class ConfigInfo:
+    """One configuration of a task name: its registration and its rows.
+
+    A configuration appears when it is registered (``loom_runs``) or has rows, so a store
+    filled through ``put_many`` alone (or a 0.1 store whose registry is empty) lists its
+    configurations too, with ``config`` and the registration times ``None``.
+
+    Attributes:
+        task_name: The batch's name.
+        config_fp: The configuration's fingerprint.
+        config: The configuration as registered (credentials replaced by ``"***"``), or
+            ``None`` when it was never registered.
+        created_at: When it was first registered (UTC), or ``None``.
+        last_run_at: When a run last registered it (UTC), or ``None``.
+        last_write_at: When one of its rows was last written (UTC), or ``None`` without rows.
+        total: Its rows.
+        succeeded: Its rows with status ``succeeded``.
+        failed: Its rows with status ``failed``.
+    """
+
+    task_name: str
+    config_fp: str
+    config: dict[str, Any] | None
+    created_at: datetime | None
+    last_run_at: datetime | None
+    last_write_at: datetime | None
+    total: int
+    succeeded: int
+    failed: int
 
 
 @dataclass(frozen=True, slots=True)
 class TaskStats:
-    """Counts over one task name's results.
+    """Counts over one task name's results, of one configuration or of all.
 
     Attributes:
         task_name: The batch's name.
-        total: Rows stored under the name.
+        total: Rows stored under the name (and configuration).
         succeeded: Rows with status ``succeeded``.
         failed: Rows with status ``failed``.
         failures_by_code: Failed rows per error code (the ``code`` of the row's error JSON;
             ``"unknown"`` when the error is missing or unreadable).
         config_fps: The configuration fingerprints the rows were produced with, sorted.
+        config_fp: The configuration counted, or ``None`` for all of them.
     """
 
     task_name: str
@@ -199,6 +238,7 @@ class TaskStats:
     failed: int
     failures_by_code: dict[str, int] = field(default_factory=dict)
     config_fps: tuple[str, ...] = ()
+    config_fp: str | None = None
 
 
 class CachedHit(NamedTuple):

@@ -2,10 +2,20 @@
 
 ::
 
-    loom_meta     key (PK), value                  -- schema_version = "1"
-    loom_results  task_name, task_id (PK), config_fp, status, data, raw_output, reasoning,
+    loom_meta     key (PK), value                  -- schema_version = "2"
+    loom_results  task_name, task_id, config_fp, status, data, raw_output, reasoning,
                   error, input, usage, attempts, latency_ms, model, created_at, updated_at
-    loom_runs     task_name, config_fp (PK), config, created_at
+                  PK (task_name, config_fp, task_id)
+    loom_runs     task_name, config_fp (PK), config, created_at, last_run_at
+
+Version history (``_migrate.py`` upgrades a store in place when it is opened):
+
+* 1 (loom-store 0.1): results keyed by (task_name, task_id), so a run under another
+  configuration replaced the rows of the previous one; a secondary index
+  ``ix_loom_results_config (config_fp, task_name)``; no ``loom_runs.last_run_at``.
+* 2: results keyed by (task_name, config_fp, task_id): every configuration keeps its rows. The
+  primary key serves every query by configuration, so the secondary index is gone.
+  ``loom_runs.last_run_at`` says which configuration ran last.
 """
 
 from __future__ import annotations
@@ -19,9 +29,9 @@ from sqlalchemy import (
     DateTime,
     Dialect,
     Float,
-    Index,
     Integer,
     MetaData,
+    PrimaryKeyConstraint,
     String,
     Table,
     Text,
@@ -29,6 +39,7 @@ from sqlalchemy import (
 from sqlalchemy.types import TypeDecorator
 
 __all__ = [
+    "OLDEST_MIGRATED_VERSION",
     "SCHEMA_VERSION",
     "SCHEMA_VERSION_KEY",
     "UTCDateTime",
@@ -39,7 +50,9 @@ __all__ = [
 ]
 
 #: The layout this code reads and writes; bumped by any incompatible change of the tables.
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
+#: The oldest layout this code migrates in place when it opens a store.
+OLDEST_MIGRATED_VERSION = 1
 SCHEMA_VERSION_KEY = "schema_version"
 
 
@@ -82,8 +95,9 @@ meta_table = Table(
 results_table = Table(
     "loom_results",
     metadata,
-    Column("task_name", String, primary_key=True),
-    Column("task_id", String, primary_key=True),
+    # Column order is ResultRow's field order; the key's order is the primary key's.
+    Column("task_name", String, nullable=False),
+    Column("task_id", String, nullable=False),
     Column("config_fp", String, nullable=False),
     Column("status", String(16), nullable=False),
     Column("data", Text),
@@ -97,12 +111,10 @@ results_table = Table(
     Column("model", Text),
     Column("created_at", UTCDateTime, nullable=False),
     Column("updated_at", UTCDateTime, nullable=False),
+    # task_name, config_fp first: a lookup is one probe of the whole key, and every query by
+    # task or by configuration (stats, iter_results, other_configs, delete) is a range of it.
+    PrimaryKeyConstraint("task_name", "config_fp", "task_id", name="pk_loom_results"),
     CheckConstraint("status IN ('succeeded', 'failed')", name="ck_loom_results_status"),
-    # For other_configs(): a loose scan of the distinct configs, then one probe per config.
-    # config_fp leads on purpose: an index led by task_name would compete with the primary
-    # key for get_many()'s lookups, and planners without statistics pick it (a full scan of
-    # the task per lookup).
-    Index("ix_loom_results_config", "config_fp", "task_name"),
 )
 
 runs_table = Table(
@@ -112,4 +124,5 @@ runs_table = Table(
     Column("config_fp", String, primary_key=True),
     Column("config", Text, nullable=False),
     Column("created_at", UTCDateTime, nullable=False),
+    Column("last_run_at", UTCDateTime, nullable=False),
 )

@@ -4,16 +4,18 @@ from __future__ import annotations
 
 import contextlib
 import json
+import logging
 import math
 import os
 import re
 import threading
+import time
 import weakref
 from collections.abc import Iterator, Mapping, Sequence
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
-from sqlalchemy import Select, func, select, text
+from sqlalchemy import ColumnElement, Select, func, inspect, select, text, tuple_
 from sqlalchemy.engine import Connection
 from sqlalchemy.exc import DataError, DBAPIError, IntegrityError
 from sqlalchemy.sql.dml import Insert
@@ -23,8 +25,18 @@ from loom_protocol import LoomError, LoomUsageError, StoreError, canonical_json
 from ._checkpoint import WalCheckpointer
 from ._connect import StoreTarget, open_target
 from ._hotpath import hot_path_for
-from ._rows import STATUSES, CachedHit, ResultRow, RunRecord, TaskStats, row_from_values
+from ._migrate import Migration, migrate
+from ._rows import (
+    STATUSES,
+    CachedHit,
+    ConfigInfo,
+    ResultRow,
+    RunRecord,
+    TaskStats,
+    row_from_values,
+)
 from ._schema import (
+    OLDEST_MIGRATED_VERSION,
     SCHEMA_VERSION,
     SCHEMA_VERSION_KEY,
     meta_table,
@@ -38,6 +50,8 @@ if TYPE_CHECKING:
     from ._writer import StoreWriter
 
 __all__ = ["GET_MANY_CHUNK", "ResultStore", "RowRejectedError"]
+
+logger = logging.getLogger("loom.store")
 
 #: Ids per ``get_many`` query: far below every backend's bound-parameter limit (SQLite's
 #: historical 999) while large enough that a query's fixed cost is shared by many rows.
@@ -69,7 +83,12 @@ def _row_from_db(values: Sequence[Any]) -> ResultRow:
 
 
 class ResultStore:
-    """Where Loom keeps every task's result, keyed by (task name, task id).
+    """Where Loom keeps every task's result, keyed by (task name, configuration, task id).
+
+    Every configuration a task name is run with keeps its own rows, so switching back to an
+    earlier configuration is served from the store. Within one configuration a failure never
+    replaces a success (a success replaces a failure). A store written by an older schema
+    (loom-store 0.1) is upgraded in place when it is opened; see ``docs/store.md``.
 
     A path (or ``":memory:"``) opens a SQLite database; a string containing ``://`` is an
     SQLAlchemy URL (``postgresql+psycopg://user:pass@host/db`` for several processes or
@@ -212,18 +231,26 @@ class ResultStore:
     def put_many(self, rows: Sequence[ResultRow]) -> None:
         """Insert or overwrite ``rows`` in one transaction (one dialect-native upsert).
 
-        A row with the key (task_name, task_id) of an existing row replaces it, keeping the
-        original ``created_at``. When the same key appears twice in ``rows`` the last wins.
-        ``created_at``/``updated_at`` given on the rows are ignored: the store sets them.
+        A row with the key (task_name, config_fp, task_id) of an existing row replaces it,
+        keeping the original ``created_at``, unless the stored row succeeded and the new one
+        failed: a failure never replaces a success (it is dropped). When the same key appears
+        twice in ``rows`` the same rule applies in order: the last wins, but a failure never
+        displaces a success given before it. ``created_at``/``updated_at`` given on the rows
+        are ignored: the store sets them.
         """
         if isinstance(rows, ResultRow):
             raise LoomUsageError("put_many takes a sequence of ResultRow; wrap a single row")
-        latest: dict[tuple[str, str], ResultRow] = {}
+        latest: dict[tuple[str, str, str], ResultRow] = {}
         for row in rows:
             if not isinstance(row, ResultRow):
                 raise LoomUsageError(f"put_many takes ResultRow items, got {type(row).__name__}")
             # PostgreSQL's ON CONFLICT refuses to touch one row twice in one statement.
-            latest[(row.task_name, row.task_id)] = row
+            key = (row.task_name, row.config_fp, row.task_id)
+            if row.status == "failed":
+                kept = latest.get(key)
+                if kept is not None and kept.status == "succeeded":
+                    continue
+            latest[key] = row
         if not latest:
             return
         with self._op("put_many"), self._t.write_engine.begin() as conn:
@@ -232,67 +259,87 @@ class ResultStore:
             self._checkpointer.note_write()
 
     def iter_results(
-        self, task_name: str, status: str | None = None, *, batch_size: int = 1000
+        self,
+        task_name: str,
+        status: str | None = None,
+        *,
+        config_fp: str | None = None,
+        batch_size: int = 1000,
     ) -> Iterator[ResultRow]:
-        """Stream a task's rows in task id order, ``batch_size`` rows per query.
+        """Stream a task's rows, ``batch_size`` rows per query.
 
-        Pages are read by keyset (``task_id > last``), each in its own short read, so memory
-        stays bounded and no snapshot is held open between pages; rows written meanwhile
-        may or may not appear.
+        With ``config_fp`` the rows of that configuration, in task id order; without it the
+        rows of every configuration, in (config_fp, task_id) order. Pages are read by keyset
+        on the primary key, each in its own short read, so memory stays bounded and no
+        snapshot is held open between pages; rows written meanwhile may or may not appear.
 
         Args:
             task_name: The task whose rows to read.
             status: ``"succeeded"``, ``"failed"`` or ``None`` for both.
+            config_fp: The configuration whose rows to read; ``None`` for all.
             batch_size: Rows fetched per query.
         """
         _check_name("task_name", task_name)
+        if config_fp is not None:
+            _check_name("config_fp", config_fp)
         if status is not None and status not in STATUSES:
             raise LoomUsageError(f"status must be 'succeeded', 'failed' or None, got {status!r}")
         if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
             raise LoomUsageError(f"batch_size must be an int >= 1, got {batch_size!r}")
         self._check_open("iter_results")
-        return self._pages(task_name, status, batch_size)
+        pages = self._pages("iter_results", _COLUMNS, task_name, config_fp, status, batch_size)
+        return (_row_from_db(values) for page in pages for values in page)
 
-    def _pages(self, task_name: str, status: str | None, batch_size: int) -> Iterator[ResultRow]:
-        last: str | None = None
+    def _pages(
+        self,
+        action: str,
+        columns: Sequence[Any],
+        task_name: str,
+        config_fp: str | None,
+        status: str | None,
+        batch_size: int,
+    ) -> Iterator[Sequence[Sequence[Any]]]:
+        """Pages of ``columns`` (which include config_fp and task_id) in key order."""
+        config_at = list(columns).index(results_table.c.config_fp)
+        task_id_at = list(columns).index(results_table.c.task_id)
+        after: tuple[str, str] | None = None
         while True:
-            stmt = _page_query(list(_COLUMNS), task_name, status, last, batch_size)
-            with self._op("iter_results"), self._t.engine.connect() as conn:
+            stmt = _page_query(list(columns), task_name, config_fp, status, after, batch_size)
+            with self._op(action), self._t.engine.connect() as conn:
                 page = conn.execute(stmt).all()
-            for values in page:
-                yield _row_from_db(values)
+            if page:
+                yield page
             if len(page) < batch_size:
                 return
-            last = page[-1][1]
+            after = (page[-1][config_at], page[-1][task_id_at])
 
-    def stats(self, task_name: str) -> TaskStats:
-        """Count a task's rows: total, succeeded, failed, failures by error code, configs."""
+    def stats(self, task_name: str, config_fp: str | None = None) -> TaskStats:
+        """Count a task's rows: total, succeeded, failed, failures by error code, configs.
+
+        Args:
+            task_name: The task whose rows to count.
+            config_fp: Count only this configuration's rows; ``None`` for all of them.
+        """
         _check_name("task_name", task_name)
+        if config_fp is not None:
+            _check_name("config_fp", config_fp)
         c = results_table.c
         counts = {"succeeded": 0, "failed": 0}
         fps: set[str] = set()
-        stmt = (
-            select(c.status, c.config_fp, func.count())
-            .where(c.task_name == task_name)
-            .group_by(c.status, c.config_fp)
+        stmt = select(c.status, c.config_fp, func.count()).where(
+            *_task_filter(task_name, config_fp)
         )
         with self._op("stats"), self._t.engine.connect() as conn:
-            for status, fp, n in conn.execute(stmt):
+            for status, fp, n in conn.execute(stmt.group_by(c.config_fp, c.status)):
                 counts[status] = counts.get(status, 0) + int(n)
                 fps.add(fp)
         by_code: dict[str, int] = {}
         if counts["failed"]:
-            last: str | None = None
-            while True:
-                page_stmt = _page_query([c.task_id, c.error], task_name, "failed", last, 1000)
-                with self._op("stats"), self._t.engine.connect() as conn:
-                    page = conn.execute(page_stmt).all()
-                for _task_id, error in page:
+            columns = (c.error, c.config_fp, c.task_id)
+            for page in self._pages("stats", columns, task_name, config_fp, "failed", 1000):
+                for error, _fp, _task_id in page:
                     code = _error_code(error)
                     by_code[code] = by_code.get(code, 0) + 1
-                if len(page) < 1000:
-                    break
-                last = page[-1][0]
         return TaskStats(
             task_name=task_name,
             total=counts["succeeded"] + counts["failed"],
@@ -300,6 +347,7 @@ class ResultStore:
             failed=counts["failed"],
             failures_by_code=dict(sorted(by_code.items())),
             config_fps=tuple(sorted(fps)),
+            config_fp=config_fp,
         )
 
     def task_names(self) -> list[str]:
@@ -310,30 +358,40 @@ class ResultStore:
                 names.update(_distinct_by_seek(conn, column))
         return sorted(names)
 
-    def delete(self, task_name: str) -> int:
-        """Delete a task's results and its run registry.
+    def delete(self, task_name: str, config_fp: str | None = None) -> int:
+        """Delete a task's results and its run registry, of one configuration or of all.
+
+        Args:
+            task_name: The task whose rows and runs to delete.
+            config_fp: Delete only this configuration's rows and registration; ``None`` for
+                every configuration of the task.
 
         Returns:
             The number of rows deleted (results plus runs).
         """
         _check_name("task_name", task_name)
+        if config_fp is not None:
+            _check_name("config_fp", config_fp)
+        r = runs_table.c
+        runs_where = [r.task_name == task_name]
+        if config_fp is not None:
+            runs_where.append(r.config_fp == config_fp)
         with self._op("delete"), self._t.write_engine.begin() as conn:
             n = conn.execute(
-                results_table.delete().where(results_table.c.task_name == task_name)
+                results_table.delete().where(*_task_filter(task_name, config_fp))
             ).rowcount
-            n += conn.execute(
-                runs_table.delete().where(runs_table.c.task_name == task_name)
-            ).rowcount
+            n += conn.execute(runs_table.delete().where(*runs_where)).rowcount
         return int(n)
 
     # -- runs ----------------------------------------------------------------------------
 
     def register_run(self, task_name: str, config_fp: str, config: Mapping[str, Any]) -> bool:
-        """Record that ``task_name`` runs with the configuration ``config_fp``.
+        """Record that ``task_name`` runs with the configuration ``config_fp``, now.
 
-        Credentials in ``config`` (keys such as ``api_key``, ``Authorization``, ``token``,
-        ``secret``, ``password``, at any depth, and URL passwords) are replaced by ``"***"``
-        before it is written.
+        The first registration stores ``config`` and ``created_at``; every registration sets
+        ``last_run_at`` (which :meth:`latest_config` reads). Credentials in ``config`` (keys
+        such as ``api_key``, ``Authorization``, ``token``, ``secret``, ``password``, at any
+        depth, and URL passwords) are replaced by ``"***"`` before it is written.
 
         Returns:
             True when this (task_name, config_fp) was not registered before.
@@ -346,40 +404,135 @@ class ResultStore:
             config_json = canonical_json(scrub_config(config))
         except (TypeError, ValueError) as exc:
             raise LoomUsageError(f"register_run: config is not JSON: {exc}") from None
+        now = datetime.now(UTC)
         params = {
             "task_name": task_name,
             "config_fp": config_fp,
             "config": config_json,
-            "created_at": datetime.now(UTC),
+            "created_at": now,
+            "last_run_at": now,
         }
+        c = runs_table.c
+        touch = (
+            runs_table.update()
+            .where(c.task_name == task_name, c.config_fp == config_fp)
+            .values(last_run_at=now)
+        )
         with self._op("register_run"), self._t.write_engine.begin() as conn:
             if self._t.engine.dialect.insert_returning:
                 # psycopg reports no rowcount for INSERT … ON CONFLICT DO NOTHING.
-                stmt = self._insert_run.returning(runs_table.c.config_fp)
-                return conn.execute(stmt, params).first() is not None
-            return conn.execute(self._insert_run, params).rowcount == 1
+                stmt = self._insert_run.returning(c.config_fp)
+                inserted = conn.execute(stmt, params).first() is not None
+            else:
+                inserted = conn.execute(self._insert_run, params).rowcount == 1
+            if not inserted:
+                conn.execute(touch)
+        return inserted
 
     def runs(self, task_name: str) -> list[RunRecord]:
         """The configurations registered for ``task_name``, oldest first."""
         _check_name("task_name", task_name)
         c = runs_table.c
         stmt = (
-            select(c.task_name, c.config_fp, c.config, c.created_at)
+            select(c.task_name, c.config_fp, c.config, c.created_at, c.last_run_at)
             .where(c.task_name == task_name)
             .order_by(c.created_at, c.config_fp)
         )
         with self._op("runs"), self._t.engine.connect() as conn:
             rows = conn.execute(stmt).all()
         return [
-            RunRecord(task_name=name, config_fp=fp, config=json.loads(cfg), created_at=at)
-            for name, fp, cfg, at in rows
+            RunRecord(
+                task_name=name,
+                config_fp=fp,
+                config=json.loads(cfg),
+                created_at=at,
+                last_run_at=last,
+            )
+            for name, fp, cfg, at, last in rows
         ]
+
+    def latest_config(self, task_name: str) -> str | None:
+        """The configuration ``task_name`` was most recently run with.
+
+        The registered configuration with the latest ``last_run_at``; when none is
+        registered (rows written through ``put_many`` alone, or a 0.1 store whose registry is
+        empty), the configuration whose rows were written last; ``None`` when the task name
+        has neither. It is always the last of :meth:`configs`.
+        """
+        _check_name("task_name", task_name)
+        c, r = runs_table.c, results_table.c
+        registered = (
+            select(c.config_fp)
+            .where(c.task_name == task_name)
+            .order_by(c.last_run_at.desc(), c.created_at.desc(), c.config_fp.desc())
+            .limit(1)
+        )
+        written = (
+            select(r.config_fp)
+            .where(r.task_name == task_name)
+            .order_by(r.updated_at.desc(), r.config_fp.desc())
+            .limit(1)
+        )
+        with self._op("latest_config"), self._t.engine.connect() as conn:
+            found = conn.execute(registered).scalar_one_or_none()
+            if found is None:
+                found = conn.execute(written).scalar_one_or_none()
+        return found
+
+    def configs(self, task_name: str) -> list[ConfigInfo]:
+        """Every configuration of ``task_name``: registered ones and ones that have rows.
+
+        Each :class:`ConfigInfo` carries the stored config (``None`` if never registered),
+        ``created_at``/``last_run_at`` of its registration, when its rows were last written,
+        and its row counts. Ordered by last activity, oldest first: configurations never
+        registered (by their last row write), then registered ones (by ``last_run_at``), so
+        the last one is :meth:`latest_config`. One scan of the task's rows for the counts.
+        """
+        _check_name("task_name", task_name)
+        c, r = runs_table.c, results_table.c
+        run_stmt = select(c.config_fp, c.config, c.created_at, c.last_run_at).where(
+            c.task_name == task_name
+        )
+        count_stmt = (
+            select(r.config_fp, r.status, func.count(), func.max(r.updated_at))
+            .where(r.task_name == task_name)
+            .group_by(r.config_fp, r.status)
+        )
+        with self._op("configs"), self._t.engine.connect() as conn:
+            registered = {fp: (cfg, at, last) for fp, cfg, at, last in conn.execute(run_stmt)}
+            counted = conn.execute(count_stmt).all()
+        counts: dict[str, dict[str, int]] = {}
+        written: dict[str, datetime] = {}
+        for fp, status, n, last_write in counted:
+            counts.setdefault(fp, {})[status] = int(n)
+            if fp not in written or last_write > written[fp]:
+                written[fp] = last_write
+        infos = []
+        for fp in registered.keys() | counts.keys():
+            cfg, at, last = registered.get(fp, (None, None, None))
+            by_status = counts.get(fp, {})
+            succeeded, failed = by_status.get("succeeded", 0), by_status.get("failed", 0)
+            infos.append(
+                ConfigInfo(
+                    task_name=task_name,
+                    config_fp=fp,
+                    config=None if cfg is None else json.loads(cfg),
+                    created_at=at,
+                    last_run_at=last,
+                    last_write_at=written.get(fp),
+                    total=succeeded + failed,
+                    succeeded=succeeded,
+                    failed=failed,
+                )
+            )
+        infos.sort(key=_activity)
+        return infos
 
     def other_configs(self, task_name: str, config_fp: str) -> list[str]:
         """Config fingerprints other than ``config_fp`` that have rows under ``task_name``.
 
-        The engine warns once when this is not empty: the task name is being reused with a
-        changed configuration, so the rows of the old one will not be served.
+        Their rows are kept: switching back to one of them is served from the store. The
+        engine tells the user once when this is not empty.
         """
         _check_name("task_name", task_name)
         _check_name("config_fp", config_fp)
@@ -466,43 +619,77 @@ class ResultStore:
         return kind(self._t.redact(message))
 
     def _prepare_schema(self) -> None:
+        """Create the tables, or upgrade an older schema in place, or refuse a newer one."""
+        migration: Migration | None = None
+        started = time.monotonic()
         try:
             with self._t.serialize():
                 with self._t.engine.connect() as conn:
                     version, complete = _read_version(conn)
                 if version is not None:
-                    self._check_version(version)
-                if version is None or not complete:
-                    with self._t.write_engine.begin() as conn:
-                        if self.dialect == "postgresql":
-                            conn.execute(
-                                text("SELECT pg_advisory_xact_lock(:k)"),
-                                {"k": _PG_SCHEMA_LOCK_KEY},
-                            )
-                        metadata.create_all(conn, checkfirst=True)
+                    number = self._check_version(version)
+                    if number == SCHEMA_VERSION and complete:
+                        return
+                # Under the write lock the version is read again: another process may have
+                # created or upgraded the schema meanwhile.
+                with self._t.write_engine.begin() as conn:
+                    if self.dialect == "postgresql":
+                        conn.execute(
+                            text("SELECT pg_advisory_xact_lock(:k)"),
+                            {"k": _PG_SCHEMA_LOCK_KEY},
+                        )
+                    version = None
+                    if inspect(conn).has_table(meta_table.name):
                         version = conn.execute(_SELECT_VERSION).scalar_one_or_none()
-                        if version is None:
-                            conn.execute(
-                                meta_table.insert(),
-                                {"key": SCHEMA_VERSION_KEY, "value": str(SCHEMA_VERSION)},
-                            )
-                        else:
-                            self._check_version(version)
+                    if version is not None:
+                        number = self._check_version(version)
+                        if number < SCHEMA_VERSION:
+                            migration = self._migrate(conn, number)
+                    metadata.create_all(conn, checkfirst=True)
+                    if version is None:
+                        conn.execute(
+                            meta_table.insert(),
+                            {"key": SCHEMA_VERSION_KEY, "value": str(SCHEMA_VERSION)},
+                        )
         except LoomError:
             raise
         except Exception as exc:
             error = self._wrap("opening", exc)
         else:
+            if migration is not None:
+                logger.info(
+                    "store %s upgraded from schema version %d to %d: %d result rows and %d runs "
+                    "kept (%.2f s)",
+                    self.url,
+                    migration.from_version,
+                    migration.to_version,
+                    migration.rows,
+                    migration.runs,
+                    time.monotonic() - started,
+                )
             return
         raise error
 
-    def _check_version(self, found: str) -> None:
+    def _migrate(self, conn: Connection, number: int) -> Migration:
+        """Upgrade on ``conn``'s transaction; a failure rolls it all back, said plainly."""
+        try:
+            return migrate(conn, self.dialect, number, self.url)
+        except Exception as exc:
+            error = self._wrap(f"upgrading from schema version {number} to {SCHEMA_VERSION}", exc)
+        # Raised out of the transaction's block, which rolls the whole upgrade back.
+        raise StoreError(
+            f"{error}; the upgrade was rolled back and the store is unchanged (still schema "
+            f"version {number}, readable by the loom-store that wrote it)"
+        )
+
+    def _check_version(self, found: str) -> int:
+        """The version as a number when this code reads it or upgrades it; else StoreError."""
         try:
             number = int(found)
         except ValueError:
             number = None
-        if number == SCHEMA_VERSION:
-            return
+        if number is not None and OLDEST_MIGRATED_VERSION <= number <= SCHEMA_VERSION:
+            return number
         if number is not None and number > SCHEMA_VERSION:
             raise StoreError(
                 f"store {self.url} has schema version {number}, newer than version "
@@ -510,7 +697,8 @@ class ResultStore:
             )
         raise StoreError(
             f"store {self.url} has an unknown schema version {found!r}; this loom-store "
-            f"understands version {SCHEMA_VERSION}"
+            f"understands version {SCHEMA_VERSION} (and upgrades version "
+            f"{OLDEST_MIGRATED_VERSION} in place)"
         )
 
 
@@ -537,8 +725,6 @@ def _insert_run_statement(dialect: str, url: str) -> Insert:
 
 def _read_version(conn: Connection) -> tuple[str | None, bool]:
     """The stored schema version (None when absent) and whether every table exists."""
-    from sqlalchemy import inspect
-
     inspector = inspect(conn)
     present = {t.name for t in metadata.sorted_tables if inspector.has_table(t.name)}
     complete = len(present) == len(metadata.sorted_tables)
@@ -547,16 +733,45 @@ def _read_version(conn: Connection) -> tuple[str | None, bool]:
     return conn.execute(_SELECT_VERSION).scalar_one_or_none(), complete
 
 
-def _page_query(
-    columns: list[Any], task_name: str, status: str | None, after: str | None, limit: int
-) -> Select[Any]:
+def _task_filter(task_name: str, config_fp: str | None) -> list[ColumnElement[bool]]:
     c = results_table.c
-    stmt = select(*columns).where(c.task_name == task_name)
+    where = [c.task_name == task_name]
+    if config_fp is not None:
+        where.append(c.config_fp == config_fp)
+    return where
+
+
+def _page_query(
+    columns: list[Any],
+    task_name: str,
+    config_fp: str | None,
+    status: str | None,
+    after: tuple[str, str] | None,
+    limit: int,
+) -> Select[Any]:
+    """One page in primary-key order after the key ``after`` (a keyset, never an OFFSET)."""
+    c = results_table.c
+    stmt = select(*columns).where(*_task_filter(task_name, config_fp))
     if status is not None:
         stmt = stmt.where(c.status == status)
+    if config_fp is not None:
+        if after is not None:
+            stmt = stmt.where(c.task_id > after[1])
+        return stmt.order_by(c.task_id).limit(limit)
     if after is not None:
-        stmt = stmt.where(c.task_id > after)
-    return stmt.order_by(c.task_id).limit(limit)
+        # A row-value comparison: both databases seek the primary key to it.
+        stmt = stmt.where(tuple_(c.config_fp, c.task_id) > tuple_(*after))
+    return stmt.order_by(c.config_fp, c.task_id).limit(limit)
+
+
+_EPOCH = datetime.min.replace(tzinfo=UTC)
+
+
+def _activity(info: ConfigInfo) -> tuple[int, datetime, datetime, str]:
+    """Sort key of configs(): unregistered by last write, then registered by last run."""
+    if info.last_run_at is None or info.created_at is None:
+        return (0, info.last_write_at or _EPOCH, _EPOCH, info.config_fp)
+    return (1, info.last_run_at, info.created_at, info.config_fp)
 
 
 def _distinct_by_seek(conn: Connection, column: Any) -> list[str]:
@@ -578,22 +793,22 @@ def _distinct_by_seek(conn: Connection, column: Any) -> list[str]:
         last = value
 
 
-# The distinct configs of the whole table by a loose index scan of ix_loom_results_config
-# (one seek each, in one statement), kept when this task has a row with them (one probe
-# each). Plain SQL understood alike by SQLite and PostgreSQL.
+# The distinct configs of one task by a loose scan of the primary key (task_name, config_fp,
+# task_id): one seek per config, in one statement, whatever the number of rows. Plain SQL
+# understood alike by SQLite and PostgreSQL.
 _OTHER_CONFIGS = text(
     """
     WITH RECURSIVE fps(fp) AS (
-        SELECT (SELECT MIN(config_fp) FROM loom_results)
+        SELECT (SELECT MIN(config_fp) FROM loom_results WHERE task_name = :task_name)
         UNION ALL
-        SELECT (SELECT MIN(config_fp) FROM loom_results WHERE config_fp > fps.fp)
+        SELECT (
+            SELECT MIN(config_fp) FROM loom_results
+            WHERE task_name = :task_name AND config_fp > fps.fp
+        )
         FROM fps WHERE fps.fp IS NOT NULL
     )
     SELECT fp FROM fps
     WHERE fp IS NOT NULL AND fp <> :config_fp
-      AND EXISTS (
-          SELECT 1 FROM loom_results WHERE config_fp = fps.fp AND task_name = :task_name
-      )
     ORDER BY fp
     """
 )
