@@ -411,14 +411,17 @@ def test_tasks_show_export(run_cli: CliRunner, tmp_path: Path) -> None:
     tasks = run_cli("tasks")
     assert tasks.returncode == 0, tasks.stderr
     rows = [line.split() for line in tasks.stdout.splitlines()]
-    assert rows[0] == ["TASK", "RESULTS", "SUCCEEDED", "FAILED", "CONFIGS"]
-    assert rows[1:] == [["other", "4", "3", "1", "1"], ["people", "4", "3", "1", "1"]]
+    assert rows[0] == ["TASK", "CONFIG", "MODEL", "LAST", "RUN", "RESULTS", "SUCCEEDED", "FAILED"]
+    assert [[r[0], r[1][0], r[2], *r[5:]] for r in rows[1:3]] == [
+        ["other", "*", "fake-model", "4", "3", "1"],
+        ["people", "*", "fake-model", "4", "3", "1"],
+    ]
 
     show = run_cli("show", "people")
     assert show.returncode == 0, show.stderr
     assert "results  4 (3 succeeded, 1 failed)" in show.stdout
     assert "provider_bad_request  1" in show.stdout
-    assert "model fake-model  output dict  (has results)" in show.stdout
+    assert "model fake-model  output dict" in show.stdout
     assert f"prompt {TEMPLATE!r}" in show.stdout
 
     exported = run_cli("export", "people", "-o", "all.jsonl")
@@ -458,7 +461,7 @@ def test_show_lists_every_configuration(
         == 0
     )
     show = run_cli("show", "people")
-    assert "configurations (2, oldest first):" in show.stdout
+    assert "configurations (2, oldest first; * = counted above):" in show.stdout
     assert "params temperature=0.5" in show.stdout
 
 

@@ -34,11 +34,17 @@ def _store_command(args: argparse.Namespace, stdout: IO[str], stderr: IO[str]) -
         if args.command == "tasks":
             list_tasks(store, stdout)
         elif args.command == "show":
-            show_task(store, args.task, stdout)
+            show_task(store, args.task, args.config, stdout)
         else:
-            count = export_task(store, args, stdout)
+            count, config = export_task(store, args, stdout)
             where = "stdout" if args.output == "-" else args.output
-            stderr.write(f"loom: exported {count} result(s) of {args.task!r} to {where}\n")
+            which = (
+                "every configuration"
+                if config is None
+                else f"configuration {config[:12]}"
+                + (" (the latest)" if args.config is None else "")
+            )
+            stderr.write(f"loom: exported {count} row(s) of {args.task!r}, {which}, to {where}\n")
     except StoreError as exc:
         stderr.write(f"loom: error: {exc}\n")
         return EXIT_FAILED

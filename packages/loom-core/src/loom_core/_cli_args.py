@@ -11,7 +11,7 @@ from typing import Any
 
 from ._defaults import DEFAULT_MAX_WORKERS
 
-__all__ = ["DEFAULT_DB", "build_parser", "version_text"]
+__all__ = ["CONFIG_HELP", "DEFAULT_DB", "build_parser", "version_text"]
 
 DEFAULT_DB = ".loom.db"
 
@@ -80,6 +80,12 @@ def _non_negative_float(text: str) -> float:
     if not (math.isfinite(value) and value >= 0):
         raise argparse.ArgumentTypeError(f"expected a finite number >= 0, got {text!r}")
     return value
+
+
+CONFIG_HELP = (
+    "the configuration: a fingerprint or a unique prefix of one (see `loom tasks`), or 'all' "
+    "(default: the latest one the task ran with)"
+)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -210,6 +216,7 @@ def build_parser() -> argparse.ArgumentParser:
         "configuration it has been run with (oldest first).",
     )
     show.add_argument("task", metavar="TASK")
+    show.add_argument("--config", "-c", metavar="FP|all", help=CONFIG_HELP)
     show.add_argument("--db", default=DEFAULT_DB, help=db_help)
 
     export = commands.add_parser(
@@ -242,6 +249,7 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="CSV: the input's fields as input.<key> columns instead of one JSON column",
     )
+    export.add_argument("--config", "-c", metavar="FP|all", help=CONFIG_HELP)
     export.add_argument("--status", choices=("succeeded", "failed"), help="only these results")
     export.add_argument("--db", default=DEFAULT_DB, help=db_help)
     return parser

@@ -1,6 +1,8 @@
 """``loom export``: a task's stored results into JSONL or CSV, optionally joined to its input.
 
-Without ``--input`` the rows are written as the store streams them (by task id). With
+The rows of one configuration: the latest by default, another with ``--config FP`` (a unique
+prefix is enough), every one with ``--config all``. Without ``--input`` the rows are written as
+the store streams them: by task id (with ``--config all``: by configuration, then task id). With
 ``--input FILE`` the file is read again, each record is prepared exactly as the engine prepares
 it (``prepare_input``: same normalisation, same fingerprint), and one row is written per record,
 in the file's order, with its ``index``; a record without a stored result gets the status
@@ -22,7 +24,7 @@ from loom_store import ResultRow, ResultStore
 
 from ._cli_files import AtomicOutput, check_not_an_input, store_file
 from ._cli_io import BadRecord, InputReadError, InputSource, file_format, json_cell
-from ._cli_store import CliUsageError, check_task
+from ._cli_store import CliUsageError, check_task, select_config
 from ._task import PreparedInput, prepare_input
 
 __all__ = ["check_export_paths", "export_task"]
@@ -135,36 +137,36 @@ def _stamp(value: Any) -> str | None:
     return value.isoformat() if value is not None else None
 
 
-def _stored(store: ResultStore, task: str, status: str | None) -> Iterator[_Entry]:
-    for row in store.iter_results(task, status):
+def _stored(
+    store: ResultStore, task: str, status: str | None, config_fp: str | None
+) -> Iterator[_Entry]:
+    for row in store.iter_results(task, status, config_fp=config_fp):
         yield _Entry.of_row(row)
 
 
 class _Joiner:
-    """Looks up the stored rows of a chunk of task ids (any status)."""
+    """Looks up the stored rows of one configuration for a chunk of task ids (any status)."""
 
-    def __init__(self, store: ResultStore, task: str) -> None:
+    def __init__(self, store: ResultStore, task: str, config_fp: str) -> None:
         self._store = store
         self._task = task
-        stats = store.stats(task)
-        self._configs = stats.config_fps
-        # Failed rows are not served by get_many: they are read once (failures are few).
-        self._failed: dict[str, ResultRow] = (
-            {row.task_id: row for row in store.iter_results(task, "failed")} if stats.failed else {}
-        )
+        self._config_fp = config_fp
+        # get_many serves succeeded rows only; the failed ones are read once (they are few,
+        # and a task id has one row per configuration).
+        self._failed: dict[str, ResultRow] = {
+            row.task_id: row for row in store.iter_results(task, "failed", config_fp=config_fp)
+        }
 
     def lookup(self, task_ids: Sequence[str]) -> dict[str, ResultRow]:
-        found: dict[str, ResultRow] = {}
-        for fp in self._configs:
-            found.update(self._store.get_many(self._task, task_ids, fp))
+        found = self._store.get_many(self._task, task_ids, self._config_fp)
         for task_id in task_ids:
             if task_id not in found and task_id in self._failed:
                 found[task_id] = self._failed[task_id]
         return found
 
 
-def _joined(store: ResultStore, task: str, source: InputSource) -> Iterator[_Entry]:
-    joiner = _Joiner(store, task)
+def _joined(store: ResultStore, task: str, config_fp: str, source: InputSource) -> Iterator[_Entry]:
+    joiner = _Joiner(store, task, config_fp)
     items = enumerate(source.items())
     while chunk := list(itertools.islice(items, _CHUNK)):
         prepared = [
@@ -218,20 +220,31 @@ def check_export_paths(args: argparse.Namespace) -> None:
         )
 
 
-def export_task(store: ResultStore, args: argparse.Namespace, stdout: IO[str]) -> int:
+def export_task(
+    store: ResultStore, args: argparse.Namespace, stdout: IO[str]
+) -> tuple[int, str | None]:
     """Stream a task's results into ``args.output`` (``.jsonl``, ``.csv`` or ``-``).
 
-    A CSV needs its header first, so its data columns are collected in a first pass over the
-    store (bounded memory: only the column names), then the rows are written in a second.
+    The rows of one configuration (``args.config``: default the latest, ``"all"`` every
+    one). A CSV needs its header first, so its data columns are collected in a first pass
+    over the store (bounded memory: only the column names), then the rows are written in a
+    second.
 
     Returns:
-        The number of rows written.
+        The number of rows written and the configuration exported (``None``: all).
 
     Raises:
-        CliUsageError: No such task, an unsupported extension, an output that is an input or
-            exists (without ``--force``), or an ``--input`` that cannot be read.
+        CliUsageError: No such task or configuration, an unsupported extension, an output
+            that is an input or exists (without ``--force``), or an ``--input`` that cannot
+            be read.
     """
     check_task(store, args.task)
+    config_fp = select_config(store, args.task, args.config)
+    if args.input is not None and config_fp is None:
+        raise CliUsageError(
+            "--input joins the results of one configuration; choose one with --config FP "
+            "(see `loom tasks`)"
+        )
     source: InputSource | None = None
     if args.input is not None:
         try:
@@ -243,9 +256,9 @@ def export_task(store: ResultStore, args: argparse.Namespace, stdout: IO[str]) -
     status = args.status
 
     def entries() -> Iterator[_Entry]:
-        if source is None:
-            return _stored(store, args.task, status)
-        joined = _joined(store, args.task, source)
+        if source is None or config_fp is None:
+            return _stored(store, args.task, status, config_fp)
+        joined = _joined(store, args.task, config_fp, source)
         return joined if status is None else (e for e in joined if e.status == status)
 
     atomic: AtomicOutput | None = None
@@ -264,7 +277,7 @@ def export_task(store: ResultStore, args: argparse.Namespace, stdout: IO[str]) -
                 file.write(_dumps(entry.json_record()) + "\n")
                 written += 1
         else:
-            header = _csv_header(store, args, source)
+            header = _csv_header(store, args, config_fp, source)
             writer = csv.DictWriter(file, header, restval="", extrasaction="ignore")
             writer.writeheader()
             for entry in entries():
@@ -277,16 +290,19 @@ def export_task(store: ResultStore, args: argparse.Namespace, stdout: IO[str]) -
     finally:
         if atomic is not None:
             atomic.discard()  # nothing when committed
-    return written
+    return written, config_fp
 
 
 def _csv_header(
-    store: ResultStore, args: argparse.Namespace, source: InputSource | None
+    store: ResultStore,
+    args: argparse.Namespace,
+    config_fp: str | None,
+    source: InputSource | None,
 ) -> list[str]:
     """The CSV's columns: the flat record's, the data keys found in the store, the row's."""
     data: dict[str, None] = {}
     inputs: dict[str, None] = {}
-    for row in store.iter_results(args.task, args.status):
+    for row in store.iter_results(args.task, args.status, config_fp=config_fp):
         value = _loads(row.data)
         if isinstance(value, dict):
             data.update(dict.fromkeys(data_column(str(key)) for key in value))
