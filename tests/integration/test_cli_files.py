@@ -225,6 +225,25 @@ def test_a_complete_run_replaces_the_output_keeping_its_permissions(
     assert _leftovers(tmp_path) == []
 
 
+@pytest.mark.parametrize("kind", ["folder", "device"])
+def test_an_output_that_is_no_regular_file_is_refused_before_any_request(
+    server: FakeLLMServer, run_cli: CliRunner, tmp_path: Path, kind: str
+) -> None:
+    write_jsonl(tmp_path / "in.jsonl", PEOPLE)
+    if kind == "folder":
+        (tmp_path / "out.jsonl").mkdir()
+    else:
+        (tmp_path / "out.jsonl").symlink_to(os.devnull)
+
+    done = run_cli(*_run_args(server, "in.jsonl", "-t", TEMPLATE), "-o", "out.jsonl")
+
+    assert done.returncode == 2, done.stderr
+    assert "cannot write output 'out.jsonl': 'out.jsonl' is not a regular file" in done.stderr
+    assert server.request_count == 0
+    assert stat.S_ISCHR(os.stat(os.devnull).st_mode)
+    assert _leftovers(tmp_path) == [] and _leftovers(Path(os.devnull).parent) == []
+
+
 # -- the pieces, in process --------------------------------------------------------------------
 
 
@@ -264,10 +283,12 @@ def test_stale_temp_files_of_live_processes_are_kept(tmp_path: Path) -> None:
     mine = tmp_path / f".out.jsonl.{os.getpid()}.abc.loom-tmp"
     dead = tmp_path / ".out.jsonl.999999999.abc.loom-tmp"
     other = tmp_path / ".other.jsonl.999999999.abc.loom-tmp"
-    for path in (mine, dead, other):
+    # The temporary file of another target whose name starts like this one's.
+    longer = tmp_path / ".out.jsonl.5.x.999999999.abc.loom-tmp"
+    for path in (mine, dead, other, longer):
         path.write_text("x")
     AtomicOutput(str(tmp_path / "out.jsonl")).discard()
-    assert mine.exists() and other.exists() and not dead.exists()
+    assert mine.exists() and other.exists() and longer.exists() and not dead.exists()
 
 
 def test_store_file_and_check_not_an_input(tmp_path: Path) -> None:

@@ -12,6 +12,7 @@ from __future__ import annotations
 import contextlib
 import io
 import os
+import re
 import stat
 import tempfile
 from collections.abc import Iterable
@@ -21,6 +22,8 @@ from typing import IO
 __all__ = ["AtomicOutput", "check_not_an_input", "store_file"]
 
 _TMP_SUFFIX = ".loom-tmp"
+#: What follows ``.<target name>.`` in a temporary file's name: ``<pid>.<random>.loom-tmp``.
+_STALE = re.compile(r"^(\d+)\.[a-z0-9_]+\.loom-tmp$")
 
 
 def store_file(db: str) -> str | None:
@@ -105,6 +108,18 @@ class AtomicOutput:
         folder = target.parent
         if not folder.is_dir():
             raise FileNotFoundError(f"the folder {str(folder)!r} does not exist")
+        if target.exists() and not target.is_file():
+            # A folder, a device, a FIFO: renaming a file over it is wrong (or, for a
+            # device and a privileged user, harmful).
+            raise IsADirectoryError(
+                f"{path!r} is not a regular file"
+                + (
+                    f" (it leads to {str(target)!r})"
+                    if str(target) != os.path.abspath(path)
+                    else ""
+                )
+                + "; use -o - to write to stdout"
+            )
         self._folder = folder
         prefix = f".{target.name}.{os.getpid()}."
         self._remove_stale(target.name)
@@ -131,8 +146,8 @@ class AtomicOutput:
             for entry in os.scandir(self._folder):
                 if not (entry.name.startswith(f".{name}.") and entry.name.endswith(_TMP_SUFFIX)):
                     continue
-                pid_text = entry.name[len(name) + 2 :].split(".", 1)[0]
-                if pid_text.isdigit() and not _pid_alive(int(pid_text)):
+                found = _STALE.match(entry.name[len(name) + 2 :])
+                if found and not _pid_alive(int(found.group(1))):
                     with contextlib.suppress(OSError):
                         os.unlink(entry.path)
 
