@@ -272,6 +272,42 @@ def test_an_upgrade_refused_at_its_last_step_leaves_the_01_store_intact(v01: Any
         assert sum(store.stats(n).total for n in store.task_names()) == 15
 
 
+_DISK_FULL_CHILD = """
+import resource, signal, sys
+from loom_protocol import StoreError
+from loom_store import ResultStore
+
+# Every file of this process may grow to 1 MiB: the WAL fills up during the copy.
+signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+resource.setrlimit(resource.RLIMIT_FSIZE, (1 << 20, 1 << 20))
+try:
+    ResultStore(sys.argv[1])
+except StoreError as exc:
+    print(exc)
+"""
+
+
+def test_a_full_disk_during_the_upgrade_leaves_the_01_store_intact(sqlite_target: Any) -> None:
+    shutil.copyfile(DATA / "store_v01.sqlite", sqlite_target.target)
+    _add_big_task(sqlite_target, 2_000)  # ~4 MB to copy
+    before = _raw_state(sqlite_target)
+    done = subprocess.run(
+        [sys.executable, "-c", _DISK_FULL_CHILD, sqlite_target.target],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr
+    assert "upgrading from schema version 1 to 2 failed on store" in done.stdout
+    # EFBIG from write(): SQLite reports it as an I/O error (ENOSPC: "database or disk is full").
+    assert "disk I/O error" in done.stdout or "disk is full" in done.stdout
+    assert "the upgrade was rolled back and the store is unchanged" in done.stdout
+    assert _raw_state(sqlite_target) == before
+    with ResultStore(sqlite_target.target) as store:  # with room to grow, it upgrades
+        assert store.stats("big").total == 2_000
+
+
 # -- several processes ----------------------------------------------------------------------------
 
 _CHILD = """

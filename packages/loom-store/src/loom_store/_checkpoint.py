@@ -29,7 +29,7 @@ from sqlalchemy.engine import Engine
 
 __all__ = ["WalCheckpointer"]
 
-logger = logging.getLogger("loom_store")
+logger = logging.getLogger("loom.store")
 
 
 class WalCheckpointer:

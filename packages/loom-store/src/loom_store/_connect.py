@@ -39,7 +39,7 @@ from ._secrets import Redactor, render_url
 
 __all__ = ["WRITE_OPTION", "StoreTarget", "open_target"]
 
-logger = logging.getLogger("loom_store")
+logger = logging.getLogger("loom.store")
 
 #: Execution option marking an engine whose transactions write (SQLite: ``BEGIN IMMEDIATE``).
 WRITE_OPTION = "loom_store_write"

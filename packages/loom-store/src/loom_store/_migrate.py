@@ -1,4 +1,9 @@
-"""In-place upgrade of a store written by an older schema version, run when it is opened.
+"""Opening a store's schema: create the tables, check the version, upgrade an older one.
+
+:func:`prepare_schema` runs when a store is opened. A store of the current version with every
+table costs one read-only check. Otherwise, under the write lock, it creates what is missing,
+refuses a version newer than this code's (``upgrade loom-store``) or an unknown one, and
+upgrades an older one in place with :func:`migrate`.
 
 :func:`migrate` runs inside the transaction that creates the schema, after the version was read
 again under that transaction's lock (SQLite: ``BEGIN IMMEDIATE``; PostgreSQL:
@@ -22,16 +27,35 @@ Version 1 → 2 (results keyed by configuration too):
 from __future__ import annotations
 
 import logging
+import time
+from collections.abc import Callable
 from dataclasses import dataclass
 
-from sqlalchemy import MetaData, Table, inspect, text
+from sqlalchemy import MetaData, Table, inspect, select, text
 from sqlalchemy.engine import Connection
 
-from ._schema import SCHEMA_VERSION, SCHEMA_VERSION_KEY, results_table, runs_table
+from loom_protocol import LoomError, StoreError
 
-__all__ = ["Migration", "migrate"]
+from ._connect import StoreTarget
+from ._schema import (
+    OLDEST_MIGRATED_VERSION,
+    SCHEMA_VERSION,
+    SCHEMA_VERSION_KEY,
+    meta_table,
+    metadata,
+    results_table,
+    runs_table,
+)
+
+__all__ = ["Migration", "migrate", "prepare_schema"]
 
 logger = logging.getLogger("loom.store")
+
+# Serializes schema creation and upgrades across processes on PostgreSQL (SQLite has
+# BEGIN IMMEDIATE).
+_PG_SCHEMA_LOCK_KEY = 0x4C4F4F4D  # "LOOM"
+
+_SELECT_VERSION = select(meta_table.c.value).where(meta_table.c.key == SCHEMA_VERSION_KEY)
 
 _OLD_INDEX = "ix_loom_results_config"
 
@@ -44,6 +68,113 @@ class Migration:
     to_version: int
     rows: int
     runs: int
+
+
+def prepare_schema(t: StoreTarget, wrap: Callable[[str, BaseException], StoreError]) -> None:
+    """Make the store on ``t`` usable by this code, or raise why not.
+
+    Args:
+        t: The store's engines.
+        wrap: Turns a foreign exception of an action into the store's ``StoreError``.
+
+    Raises:
+        StoreError: the database failed, its schema version is newer or unknown, or an
+            upgrade failed (and was rolled back).
+    """
+    migration: Migration | None = None
+    started = time.monotonic()
+    try:
+        with t.serialize():
+            with t.engine.connect() as conn:
+                version, complete = _read_version(conn)
+            if version is not None and _check_version(t, version) == SCHEMA_VERSION and complete:
+                return
+            # Under the write lock the version is read again: another process may have
+            # created or upgraded the schema meanwhile.
+            with t.write_engine.begin() as conn:
+                if t.dialect == "postgresql":
+                    conn.execute(
+                        text("SELECT pg_advisory_xact_lock(:k)"), {"k": _PG_SCHEMA_LOCK_KEY}
+                    )
+                version = None
+                if inspect(conn).has_table(meta_table.name):
+                    version = conn.execute(_SELECT_VERSION).scalar_one_or_none()
+                if version is not None:
+                    number = _check_version(t, version)
+                    if number < SCHEMA_VERSION:
+                        migration = _migrate_or_explain(t, conn, number, wrap)
+                metadata.create_all(conn, checkfirst=True)
+                if version is None:
+                    conn.execute(
+                        meta_table.insert(),
+                        {"key": SCHEMA_VERSION_KEY, "value": str(SCHEMA_VERSION)},
+                    )
+    except LoomError:
+        raise
+    except Exception as exc:
+        error = wrap("opening", exc)
+    else:
+        if migration is not None:
+            logger.info(
+                "store %s upgraded from schema version %d to %d: %d result rows and %d runs "
+                "kept (%.2f s)",
+                t.url,
+                migration.from_version,
+                migration.to_version,
+                migration.rows,
+                migration.runs,
+                time.monotonic() - started,
+            )
+        return
+    raise error
+
+
+def _read_version(conn: Connection) -> tuple[str | None, bool]:
+    """The stored schema version (None when absent) and whether every table exists."""
+    inspector = inspect(conn)
+    present = {t.name for t in metadata.sorted_tables if inspector.has_table(t.name)}
+    complete = len(present) == len(metadata.sorted_tables)
+    if meta_table.name not in present:
+        return None, complete
+    return conn.execute(_SELECT_VERSION).scalar_one_or_none(), complete
+
+
+def _check_version(t: StoreTarget, found: str) -> int:
+    """The version as a number when this code reads it or upgrades it; else StoreError."""
+    try:
+        number = int(found)
+    except ValueError:
+        number = None
+    if number is not None and OLDEST_MIGRATED_VERSION <= number <= SCHEMA_VERSION:
+        return number
+    if number is not None and number > SCHEMA_VERSION:
+        raise StoreError(
+            f"store {t.url} has schema version {number}, newer than version "
+            f"{SCHEMA_VERSION} that this loom-store understands; upgrade loom-store"
+        )
+    raise StoreError(
+        f"store {t.url} has an unknown schema version {found!r}; this loom-store "
+        f"understands version {SCHEMA_VERSION} (and upgrades version "
+        f"{OLDEST_MIGRATED_VERSION} in place)"
+    )
+
+
+def _migrate_or_explain(
+    t: StoreTarget,
+    conn: Connection,
+    number: int,
+    wrap: Callable[[str, BaseException], StoreError],
+) -> Migration:
+    """Upgrade on ``conn``'s transaction; a failure rolls it all back, said plainly."""
+    try:
+        return migrate(conn, t.dialect, number, t.url)
+    except Exception as exc:
+        error = wrap(f"upgrading from schema version {number} to {SCHEMA_VERSION}", exc)
+    # Raised out of the transaction's block, which rolls the whole upgrade back.
+    raise StoreError(
+        f"{error}; the upgrade was rolled back and the store is unchanged (still schema "
+        f"version {number}, readable by the loom-store that wrote it)"
+    )
 
 
 def migrate(conn: Connection, dialect: str, found: int, url: str) -> Migration:

@@ -4,28 +4,35 @@ from __future__ import annotations
 
 import contextlib
 import json
-import logging
 import math
 import os
 import re
 import threading
-import time
 import weakref
 from collections.abc import Iterator, Mapping, Sequence
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
-from sqlalchemy import ColumnElement, Select, func, inspect, select, text, tuple_
-from sqlalchemy.engine import Connection
+from sqlalchemy import func, select
 from sqlalchemy.exc import DataError, DBAPIError, IntegrityError
-from sqlalchemy.sql.dml import Insert
 
 from loom_protocol import LoomError, LoomUsageError, StoreError, canonical_json
 
 from ._checkpoint import WalCheckpointer
 from ._connect import StoreTarget, open_target
 from ._hotpath import hot_path_for
-from ._migrate import Migration, migrate
+from ._migrate import prepare_schema
+from ._queries import (
+    OTHER_CONFIGS,
+    check_ids,
+    check_name,
+    config_infos,
+    distinct_by_seek,
+    error_code,
+    insert_run_statement,
+    page_query,
+    task_filter,
+)
 from ._rows import (
     STATUSES,
     CachedHit,
@@ -36,11 +43,6 @@ from ._rows import (
     row_from_values,
 )
 from ._schema import (
-    OLDEST_MIGRATED_VERSION,
-    SCHEMA_VERSION,
-    SCHEMA_VERSION_KEY,
-    meta_table,
-    metadata,
     results_table,
     runs_table,
 )
@@ -51,17 +53,12 @@ if TYPE_CHECKING:
 
 __all__ = ["GET_MANY_CHUNK", "ResultStore", "RowRejectedError"]
 
-logger = logging.getLogger("loom.store")
-
 #: Ids per ``get_many`` query: far below every backend's bound-parameter limit (SQLite's
 #: historical 999) while large enough that a query's fixed cost is shared by many rows.
 GET_MANY_CHUNK = 500
 
 _ROW_DETAIL_RE = re.compile(r"DETAIL:\s+Failing row contains \(.*\)\.?", re.DOTALL)
 _MAX_DETAIL = 2000
-
-# Serializes schema creation across processes on PostgreSQL (SQLite has BEGIN IMMEDIATE).
-_PG_SCHEMA_LOCK_KEY = 0x4C4F4F4D  # "LOOM"
 
 _COLUMNS = tuple(results_table.c)
 # _row_from_db builds a ResultRow positionally from a row of loom_results.
@@ -128,9 +125,9 @@ class ResultStore:
         self._close_lock = threading.Lock()
         self._writers: weakref.WeakSet[StoreWriter] = weakref.WeakSet()
         try:
-            self._insert_run = _insert_run_statement(self._t.dialect, self.url)
+            self._insert_run = insert_run_statement(self._t.dialect, self.url)
             self._hot = hot_path_for(self._t.engine.dialect)
-            self._prepare_schema()
+            prepare_schema(self._t, self._wrap)
             self._checkpointer = (
                 WalCheckpointer(self._t.engine, self._busy_timeout_s) if self._t.wal else None
             )
@@ -172,9 +169,9 @@ class ResultStore:
         Returns:
             The found rows by task id (ids not found are absent).
         """
-        _check_name("task_name", task_name)
-        _check_name("config_fp", config_fp)
-        ids = _check_ids(task_ids)
+        check_name("task_name", task_name)
+        check_name("config_fp", config_fp)
+        ids = check_ids(task_ids)
         found: dict[str, ResultRow] = {}
         if not ids:
             return found
@@ -191,9 +188,9 @@ class ResultStore:
         The same rows (succeeded, of ``config_fp``, among ``task_ids``), but only the columns
         a cached result needs, as :class:`CachedHit` tuples in no particular order.
         """
-        _check_name("task_name", task_name)
-        _check_name("config_fp", config_fp)
-        ids = _check_ids(task_ids)
+        check_name("task_name", task_name)
+        check_name("config_fp", config_fp)
+        ids = check_ids(task_ids)
         hits: list[CachedHit] = []
         if not ids:
             return hits
@@ -219,9 +216,9 @@ class ResultStore:
         is not JSON makes the whole array invalid, which the caller's parse reports
         (:meth:`get_hits` then tells the rows apart).
         """
-        _check_name("task_name", task_name)
-        _check_name("config_fp", config_fp)
-        ids = _check_ids(task_ids, dedupe=False)  # positions refer to the caller's list
+        check_name("task_name", task_name)
+        check_name("config_fp", config_fp)
+        ids = check_ids(task_ids, dedupe=False)  # positions refer to the caller's list
         if not ids:
             return "[]"
         with self._op("get_hits_json"), self._t.engine.connect() as conn:
@@ -279,9 +276,9 @@ class ResultStore:
             config_fp: The configuration whose rows to read; ``None`` for all.
             batch_size: Rows fetched per query.
         """
-        _check_name("task_name", task_name)
+        check_name("task_name", task_name)
         if config_fp is not None:
-            _check_name("config_fp", config_fp)
+            check_name("config_fp", config_fp)
         if status is not None and status not in STATUSES:
             raise LoomUsageError(f"status must be 'succeeded', 'failed' or None, got {status!r}")
         if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
@@ -304,7 +301,7 @@ class ResultStore:
         task_id_at = list(columns).index(results_table.c.task_id)
         after: tuple[str, str] | None = None
         while True:
-            stmt = _page_query(list(columns), task_name, config_fp, status, after, batch_size)
+            stmt = page_query(list(columns), task_name, config_fp, status, after, batch_size)
             with self._op(action), self._t.engine.connect() as conn:
                 page = conn.execute(stmt).all()
             if page:
@@ -320,15 +317,13 @@ class ResultStore:
             task_name: The task whose rows to count.
             config_fp: Count only this configuration's rows; ``None`` for all of them.
         """
-        _check_name("task_name", task_name)
+        check_name("task_name", task_name)
         if config_fp is not None:
-            _check_name("config_fp", config_fp)
+            check_name("config_fp", config_fp)
         c = results_table.c
         counts = {"succeeded": 0, "failed": 0}
         fps: set[str] = set()
-        stmt = select(c.status, c.config_fp, func.count()).where(
-            *_task_filter(task_name, config_fp)
-        )
+        stmt = select(c.status, c.config_fp, func.count()).where(*task_filter(task_name, config_fp))
         with self._op("stats"), self._t.engine.connect() as conn:
             for status, fp, n in conn.execute(stmt.group_by(c.config_fp, c.status)):
                 counts[status] = counts.get(status, 0) + int(n)
@@ -338,7 +333,7 @@ class ResultStore:
             columns = (c.error, c.config_fp, c.task_id)
             for page in self._pages("stats", columns, task_name, config_fp, "failed", 1000):
                 for error, _fp, _task_id in page:
-                    code = _error_code(error)
+                    code = error_code(error)
                     by_code[code] = by_code.get(code, 0) + 1
         return TaskStats(
             task_name=task_name,
@@ -355,7 +350,7 @@ class ResultStore:
         names: set[str] = set()
         with self._op("task_names"), self._t.engine.connect() as conn:
             for column in (results_table.c.task_name, runs_table.c.task_name):
-                names.update(_distinct_by_seek(conn, column))
+                names.update(distinct_by_seek(conn, column))
         return sorted(names)
 
     def delete(self, task_name: str, config_fp: str | None = None) -> int:
@@ -369,16 +364,16 @@ class ResultStore:
         Returns:
             The number of rows deleted (results plus runs).
         """
-        _check_name("task_name", task_name)
+        check_name("task_name", task_name)
         if config_fp is not None:
-            _check_name("config_fp", config_fp)
+            check_name("config_fp", config_fp)
         r = runs_table.c
         runs_where = [r.task_name == task_name]
         if config_fp is not None:
             runs_where.append(r.config_fp == config_fp)
         with self._op("delete"), self._t.write_engine.begin() as conn:
             n = conn.execute(
-                results_table.delete().where(*_task_filter(task_name, config_fp))
+                results_table.delete().where(*task_filter(task_name, config_fp))
             ).rowcount
             n += conn.execute(runs_table.delete().where(*runs_where)).rowcount
         return int(n)
@@ -396,8 +391,8 @@ class ResultStore:
         Returns:
             True when this (task_name, config_fp) was not registered before.
         """
-        _check_name("task_name", task_name)
-        _check_name("config_fp", config_fp)
+        check_name("task_name", task_name)
+        check_name("config_fp", config_fp)
         if not isinstance(config, Mapping):
             raise LoomUsageError(f"config must be a mapping, got {type(config).__name__}")
         try:
@@ -431,7 +426,7 @@ class ResultStore:
 
     def runs(self, task_name: str) -> list[RunRecord]:
         """The configurations registered for ``task_name``, oldest first."""
-        _check_name("task_name", task_name)
+        check_name("task_name", task_name)
         c = runs_table.c
         stmt = (
             select(c.task_name, c.config_fp, c.config, c.created_at, c.last_run_at)
@@ -459,7 +454,7 @@ class ResultStore:
         empty), the configuration whose rows were written last; ``None`` when the task name
         has neither. It is always the last of :meth:`configs`.
         """
-        _check_name("task_name", task_name)
+        check_name("task_name", task_name)
         c, r = runs_table.c, results_table.c
         registered = (
             select(c.config_fp)
@@ -488,7 +483,7 @@ class ResultStore:
         registered (by their last row write), then registered ones (by ``last_run_at``), so
         the last one is :meth:`latest_config`. One scan of the task's rows for the counts.
         """
-        _check_name("task_name", task_name)
+        check_name("task_name", task_name)
         c, r = runs_table.c, results_table.c
         run_stmt = select(c.config_fp, c.config, c.created_at, c.last_run_at).where(
             c.task_name == task_name
@@ -501,32 +496,7 @@ class ResultStore:
         with self._op("configs"), self._t.engine.connect() as conn:
             registered = {fp: (cfg, at, last) for fp, cfg, at, last in conn.execute(run_stmt)}
             counted = conn.execute(count_stmt).all()
-        counts: dict[str, dict[str, int]] = {}
-        written: dict[str, datetime] = {}
-        for fp, status, n, last_write in counted:
-            counts.setdefault(fp, {})[status] = int(n)
-            if fp not in written or last_write > written[fp]:
-                written[fp] = last_write
-        infos = []
-        for fp in registered.keys() | counts.keys():
-            cfg, at, last = registered.get(fp, (None, None, None))
-            by_status = counts.get(fp, {})
-            succeeded, failed = by_status.get("succeeded", 0), by_status.get("failed", 0)
-            infos.append(
-                ConfigInfo(
-                    task_name=task_name,
-                    config_fp=fp,
-                    config=None if cfg is None else json.loads(cfg),
-                    created_at=at,
-                    last_run_at=last,
-                    last_write_at=written.get(fp),
-                    total=succeeded + failed,
-                    succeeded=succeeded,
-                    failed=failed,
-                )
-            )
-        infos.sort(key=_activity)
-        return infos
+        return config_infos(task_name, registered, counted)
 
     def other_configs(self, task_name: str, config_fp: str) -> list[str]:
         """Config fingerprints other than ``config_fp`` that have rows under ``task_name``.
@@ -534,11 +504,11 @@ class ResultStore:
         Their rows are kept: switching back to one of them is served from the store. The
         engine tells the user once when this is not empty.
         """
-        _check_name("task_name", task_name)
-        _check_name("config_fp", config_fp)
+        check_name("task_name", task_name)
+        check_name("config_fp", config_fp)
         params = {"task_name": task_name, "config_fp": config_fp}
         with self._op("other_configs"), self._t.engine.connect() as conn:
-            return list(conn.execute(_OTHER_CONFIGS, params).scalars())
+            return list(conn.execute(OTHER_CONFIGS, params).scalars())
 
     # -- writer and lifetime -------------------------------------------------------------
 
@@ -617,223 +587,3 @@ class ResultStore:
         )
         kind = RowRejectedError if rejected else StoreError
         return kind(self._t.redact(message))
-
-    def _prepare_schema(self) -> None:
-        """Create the tables, or upgrade an older schema in place, or refuse a newer one."""
-        migration: Migration | None = None
-        started = time.monotonic()
-        try:
-            with self._t.serialize():
-                with self._t.engine.connect() as conn:
-                    version, complete = _read_version(conn)
-                if version is not None:
-                    number = self._check_version(version)
-                    if number == SCHEMA_VERSION and complete:
-                        return
-                # Under the write lock the version is read again: another process may have
-                # created or upgraded the schema meanwhile.
-                with self._t.write_engine.begin() as conn:
-                    if self.dialect == "postgresql":
-                        conn.execute(
-                            text("SELECT pg_advisory_xact_lock(:k)"),
-                            {"k": _PG_SCHEMA_LOCK_KEY},
-                        )
-                    version = None
-                    if inspect(conn).has_table(meta_table.name):
-                        version = conn.execute(_SELECT_VERSION).scalar_one_or_none()
-                    if version is not None:
-                        number = self._check_version(version)
-                        if number < SCHEMA_VERSION:
-                            migration = self._migrate(conn, number)
-                    metadata.create_all(conn, checkfirst=True)
-                    if version is None:
-                        conn.execute(
-                            meta_table.insert(),
-                            {"key": SCHEMA_VERSION_KEY, "value": str(SCHEMA_VERSION)},
-                        )
-        except LoomError:
-            raise
-        except Exception as exc:
-            error = self._wrap("opening", exc)
-        else:
-            if migration is not None:
-                logger.info(
-                    "store %s upgraded from schema version %d to %d: %d result rows and %d runs "
-                    "kept (%.2f s)",
-                    self.url,
-                    migration.from_version,
-                    migration.to_version,
-                    migration.rows,
-                    migration.runs,
-                    time.monotonic() - started,
-                )
-            return
-        raise error
-
-    def _migrate(self, conn: Connection, number: int) -> Migration:
-        """Upgrade on ``conn``'s transaction; a failure rolls it all back, said plainly."""
-        try:
-            return migrate(conn, self.dialect, number, self.url)
-        except Exception as exc:
-            error = self._wrap(f"upgrading from schema version {number} to {SCHEMA_VERSION}", exc)
-        # Raised out of the transaction's block, which rolls the whole upgrade back.
-        raise StoreError(
-            f"{error}; the upgrade was rolled back and the store is unchanged (still schema "
-            f"version {number}, readable by the loom-store that wrote it)"
-        )
-
-    def _check_version(self, found: str) -> int:
-        """The version as a number when this code reads it or upgrades it; else StoreError."""
-        try:
-            number = int(found)
-        except ValueError:
-            number = None
-        if number is not None and OLDEST_MIGRATED_VERSION <= number <= SCHEMA_VERSION:
-            return number
-        if number is not None and number > SCHEMA_VERSION:
-            raise StoreError(
-                f"store {self.url} has schema version {number}, newer than version "
-                f"{SCHEMA_VERSION} that this loom-store understands; upgrade loom-store"
-            )
-        raise StoreError(
-            f"store {self.url} has an unknown schema version {found!r}; this loom-store "
-            f"understands version {SCHEMA_VERSION} (and upgrades version "
-            f"{OLDEST_MIGRATED_VERSION} in place)"
-        )
-
-
-# -- statements and helpers ------------------------------------------------------------------
-
-_SELECT_VERSION = select(meta_table.c.value).where(meta_table.c.key == SCHEMA_VERSION_KEY)
-
-
-def _insert_run_statement(dialect: str, url: str) -> Insert:
-    """Insert-if-new of a run, in the dialect's own syntax."""
-    if dialect == "sqlite":
-        from sqlalchemy.dialects.sqlite import insert
-    elif dialect == "postgresql":
-        from sqlalchemy.dialects.postgresql import insert  # type: ignore[assignment]
-    else:
-        raise StoreError(
-            f"cannot open store {url}: dialect {dialect!r} is not supported; "
-            "loom-store runs on SQLite and PostgreSQL"
-        )
-    return insert(runs_table).on_conflict_do_nothing(
-        index_elements=[runs_table.c.task_name, runs_table.c.config_fp]
-    )
-
-
-def _read_version(conn: Connection) -> tuple[str | None, bool]:
-    """The stored schema version (None when absent) and whether every table exists."""
-    inspector = inspect(conn)
-    present = {t.name for t in metadata.sorted_tables if inspector.has_table(t.name)}
-    complete = len(present) == len(metadata.sorted_tables)
-    if meta_table.name not in present:
-        return None, complete
-    return conn.execute(_SELECT_VERSION).scalar_one_or_none(), complete
-
-
-def _task_filter(task_name: str, config_fp: str | None) -> list[ColumnElement[bool]]:
-    c = results_table.c
-    where = [c.task_name == task_name]
-    if config_fp is not None:
-        where.append(c.config_fp == config_fp)
-    return where
-
-
-def _page_query(
-    columns: list[Any],
-    task_name: str,
-    config_fp: str | None,
-    status: str | None,
-    after: tuple[str, str] | None,
-    limit: int,
-) -> Select[Any]:
-    """One page in primary-key order after the key ``after`` (a keyset, never an OFFSET)."""
-    c = results_table.c
-    stmt = select(*columns).where(*_task_filter(task_name, config_fp))
-    if status is not None:
-        stmt = stmt.where(c.status == status)
-    if config_fp is not None:
-        if after is not None:
-            stmt = stmt.where(c.task_id > after[1])
-        return stmt.order_by(c.task_id).limit(limit)
-    if after is not None:
-        # A row-value comparison: both databases seek the primary key to it.
-        stmt = stmt.where(tuple_(c.config_fp, c.task_id) > tuple_(*after))
-    return stmt.order_by(c.config_fp, c.task_id).limit(limit)
-
-
-_EPOCH = datetime.min.replace(tzinfo=UTC)
-
-
-def _activity(info: ConfigInfo) -> tuple[int, datetime, datetime, str]:
-    """Sort key of configs(): unregistered by last write, then registered by last run."""
-    if info.last_run_at is None or info.created_at is None:
-        return (0, info.last_write_at or _EPOCH, _EPOCH, info.config_fp)
-    return (1, info.last_run_at, info.created_at, info.config_fp)
-
-
-def _distinct_by_seek(conn: Connection, column: Any) -> list[str]:
-    """Distinct values of an indexed column by repeated index seeks (a loose index scan).
-
-    ``SELECT DISTINCT`` would read every index entry; this costs one seek per distinct value,
-    which keeps ``task_names()`` instant on millions of rows.
-    """
-    found: list[str] = []
-    last: str | None = None
-    while True:
-        stmt = select(column)
-        if last is not None:
-            stmt = stmt.where(column > last)
-        value = conn.execute(stmt.order_by(column).limit(1)).scalar_one_or_none()
-        if value is None:
-            return found
-        found.append(value)
-        last = value
-
-
-# The distinct configs of one task by a loose scan of the primary key (task_name, config_fp,
-# task_id): one seek per config, in one statement, whatever the number of rows. Plain SQL
-# understood alike by SQLite and PostgreSQL.
-_OTHER_CONFIGS = text(
-    """
-    WITH RECURSIVE fps(fp) AS (
-        SELECT (SELECT MIN(config_fp) FROM loom_results WHERE task_name = :task_name)
-        UNION ALL
-        SELECT (
-            SELECT MIN(config_fp) FROM loom_results
-            WHERE task_name = :task_name AND config_fp > fps.fp
-        )
-        FROM fps WHERE fps.fp IS NOT NULL
-    )
-    SELECT fp FROM fps
-    WHERE fp IS NOT NULL AND fp <> :config_fp
-    ORDER BY fp
-    """
-)
-
-
-def _error_code(error: str | None) -> str:
-    if not error:
-        return "unknown"
-    try:
-        code = json.loads(error).get("code")
-    except (ValueError, AttributeError):
-        return "unknown"
-    return code if isinstance(code, str) and code else "unknown"
-
-
-def _check_name(name: str, value: object) -> None:
-    if not isinstance(value, str) or not value:
-        raise LoomUsageError(f"{name} must be a non-empty string, got {value!r}")
-
-
-def _check_ids(task_ids: Sequence[str], *, dedupe: bool = True) -> list[str]:
-    if isinstance(task_ids, str | bytes):
-        raise LoomUsageError("task_ids must be a sequence of ids, not a single string")
-    ids = list(dict.fromkeys(task_ids)) if dedupe else list(task_ids)
-    for task_id in ids:
-        if not isinstance(task_id, str):
-            raise LoomUsageError(f"task ids must be strings, got {type(task_id).__name__}")
-    return ids

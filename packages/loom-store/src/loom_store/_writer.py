@@ -39,7 +39,7 @@ from ._store import ResultStore, RowRejectedError
 
 __all__ = ["StoreWriter"]
 
-logger = logging.getLogger("loom_store")
+logger = logging.getLogger("loom.store")
 
 _Waiter: TypeAlias = "Future[None] | asyncio.Future[None]"
 _Item = tuple[list[ResultRow], _Waiter]
