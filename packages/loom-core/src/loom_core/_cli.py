@@ -1,10 +1,11 @@
 """The ``loom`` command line: ``run``, ``tasks``, ``show`` and ``export``.
 
-``loom run`` streams a JSONL or CSV file through a :class:`~loom_core.TaskLoom` and writes each
-result as it finishes; the store keeps every finished result, so an interrupted run resumes by
-running the same command again. Exit status: 0 every input succeeded, 1 some failed, 2 a usage
-error (bad arguments, an unreadable input, a bad ``--schema``, an unusable store), 130 when
-interrupted (Ctrl-C).
+``loom run`` streams a JSONL or CSV file through a :class:`~loom_core.TaskLoom` and writes one
+row per input, in input order; the store keeps every finished result, so an interrupted run
+resumes by running the same command again. An output file is never one of the inputs and is
+replaced only once complete (:mod:`loom_core._cli_files`). Exit status: 0 every input
+succeeded, 1 some failed, 2 a usage error (bad arguments, an output that is an input, an
+unreadable input, a bad ``--schema``, an unusable store), 130 when interrupted (Ctrl-C).
 """
 
 from __future__ import annotations

@@ -109,7 +109,8 @@ def build_parser() -> argparse.ArgumentParser:
         description=(
             "Run a prompt template over every input of a JSONL file (one JSON object or string "
             "per line; '-' reads stdin) or a CSV file (one input per row, keyed by the header). "
-            "Results are written as they finish and kept in the store under the task name: "
+            "Results are written in input order, each with its input's index, and kept in the "
+            "store under the task name: "
             "running the same command again serves finished inputs from the store and sends "
             "only the rest."
         ),

@@ -1,4 +1,4 @@
-"""The CLI's files: inputs read lazily from JSONL or CSV, results written as they finish.
+"""The CLI's files: inputs read lazily from JSONL or CSV, results written one row each.
 
 An input file is never loaded whole: :class:`InputSource` yields one record at a time to the
 engine (which pulls from the loom's loop thread). A record that cannot be an input (a JSONL
