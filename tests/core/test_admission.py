@@ -213,3 +213,15 @@ def test_process_of_a_hostile_input_returns_a_result(
     result = loom.process(Hostile(text="a"))
     assert result.error is not None and result.error.code is ErrorCode.INPUT_INVALID
     assert "Hostile" in result.error.message
+
+
+def test_a_jsonl_line_nested_thousands_deep_is_one_bad_record() -> None:
+    from loom_core._cli_io import _parse_jsonl_line
+
+    line = b'{"text": ' + b"[" * 100_000 + b"]" * 100_000 + b"}\n"
+    bad = _parse_jsonl_line(line, 7)
+    assert not isinstance(bad, dict | str)
+    result = bad.result()
+    assert result.error is not None and result.error.code is ErrorCode.INPUT_INVALID
+    assert "line 7: JSON nested too deeply" in result.error.message
+    result.model_dump_json()

@@ -215,6 +215,8 @@ def _parse_jsonl_line(raw: bytes, line_no: int) -> dict[str, Any] | str | _Bad:
         value = json.loads(text, parse_constant=_reject_constant)
     except ValueError as exc:
         return _Bad(line_no, f"not valid JSON ({exc})", text.rstrip("\r\n"))
+    except RecursionError:  # valid JSON nested thousands deep: one bad record, not a crash
+        return _Bad(line_no, "JSON nested too deeply to read", text.rstrip("\r\n"))
     if isinstance(value, dict | str):
         return value
     return _Bad(
