@@ -55,7 +55,10 @@ def cycle() -> dict[str, Any]:
 
 
 class Unprintable:
+    calls = 0
+
     def __repr__(self) -> str:
+        Unprintable.calls += 1
         raise RuntimeError("no repr for you")
 
 
@@ -178,11 +181,19 @@ def test_a_dict_inside_a_list_counts_as_a_level() -> None:
 
 
 def test_invalid_inputs_never_call_the_inputs_own_repr() -> None:
+    Unprintable.calls = 0
     for raw in (Hostile(a=1), Unprintable(), {"text": Unprintable()}, [Unprintable()]):
         prepared = prepare_input(raw)
         assert prepared.failure is not None
         assert prepared.failure.error is not None
         prepared.failure.model_dump_json()
+    assert Unprintable.calls == 0
+    assert prepare_input({"text": Unprintable()}).data == {
+        "value": "{'text': <Unprintable object>}"
+    }
+    huge = prepare_input({"a": [1, {"b": 10**5000}]})
+    assert huge.failure is not None and huge.failure.error is not None
+    assert "an int at $.a[1].b has too many digits" in huge.failure.error.message
     # A plain input keeps a short description of itself for the user to find it.
     shown = prepare_input(42).data["value"]
     assert shown == "42"

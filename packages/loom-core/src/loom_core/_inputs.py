@@ -98,12 +98,13 @@ def json_value(value: Any) -> Any:
             if value.dtype.kind not in "biufUO":
                 raise TypeError(f"a numpy array of dtype {value.dtype} has no JSON meaning")
             return value.tolist()
-        if isinstance(value, np.bool_ | np.integer | np.floating | np.str_):
+        if isinstance(value, np.bool_ | np.integer | np.floating):
             return value.item()
         return value
     pd = sys.modules.get("pandas")
     if pd is not None and (value is pd.NA or value is pd.NaT):
-        raise ValueError("a missing value (pandas NA) is not JSON; drop or fill it first")
+        name = "NA" if value is pd.NA else "NaT"
+        raise ValueError(f"a missing value (pandas {name}) is not JSON; drop or fill it first")
     if isinstance(value, datetime.date | datetime.time):  # datetime is a date
         return value.isoformat()
     if isinstance(value, decimal.Decimal):
@@ -115,25 +116,39 @@ def json_value(value: Any) -> Any:
     return value
 
 
-_shown = reprlib.Repr()
+# Built-in types whose repr is bounded and safe under reprlib's limits; anything else (a
+# subclass with its own __repr__, an object of the user's) is shown by its type's name only.
+_SHOWN_TYPES = frozenset({dict, list, tuple, str, int, float, bool, type(None), bytes, set})
+
+
+class _SafeRepr(reprlib.Repr):
+    """reprlib's bounded repr that never runs an object's own ``__repr__``."""
+
+    def repr1(self, x: Any, level: int) -> str:
+        if type(x) in _SHOWN_TYPES:
+            return super().repr1(x, level)
+        return f"<{type(x).__name__} object>"
+
+    def repr_int(self, x: int, level: int) -> str:
+        try:
+            return super().repr_int(x, level)
+        except ValueError:  # more digits than Python converts to text
+            return "<int too long to show>"
+
+
+_shown = _SafeRepr()
 _shown.maxlevel = 3
 _shown.maxstring = 120
 _shown.maxother = 60
 _shown.maxlong = 60
-# Built-in types whose repr we trust to be bounded and safe under reprlib's limits; anything
-# else (a subclass with its own __repr__, an object of the user's) is shown by type only.
-_SHOWN_TYPES = frozenset({dict, list, tuple, str, int, float, bool, type(None), bytes, set})
 
 
 def _describe(value: Any) -> str:
     """A short description of an invalid input that never runs the input's own code."""
-    kind = type(value)
-    if kind in _SHOWN_TYPES:
-        try:
-            return _shown.repr(value)
-        except Exception:  # e.g. an int too long to convert, deep inside
-            pass
-    return f"<{kind.__name__} object>"
+    try:
+        return _shown.repr(value)
+    except Exception:  # pragma: no cover - a bug in reprlib's handling of built-in types
+        return f"<{type(value).__name__} object>"
 
 
 def _invalid(raw: Any, message: str) -> PreparedInput:
@@ -219,7 +234,7 @@ class DataFrameRecords(Sized, Iterable[dict[str, Any]]):
             if not isinstance(column, str):
                 raise LoomUsageError(
                     f"DataFrame column names must be strings (they become template variables), "
-                    f"got {column!r} ({type(column).__name__}); "
+                    f"got {_describe(column)} ({type(column).__name__}); "
                     "rename them, e.g. df.columns = df.columns.astype(str)"
                 )
         if len(set(columns)) != len(columns):

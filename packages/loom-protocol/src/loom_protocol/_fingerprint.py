@@ -263,6 +263,43 @@ def _path(parts: list[str | int]) -> str:
     return "$" + "".join(names)
 
 
+def _write(value: Any) -> str:
+    """The canonical JSON of a canonical value."""
+    try:
+        return _encode(value)
+    except ValueError as exc:
+        # The one refusal left after the walk: an int longer than Python converts to text
+        # (sys.get_int_max_str_digits, 4,300 digits by default). Only now is its place looked for.
+        parts = _long_int_path(value)
+        if parts is None:
+            raise
+        raise ValueError(
+            f"fingerprint: an int at {_path(parts)} has too many digits to write ({exc})"
+        ) from None
+
+
+def _long_int_path(value: Any) -> list[str | int] | None:
+    """The path (innermost first) of the first int whose text Python refuses, if any."""
+    if type(value) is int:
+        try:
+            str(value)
+        except ValueError:
+            return []
+        return None
+    if type(value) is dict:
+        items: Any = value.items()
+    elif type(value) is list:
+        items = enumerate(value)
+    else:
+        return None
+    for key, item in items:
+        found = _long_int_path(item)
+        if found is not None:
+            found.append(key)
+            return found
+    return None
+
+
 def canonical_fingerprint(
     obj: Any, *, convert: Callable[[Any], Any] | None = None
 ) -> tuple[Any, str]:
@@ -290,7 +327,7 @@ def canonical_fingerprint(
             value = _copy(obj, 1, convert, set())
         except _Refused as exc:
             raise exc.error() from None
-    return value, hashlib.sha256(_encode(value).encode("utf-8")).hexdigest()
+    return value, hashlib.sha256(_write(value).encode("utf-8")).hexdigest()
 
 
 def canonicalize(obj: Any, *, convert: Callable[[Any], Any] | None = None) -> Any:
@@ -324,7 +361,7 @@ def canonical_json(obj: Any) -> str:
         ValueError: ``obj`` holds NaN or an infinity, nests deeper than
             :data:`MAX_INPUT_DEPTH` levels, or contains itself (the message names where).
     """
-    return _encode(canonicalize(obj))
+    return _write(canonicalize(obj))
 
 
 def fingerprint(obj: Any) -> str:
