@@ -374,3 +374,22 @@ def test_numpy_and_other_values_in_any_input(make_loom: LoomFactory, server: Fak
         assert f"$.{key}" in result.error.message and fragment in result.error.message, (
             result.error.message
         )
+
+
+def test_nested_mappings_become_dicts() -> None:
+    from collections import UserDict
+    from types import MappingProxyType
+
+    from loom_core._inputs import prepare_input
+
+    prepared = prepare_input({"m": MappingProxyType({"b": 1, "a": UserDict({"z": 2})})})
+    assert prepared.failure is None
+    assert prepared.data == {"m": {"a": {"z": 2}, "b": 1}}
+
+    class Broken(UserDict[str, Any]):
+        def items(self) -> Any:
+            raise OSError("the mapping is gone")
+
+    broken = prepare_input({"text": "x", "m": Broken()})
+    assert broken.failure is not None and broken.failure.error is not None
+    assert "$.m cannot be read: OSError: the mapping is gone" in broken.failure.error.message

@@ -82,9 +82,10 @@ class PreparedInput:
 def json_value(value: Any) -> Any:
     """The JSON meaning of a value that is not a JSON type (the fingerprint's ``convert``).
 
-    numpy numbers become Python numbers and numpy arrays lists; ``datetime``, ``date``, ``time``
-    (pandas ``Timestamp`` too) and ``numpy.datetime64`` become ISO 8601 text; ``Decimal``
-    becomes its text (``"9.90"``: a float could change the digits). A missing value (pandas
+    numpy numbers become Python numbers, numpy arrays lists, other mappings dicts;
+    ``datetime``, ``date``, ``time`` (pandas ``Timestamp`` too) and ``numpy.datetime64`` become
+    ISO 8601 text; ``Decimal`` becomes its text (``"9.90"``: a float could change the digits).
+    A missing value (pandas
     ``NA``/``NaT``, a NaN ``Decimal``) and ``bytes`` raise ``ValueError``/``TypeError`` saying
     why. Anything else is returned as it is, which the fingerprint then refuses by type.
     """
@@ -111,6 +112,8 @@ def json_value(value: Any) -> Any:
         if not value.is_finite():
             raise ValueError(f"Decimal {value} is not a number JSON can hold")
         return str(value)
+    if isinstance(value, Mapping):  # a MappingProxyType, a UserDict... inside an input
+        return dict(value.items())
     if isinstance(value, bytes | bytearray | memoryview):
         raise TypeError("bytes are not text: decode them first (or pass an image as a path)")
     return value

@@ -189,6 +189,9 @@ def _copy(
                 return _copy_dict(obj, depth, convert, active)
             out: list[Any] = []
             for index, value in enumerate(obj):
+                if type(value) in _EXACT_SCALARS:  # most values: no call, no checks
+                    out.append(value)
+                    continue
                 try:
                     out.append(_copy(value, depth + 1, convert, active))
                 except _Refused as exc:
@@ -210,6 +213,11 @@ def _copy(
         except (TypeError, ValueError) as exc:
             subject = f"value of type {_type_name(obj)}"
             raise _Refused(subject, f": {_message(exc)}", type(exc)) from None
+        except Exception as exc:  # the converter ran the value's own code, which raised
+            subject = f"value of type {_type_name(obj)}"
+            raise _Refused(
+                subject, f" cannot be read: {_type_name(exc)}: {_message(exc)}"
+            ) from None
         if type(replacement) is not kind:
             return _copy(replacement, depth, convert, active)
     raise _Refused(f"value of type {_type_name(obj)}", " is not JSON-serializable")
@@ -239,7 +247,10 @@ def _copy_dict(
                 f"dict key {_key_text(key)}",
                 f" is a {_type_name(key)}; only string keys are JSON",
             )
-        text = str.__str__(key)
+        text = key if type(key) is str else str.__str__(key)
+        if type(value) in _EXACT_SCALARS:  # most values: no call, no checks
+            out[text] = value
+            continue
         try:
             out[text] = _copy(value, depth + 1, convert, active)
         except _Refused as exc:
