@@ -236,3 +236,42 @@ def test_a_jsonl_line_nested_thousands_deep_is_one_bad_record() -> None:
     assert result.error is not None and result.error.code is ErrorCode.INPUT_INVALID
     assert "line 7: JSON nested too deeply" in result.error.message
     result.model_dump_json()
+
+
+class _RaisingName(type):
+    @property
+    def __name__(cls) -> str:  # type: ignore[override]
+        raise RuntimeError("even the class name refuses")
+
+
+class NamelessType(metaclass=_RaisingName):
+    pass
+
+
+class LyingClass:
+    @property
+    def __class__(self) -> type:  # type: ignore[override]
+        raise RuntimeError("isinstance() itself raises")
+
+
+class BadIter(list[Any]):
+    def __iter__(self) -> Any:
+        raise RuntimeError("iteration refuses")
+
+
+@pytest.mark.parametrize(
+    ("raw", "fragment"),
+    [
+        (NamelessType(), "got NamelessType"),
+        ({"w": NamelessType()}, "value of type NamelessType at $.w"),
+        (LyingClass(), "isinstance() itself raises"),
+        ({"a": [1, LyingClass()]}, "a LyingClass at $.a[1] cannot be read"),
+        ({"a": BadIter([1])}, "a BadIter at $.a cannot be read: RuntimeError: iteration refuses"),
+    ],
+    ids=["metaclass-name", "nested-metaclass-name", "lying-class", "nested-lying", "bad-iter"],
+)
+def test_objects_that_raise_anywhere_are_input_invalid(raw: Any, fragment: str) -> None:
+    prepared = prepare_input(raw)
+    assert prepared.failure is not None and prepared.failure.error is not None
+    assert fragment in prepared.failure.error.message, prepared.failure.error.message
+    prepared.failure.model_dump_json()

@@ -130,7 +130,7 @@ class _SafeRepr(reprlib.Repr):
     def repr1(self, x: Any, level: int) -> str:
         if type(x) in _SHOWN_TYPES:
             return super().repr1(x, level)
-        return f"<{type(x).__name__} object>"
+        return f"<{_type_name(x)} object>"
 
     def repr_int(self, x: int, level: int) -> str:
         try:
@@ -151,7 +151,17 @@ def _describe(value: Any) -> str:
     try:
         return _shown.repr(value)
     except Exception:  # pragma: no cover - a bug in reprlib's handling of built-in types
-        return f"<{type(value).__name__} object>"
+        return f"<{_type_name(value)} object>"
+
+
+_TYPE_NAME = vars(type)["__name__"]
+
+
+def _type_name(value: Any) -> str:
+    """The name of ``value``'s class, read without running any of its code (or its
+    metaclass's): safe for a message about a value that misbehaves."""
+    name: str = _TYPE_NAME.__get__(type(value), type)
+    return name
 
 
 def _invalid(raw: Any, message: str) -> PreparedInput:
@@ -201,7 +211,7 @@ def prepare_input(raw: Any) -> PreparedInput:
                 return _invalid(
                     raw,
                     "an input must be a dict or a string (or a mapping, or a pandas row), "
-                    f"got {kind.__name__}",
+                    f"got {_type_name(raw)}",
                 )
         value, task_id = canonical_fingerprint(data, convert=json_value)
     except Exception as exc:
@@ -216,7 +226,7 @@ def _reason(exc: Exception) -> str:
         text = ""
     if isinstance(exc, TypeError | ValueError) and text.startswith("fingerprint: "):
         return text.removeprefix("fingerprint: ")
-    name = type(exc).__name__
+    name = _type_name(exc)
     return f"{name}: {text[:300]}" if text else name
 
 
@@ -237,7 +247,7 @@ class DataFrameRecords(Sized, Iterable[dict[str, Any]]):
             if not isinstance(column, str):
                 raise LoomUsageError(
                     f"DataFrame column names must be strings (they become template variables), "
-                    f"got {_describe(column)} ({type(column).__name__}); "
+                    f"got {_describe(column)} ({_type_name(column)}); "
                     "rename them, e.g. df.columns = df.columns.astype(str)"
                 )
         if len(set(columns)) != len(columns):

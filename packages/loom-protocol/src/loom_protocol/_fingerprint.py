@@ -133,9 +133,14 @@ class _Refused(Exception):
         return self.kind(f"fingerprint: {self.subject} at {_path(self.path)}{self.rest}")
 
 
+_TYPE_NAME = vars(type)["__name__"]
+
+
 def _type_name(obj: Any) -> str:
-    # type(obj).__name__ is the class's own attribute: safe even when the object's methods raise.
-    return type(obj).__name__
+    """The name of ``obj``'s class, read from the type itself: no code of the object (not even
+    a metaclass property) runs."""
+    name: str = _TYPE_NAME.__get__(type(obj), type)
+    return name
 
 
 def _key_text(key: Any) -> str:
@@ -197,6 +202,8 @@ def _copy(
                 except _Refused as exc:
                     exc.path.append(index)
                     raise
+                except Exception as exc:
+                    raise _unreadable(value, exc, index) from None
             return out
         except _Refused:
             raise
@@ -221,6 +228,15 @@ def _copy(
         if type(replacement) is not kind:
             return _copy(replacement, depth, convert, active)
     raise _Refused(f"value of type {_type_name(obj)}", " is not JSON-serializable")
+
+
+def _unreadable(value: Any, exc: Exception, place: str | int) -> _Refused:
+    """The refusal of a value at ``place`` whose own code raised while it was examined."""
+    refused = _Refused(
+        f"a {_type_name(value)}", f" cannot be read: {_type_name(exc)}: {_message(exc)}"
+    )
+    refused.path.append(place)
+    return refused
 
 
 def _message(exc: BaseException) -> str:
@@ -256,6 +272,8 @@ def _copy_dict(
         except _Refused as exc:
             exc.path.append(text)
             raise
+        except Exception as exc:
+            raise _unreadable(value, exc, text) from None
     if depth > 1:
         return dict(sorted(out.items()))
     return out
