@@ -262,15 +262,33 @@ def test_a_dataframe_is_taken_row_by_row(make_loom: LoomFactory, server: FakeLLM
 
 
 def test_a_dataframe_progress_total_is_its_length(
-    make_loom: LoomFactory, server: FakeLLMServer
+    make_loom: LoomFactory, server: FakeLLMServer, capsys: pytest.CaptureFixture[str]
 ) -> None:
     pd = pytest.importorskip("pandas")
+    frame = pd.DataFrame({"text": [f"row {i}" for i in range(7)]})
+    batch = make_loom(server).map(frame, progress=True)
+    assert len(batch) == 7
+    assert "7/7" in capsys.readouterr().err
+
+
+def test_a_dataframe_is_read_lazily() -> None:
+    import tracemalloc
+
+    pd = pytest.importorskip("pandas")
+    np = pytest.importorskip("numpy")
     from loom_core._inputs import records_of
 
-    frame = pd.DataFrame({"text": [f"row {i}" for i in range(7)]})
-    records = records_of(frame)
-    assert len(records) == 7
-    assert next(iter(records)) == {"text": "row 0"}
+    rows = 200_000
+    frame = pd.DataFrame({"text": np.full(rows, "some text"), "n": np.arange(rows)})
+    tracemalloc.start()
+    try:
+        records = iter(records_of(frame))
+        first = next(records)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert first == {"text": "some text", "n": 0}
+    assert peak < 1_000_000  # a copy of every row as a dict would take tens of MB
 
 
 def test_missing_values_in_a_dataframe_name_their_column(
