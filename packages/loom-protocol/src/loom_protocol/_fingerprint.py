@@ -356,7 +356,11 @@ def canonical_fingerprint(
             value = _copy(obj, 1, convert, set())
         except _Refused as exc:
             raise exc.error() from None
-    return value, hashlib.sha256(_write(value).encode("utf-8")).hexdigest()
+    try:
+        text = _encode(value)  # per input on admission: no extra call on the way
+    except ValueError:
+        text = _write(value)  # raises, naming the place
+    return value, hashlib.sha256(text.encode("utf-8")).hexdigest()
 
 
 def canonicalize(obj: Any, *, convert: Callable[[Any], Any] | None = None) -> Any:
