@@ -207,3 +207,29 @@ def test_amap_and_map_take_the_same_keywords() -> None:
 def test_repr_never_shows_the_key(make_loom: LoomFactory, server: FakeLLMServer) -> None:
     loom = make_loom(server)
     assert "sk-test-secret-key" not in repr(loom)
+
+
+def test_duplicate_inputs_are_paid_once_in_the_summary(make_loom: LoomFactory) -> None:
+    reply = FakeReply(
+        '{"a": 1}', usage={"prompt_tokens": 7, "completion_tokens": 3, "total_tokens": 10}
+    )
+    with FakeLLMServer(lambda req: reply) as srv:
+        loom = make_loom(srv, response_model=dict)
+        batch = loom.map(["same"] * 5 + ["other"], task_name="dups")
+        assert srv.request_count == 2
+        summary = batch.summary
+        assert (summary.total, summary.succeeded, summary.cached) == (6, 6, 0)
+        assert summary.total_tokens == 20 and summary.prompt_tokens == 14
+        assert len(batch.to_pandas()) == 6
+
+        events = list(loom.stream_events(["new"] * 5, max_workers=2))
+        end = events[-1]
+        assert end.type == "batch_end"
+        assert end.summary.total == 5 and end.summary.total_tokens == 10
+        assert srv.request_count == 3
+
+        # A re-run is served from the store: counted as cached, no tokens spent.
+        again = list(loom.stream_events(["same"] * 5, task_name="dups"))[-1]
+        assert again.type == "batch_end"
+        assert (again.summary.cached, again.summary.total_tokens) == (5, 0)
+        assert srv.request_count == 3

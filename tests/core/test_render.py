@@ -150,3 +150,30 @@ def test_repr_names_template_and_variables() -> None:
     assert repr(PromptTemplate("{{ b }}{{ a }}", name="t")) == (
         "PromptTemplate(name='t', variables=['a', 'b'])"
     )
+
+
+@pytest.mark.parametrize(
+    "source",
+    [
+        "{{ items.append('x') }}",
+        "{{ items.extend([1]) }}",
+        "{{ items.insert(0, 1) }}",
+        "{{ items.sort() }}",
+        "{{ meta.update({'k': 1}) }}",
+        "{{ meta.setdefault('k', 1) }}",
+        "{{ meta.popitem() }}",
+        "{% set _ = meta.clear() %}",
+        "{{ tags.add(1) }}",
+    ],
+)
+def test_templates_cannot_change_their_input(source: str) -> None:
+    variables: dict[str, Any] = {"items": [2, 1], "meta": {"a": 1}, "tags": {0}}
+    with pytest.raises(TemplateRenderError, match="sandbox forbids") as info:
+        PromptTemplate(source).render(variables)
+    assert "unsafe" in info.value.message
+    assert variables == {"items": [2, 1], "meta": {"a": 1}, "tags": {0}}
+
+
+def test_reading_methods_still_work() -> None:
+    template = PromptTemplate("{{ meta.get('a') }} {{ items.index(1) }} {{ meta.items() | list }}")
+    assert template.render({"meta": {"a": 1}, "items": [2, 1]}) == "1 1 [('a', 1)]"

@@ -209,3 +209,61 @@ def test_to_pandas_names_the_extra_when_pandas_is_missing() -> None:
     assert first.startswith("ImportError: BatchResult.to_pandas() needs pandas")
     assert "loom-core[pandas]" in first
     assert cause == "cause: ModuleNotFoundError"
+
+
+# -- tokens are counted once per call, not once per position -----------------------------------
+
+
+def called(task_id: str, latency_ms: float, tokens: tuple[int, int]) -> TaskResult[Any]:
+    return TaskResult[Any](
+        task_id=task_id,
+        is_success=True,
+        data="x",
+        attempts=1,
+        latency_ms=latency_ms,
+        usage=Usage(prompt_tokens=tokens[0], completion_tokens=tokens[1]),
+    )
+
+
+def test_one_call_delivered_to_five_positions_counts_once() -> None:
+    # The engine asks duplicate inputs once and hands the same result to every position.
+    shared = called("dup", 12.5, (10, 5))
+    other = called("other", 3.0, (1, 1))
+    batch = BatchResult[Any](results=[shared, shared, other, shared, shared, shared])
+    summary = batch.summary
+    assert (summary.total, summary.succeeded, summary.cached) == (6, 6, 0)
+    assert (summary.prompt_tokens, summary.completion_tokens, summary.total_tokens) == (11, 6, 17)
+    counter = SummaryCounter()
+    for result in batch:
+        counter.add(result)
+    assert counter.summary(batch.elapsed_s) == summary
+    # Equal copies (as after a JSON round trip, e.g. on an SSE consumer) are the same call.
+    copies = BatchResult[Any].model_validate_json(batch.model_dump_json())
+    assert copies.summary == summary
+    # One row per position, whatever the tokens say.
+    assert len(batch.to_records()) == 6
+    assert len(batch.to_pandas()) == 6
+
+
+def test_a_task_called_again_counts_again() -> None:
+    # The same input asked twice in two calls (no store, far apart) is paid twice.
+    first = called("again", 12.5, (10, 5))
+    second = called("again", 40.0, (10, 5))
+    assert BatchResult[Any](results=[first, second]).summary.total_tokens == 30
+
+
+def test_cached_results_count_no_tokens_but_count_as_cached() -> None:
+    hit = called("hit", 12.5, (10, 5)).model_copy(update={"cached": True})
+    summary = BatchResult[Any](results=[hit, hit]).summary
+    assert (summary.total, summary.cached, summary.total_tokens) == (2, 2, 0)
+
+
+def test_a_streaming_counter_remembers_a_bounded_number_of_calls() -> None:
+    counter = SummaryCounter(remember=2)
+    shared = called("dup", 1.0, (1, 0))
+    counter.add(shared)
+    for i in range(3):
+        counter.add(called(f"t{i}", 1.0, (1, 0)))
+    counter.add(shared)  # forgotten by now: counted again, never less than once
+    assert counter.summary().prompt_tokens == 5
+    assert len(counter._calls) == 2

@@ -282,6 +282,8 @@ def _parse_jsonl_line(raw: bytes, line_no: int) -> dict[str, Any] | str | BadRec
         value = json.loads(text, parse_constant=_reject_constant)
     except ValueError as exc:
         return BadRecord(line_no, f"not valid JSON ({exc})", text.rstrip("\r\n"))
+    except RecursionError:  # valid JSON nested thousands deep: one bad record, not a crash
+        return BadRecord(line_no, "JSON nested too deeply to read", text.rstrip("\r\n"))
     if isinstance(value, dict | str):
         return value
     return BadRecord(

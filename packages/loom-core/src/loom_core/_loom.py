@@ -33,6 +33,7 @@ from ._batch import BatchRun
 from ._bridge import LoopThread
 from ._config import LoomConfig, split_generation_params
 from ._defaults import DEFAULT_MAX_WORKERS
+from ._inputs import records_of
 from ._output import OutputSpec
 from ._persist import ResultCache
 from ._ratelimit import RateLimiter
@@ -233,6 +234,7 @@ class TaskLoom(Generic[T]):
     def _new_run(
         self, sequence: Inputs, cache: ResultCache | None, max_workers: int, ordered: bool
     ) -> BatchRun:
+        sequence = records_of(sequence)  # a DataFrame: its rows, not its column names
         if isinstance(sequence, str | bytes | dict):
             raise LoomUsageError(
                 f"map/stream take an iterable of inputs, got a single {type(sequence).__name__}; "

@@ -15,7 +15,7 @@ from typing import Any
 
 from jinja2 import StrictUndefined, Template, TemplateSyntaxError, UndefinedError, meta
 from jinja2.exceptions import SecurityError
-from jinja2.sandbox import SandboxedEnvironment
+from jinja2.sandbox import ImmutableSandboxedEnvironment
 
 from loom_protocol import LoomUsageError
 
@@ -24,7 +24,10 @@ __all__ = ["PromptTemplate", "TemplateRenderError"]
 # One environment for every template: it is immutable once built, thread-safe to render from, and
 # caching compiled code per environment is cheaper than one environment per template.
 # autoescape is off because prompts are plain text, not HTML: escaping would corrupt quotes and <>.
-_ENV = SandboxedEnvironment(
+# The immutable sandbox also refuses methods that change a list, dict or set (append, update,
+# pop...): the values rendered are the caller's own objects (no copy is made for speed), and a
+# task's cached answer must not depend on what an earlier render did to them.
+_ENV = ImmutableSandboxedEnvironment(
     undefined=StrictUndefined,
     autoescape=False,
     keep_trailing_newline=True,
@@ -50,7 +53,8 @@ class TemplateRenderError(Exception):
 class PromptTemplate:
     """A Jinja2 template compiled once and rendered for many inputs.
 
-    Rendering runs in Jinja's sandbox (inputs may come from untrusted sources) with
+    Rendering runs in Jinja's immutable sandbox (inputs may come from untrusted sources: a
+    template reaches no Python internals and cannot change the input's lists and dicts) with
     ``StrictUndefined``, so a missing variable is an error instead of an empty string.
 
     Args:

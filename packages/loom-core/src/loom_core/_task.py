@@ -11,7 +11,6 @@ import random
 import time
 import traceback
 from collections.abc import Mapping
-from dataclasses import dataclass
 from typing import Any
 
 from loom_protocol import (
@@ -26,103 +25,16 @@ from loom_protocol import (
     TaskResult,
     TextPart,
     Usage,
-    fingerprint,
 )
 
 from ._images import ImageError, aload_image_url, image_refs
+from ._inputs import PreparedInput, failed_result, prepare_input
 from ._output import OutputError, OutputSpec, split_reasoning
 from ._ratelimit import RateLimiter, estimate_tokens
 from ._render import PromptTemplate, TemplateRenderError
 from ._retry import backoff_delay
 
 __all__ = ["PreparedInput", "TaskRunner", "failed_result", "prepare_input"]
-
-_MAX_INPUT_REPR = 500
-
-
-def failed_result(
-    task_id: str,
-    code: ErrorCode,
-    message: str,
-    *,
-    input_data: dict[str, Any] | None = None,
-    detail: str | None = None,
-    raw_output: str | None = None,
-    reasoning: str | None = None,
-    attempts: int = 0,
-    usage: Usage | None = None,
-    latency_ms: float | None = None,
-    model: str | None = None,
-    retryable: bool = False,
-    status: int | None = None,
-) -> TaskResult[Any]:
-    """A failed result with an :class:`Error` of ``code``."""
-    return TaskResult(
-        task_id=task_id,
-        is_success=False,
-        error=Error(code=code, message=message, detail=detail, retryable=retryable, status=status),
-        input_data=input_data or {},
-        raw_output=raw_output,
-        reasoning=reasoning,
-        attempts=attempts,
-        usage=usage,
-        latency_ms=latency_ms,
-        model=model,
-    )
-
-
-@dataclass(slots=True)
-class PreparedInput:
-    """An input after normalisation: its task id, and either the input dict or a failure."""
-
-    task_id: str
-    data: dict[str, Any]
-    failure: TaskResult[Any] | None = None
-
-
-def _shown(value: Any) -> str:
-    text = repr(value)
-    return text if len(text) <= _MAX_INPUT_REPR else text[: _MAX_INPUT_REPR - 3] + "..."
-
-
-def prepare_input(raw: Any) -> PreparedInput:
-    """Normalise one input (a string ``s`` becomes ``{"text": s}``) and fingerprint it.
-
-    Never raises: an input that is neither a dict nor a string, or that is not JSON (and so
-    cannot be fingerprinted), becomes a prepared failure with code ``input_invalid``.
-    """
-    if isinstance(raw, str):
-        data: dict[str, Any] = {"text": raw}
-    elif isinstance(raw, dict):
-        data = raw
-    else:
-        shown = _shown(raw)
-        return PreparedInput(
-            task_id=fingerprint({"invalid_input": shown}),
-            data={"value": shown},
-            failure=failed_result(
-                fingerprint({"invalid_input": shown}),
-                ErrorCode.INPUT_INVALID,
-                f"an input must be a dict or a string, got {type(raw).__name__}",
-                input_data={"value": shown},
-            ),
-        )
-    try:
-        task_id = fingerprint(data)
-    except (TypeError, ValueError, RecursionError) as exc:
-        shown = _shown(raw)
-        task_id = fingerprint({"invalid_input": shown})
-        return PreparedInput(
-            task_id=task_id,
-            data={"value": shown},
-            failure=failed_result(
-                task_id,
-                ErrorCode.INPUT_INVALID,
-                f"the input cannot be fingerprinted: {exc}",
-                input_data={"value": shown},
-            ),
-        )
-    return PreparedInput(task_id=task_id, data=data)
 
 
 class _Attempts:

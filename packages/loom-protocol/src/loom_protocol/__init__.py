@@ -15,13 +15,20 @@ from ._events import (
     TaskResultEvent,
     parse_stream_event,
 )
-from ._fingerprint import canonical_json, fingerprint
+from ._fingerprint import (
+    MAX_INPUT_DEPTH,
+    canonical_fingerprint,
+    canonical_json,
+    canonicalize,
+    fingerprint,
+)
 from ._results import BatchResult, BatchSummary, SummaryCounter, TaskResult, data_column
 from ._version import PROTOCOL_VERSION
 
 __version__ = "0.1.0"
 
 __all__ = [
+    "MAX_INPUT_DEPTH",
     "PROTOCOL_VERSION",
     "Backend",
     "BackendError",
@@ -46,7 +53,9 @@ __all__ = [
     "TaskResultEvent",
     "TextPart",
     "Usage",
+    "canonical_fingerprint",
     "canonical_json",
+    "canonicalize",
     "data_column",
     "fingerprint",
     "parse_stream_event",

@@ -141,7 +141,13 @@ class TaskResult(BaseModel, Generic[T]):
 
 
 class BatchSummary(BaseModel):
-    """Counts and totals over a batch."""
+    """Counts and totals over a batch.
+
+    The counts (``total``, ``succeeded``, ``failed``, ``cached``) are per result, one per input
+    position. The tokens are per request: a result handed to several positions (duplicate
+    inputs, asked once) counts once, and a cached result counts nothing (its ``usage`` is that
+    of the earlier run that paid for it).
+    """
 
     model_config = ConfigDict(frozen=True)
 
@@ -156,17 +162,35 @@ class BatchSummary(BaseModel):
 
     @classmethod
     def from_results(cls, results: list[TaskResult[Any]], elapsed_s: float = 0.0) -> BatchSummary:
-        """Summarise ``results`` (tokens count only calls made in this run, not cache hits)."""
-        summary = SummaryCounter()
+        """Summarise ``results`` (tokens count only calls made in this run, once per call)."""
+        summary = SummaryCounter(remember=None)
         for result in results:
             summary.add(result)
         return summary.summary(elapsed_s)
 
 
+#: Calls a streaming SummaryCounter remembers, to count a result delivered again only once.
+_REMEMBERED_CALLS = 32_768
+
+_CallKey = tuple[float | None, int, int, int, int]
+
+
 class SummaryCounter:
-    """Accumulates a :class:`BatchSummary` one result at a time (for streams)."""
+    """Accumulates a :class:`BatchSummary` one result at a time (for streams).
+
+    A result seen again (the same task id with the same call record: latency, attempts and
+    usage, as when one answer is delivered to every duplicate of an input) adds its tokens
+    only once; a task asked again in a new call has another latency and counts again.
+
+    Args:
+        remember: How many task ids to remember for that, the most recent first (``None``:
+            all of them). The engine delivers a result to all its positions within a few
+            thousand results, far below the default.
+    """
 
     __slots__ = (
+        "_calls",
+        "_remember",
         "cached",
         "completion_tokens",
         "failed",
@@ -175,9 +199,11 @@ class SummaryCounter:
         "total_tokens",
     )
 
-    def __init__(self) -> None:
+    def __init__(self, remember: int | None = _REMEMBERED_CALLS) -> None:
         self.succeeded = self.failed = self.cached = 0
         self.prompt_tokens = self.completion_tokens = self.total_tokens = 0
+        self._remember = remember
+        self._calls: dict[str, _CallKey] = {}
 
     def add(self, result: TaskResult[Any]) -> None:
         """Count one result."""
@@ -187,10 +213,26 @@ class SummaryCounter:
             self.failed += 1
         if result.cached:
             self.cached += 1
-        elif result.usage is not None:
-            self.prompt_tokens += result.usage.prompt_tokens
-            self.completion_tokens += result.usage.completion_tokens
-            self.total_tokens += result.usage.total_tokens
+            return
+        usage = result.usage
+        if usage is None:
+            return
+        key = (
+            result.latency_ms,
+            result.attempts,
+            usage.prompt_tokens,
+            usage.completion_tokens,
+            usage.total_tokens,
+        )
+        calls = self._calls
+        if calls.get(result.task_id) == key:
+            return  # the same call's result, delivered to another position
+        calls[result.task_id] = key
+        if self._remember is not None and len(calls) > self._remember:
+            del calls[next(iter(calls))]
+        self.prompt_tokens += usage.prompt_tokens
+        self.completion_tokens += usage.completion_tokens
+        self.total_tokens += usage.total_tokens
 
     @property
     def done(self) -> int:
