@@ -6,6 +6,7 @@ httpx, SQLAlchemy or any provider SDK. Pure data and pure functions, no I/O.
 
 from ._backend import Backend
 from ._chat import ChatRequest, ChatResponse, ContentPart, ImagePart, Message, TextPart, Usage
+from ._checks import check_http_url, check_int, check_number, check_positive_number
 from ._errors import BackendError, Error, ErrorCode, LoomError, LoomUsageError, StoreError
 from ._events import (
     BatchEndEvent,
@@ -16,12 +17,21 @@ from ._events import (
     parse_stream_event,
 )
 from ._fingerprint import canonical_json, fingerprint
+from ._redact import (
+    MASK,
+    is_secret_name,
+    redact_headers,
+    redact_text,
+    redact_url,
+    redact_value,
+)
 from ._results import BatchResult, BatchSummary, SummaryCounter, TaskResult
 from ._version import PROTOCOL_VERSION
 
 __version__ = "0.1.0"
 
 __all__ = [
+    "MASK",
     "PROTOCOL_VERSION",
     "Backend",
     "BackendError",
@@ -47,6 +57,15 @@ __all__ = [
     "TextPart",
     "Usage",
     "canonical_json",
+    "check_http_url",
+    "check_int",
+    "check_number",
+    "check_positive_number",
     "fingerprint",
+    "is_secret_name",
     "parse_stream_event",
+    "redact_headers",
+    "redact_text",
+    "redact_url",
+    "redact_value",
 ]
