@@ -178,6 +178,8 @@ def check_param_names(
             continue
         if name in _RESERVED:
             raise LoomUsageError(f"TaskLoom cannot take {name}=: {_RESERVED[name]}")
+        if known is None and name in _COMMON_PARAMS:
+            continue
         vocabulary = known if known is not None else _COMMON_PARAMS
         param = _suggest(name, vocabulary, 0.8 if known is not None else 0.85)
         arg = _suggest(name, loom_args, 0.8)
