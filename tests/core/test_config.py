@@ -300,3 +300,18 @@ def test_repr_shows_the_backend_without_its_secrets(server: FakeLLMServer) -> No
     assert "SECRET" not in shown
     assert "api-version=1" in shown
     assert server.requests[0].query == "api-version=1&api-key=SECRET-q"
+
+
+@pytest.mark.parametrize("depth", [300, 5000])
+def test_a_hostile_nesting_is_a_usage_error_not_a_crash(depth: int) -> None:
+    nested: Any = 1
+    for _ in range(depth):
+        nested = {"k": [nested]}
+    with pytest.raises(LoomUsageError, match="nest deeper than 64 levels"):
+        _loom(extra_body={"x": nested})
+    cycle: list[Any] = []
+    cycle.append(cycle)
+    with pytest.raises(LoomUsageError, match="or hold a cycle"):
+        _loom(extra_body={"x": cycle})
+    # An ordinary nesting is fine.
+    _loom(extra_body={"a": {"b": {"c": [{"d": 1}]}}}).close()

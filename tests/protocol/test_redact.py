@@ -185,3 +185,13 @@ def test_redaction_survives_odd_input() -> None:
     assert redact_url("") == ""
     assert redact_url("http://[::1") == "http://[::1"
     assert redact_text("") == ""
+
+
+def test_a_value_too_deep_to_walk_is_masked_whole() -> None:
+    cycle: list[object] = []
+    cycle.append(cycle)
+    assert redact_value({"x": cycle}) == MASK
+    deep: object = {"token": "DEEP-SECRET"}
+    for _ in range(5000):
+        deep = [deep]
+    assert redact_value(deep) == MASK

@@ -26,6 +26,9 @@ __all__ = [
 #: Bumped when the way results are produced from a config changes incompatibly.
 _CONFIG_VERSION = 1
 
+#: How deep generation parameters (``extra_body`` included) may nest.
+MAX_PARAM_DEPTH = 64
+
 #: The keyword that carries provider-specific extras (merged into the request body last).
 EXTRA_BODY = "extra_body"
 
@@ -85,8 +88,9 @@ def split_generation_params(
     Raises:
         LoomUsageError: ``temperature`` not a finite number in [0, 2], ``max_tokens`` (or
             ``max_completion_tokens``, ``seed``) not an int >= 1, ``top_p`` outside [0, 1], an
-            ``extra_body`` that is not a JSON object, or parameters that are not JSON (they
-            go into the fingerprint).
+            ``extra_body`` that is not a JSON object, parameters nested deeper than
+            :data:`MAX_PARAM_DEPTH`, or parameters that are not JSON (they go into the
+            fingerprint).
     """
     params = dict(llm_kwargs)
     temperature = params.pop("temperature", None)
@@ -104,11 +108,29 @@ def split_generation_params(
             check_number(name, params[name], low, high)
     if EXTRA_BODY in params:
         _check_extra_body(params, llm_kwargs)
+    _check_depth(params)
     try:
         fingerprint(params)
     except (TypeError, ValueError, RecursionError) as exc:
         raise LoomUsageError(f"generation parameters must be JSON values: {exc}") from None
     return temperature, max_tokens, params
+
+
+def _check_depth(params: dict[str, Any]) -> None:
+    # Walked without recursion: a hostile nesting (or a cycle) gets this message, not a
+    # RecursionError from the fingerprint or the redaction.
+    stack: list[tuple[Any, int]] = [(params, 0)]
+    while stack:
+        value, depth = stack.pop()
+        if depth > MAX_PARAM_DEPTH:
+            raise LoomUsageError(
+                f"generation parameters nest deeper than {MAX_PARAM_DEPTH} levels "
+                "(or hold a cycle); a request body never needs that"
+            )
+        if isinstance(value, Mapping):
+            stack.extend((item, depth + 1) for item in value.values())
+        elif isinstance(value, list | tuple):
+            stack.extend((item, depth + 1) for item in value)
 
 
 def _check_extra_body(params: dict[str, Any], given: Collection[str]) -> None:

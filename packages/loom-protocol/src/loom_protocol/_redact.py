@@ -149,15 +149,23 @@ def redact_value(value: Any) -> Any:
     In mappings, the value under a secret name (:func:`is_secret_name`) becomes ``"***"``
     whatever its type; lists and tuples are walked (tuples come back as lists); a string that
     holds a URL has its credentials masked (:func:`redact_text`). Other values are returned as
-    they are. Non-string keys are kept.
+    they are. Non-string keys are kept. A value nested too deep to walk (or a cycle) comes
+    back as ``"***"`` whole: never half-shown.
     """
+    try:
+        return _redact_value(value)
+    except RecursionError:
+        return MASK
+
+
+def _redact_value(value: Any) -> Any:
     if isinstance(value, Mapping):
         return {
-            key: MASK if isinstance(key, str) and is_secret_name(key) else redact_value(item)
+            key: MASK if isinstance(key, str) and is_secret_name(key) else _redact_value(item)
             for key, item in value.items()
         }
     if isinstance(value, list | tuple):
-        return [redact_value(item) for item in value]
+        return [_redact_value(item) for item in value]
     if isinstance(value, str) and "://" in value:
         return redact_text(value)
     return value
