@@ -275,3 +275,28 @@ def test_an_sdk_client_gets_extra_body_as_its_own_argument() -> None:
     assert calls[0]["extra_body"] == {"min_p": 0.1}
     assert calls[0]["seed"] == 1
     assert "min_p" not in calls[0]
+
+
+@pytest.mark.parametrize("timeout", [86_400.5, 1e308])
+def test_a_timeout_beyond_a_day_is_refused(timeout: float) -> None:
+    # 1e308 used to overflow the timers and fail every task at its first call.
+    for cls in HTTP_BACKENDS:
+        with pytest.raises(LoomUsageError, match=r"timeout must be .* <= 86400"):
+            cls("http://127.0.0.1:9/v1", timeout=timeout)
+    assert OpenAIChatBackend("http://127.0.0.1:9/v1", timeout=86_400).url
+
+
+@pytest.mark.parametrize("key", ["sk-KEY-SECRET\n", "sk-KEY\r\nX-Evil: 1", "sk\x00KEY"])
+def test_a_key_with_a_line_break_is_refused_without_echoing_it(
+    key: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    for cls in HTTP_BACKENDS:
+        with pytest.raises(LoomUsageError, match="api_key contains a line break") as info:
+            cls("http://127.0.0.1:9/v1", api_key=key)
+        assert "KEY" not in str(info.value)
+    if "\x00" not in key:  # the environment itself cannot hold a NUL
+        monkeypatch.setenv("OPENAI_API_KEY", key)
+        with pytest.raises(LoomUsageError, match=r"OPENAI_API_KEY \(from the environment\)"):
+            OpenAIChatBackend()
+    with pytest.raises(LoomUsageError, match="the value of header 'x-token' contains"):
+        OpenAIChatBackend("http://127.0.0.1:9/v1", headers={"X-Token": key})

@@ -315,3 +315,11 @@ def test_a_hostile_nesting_is_a_usage_error_not_a_crash(depth: int) -> None:
         _loom(extra_body={"x": cycle})
     # An ordinary nesting is fine.
     _loom(extra_body={"a": {"b": {"c": [{"d": 1}]}}}).close()
+
+
+def test_a_timeout_beyond_a_day_and_a_key_with_a_newline_are_refused() -> None:
+    with pytest.raises(LoomUsageError, match=r"timeout must be .* <= 86400, got 1e\+308"):
+        _loom(timeout=1e308)
+    with pytest.raises(LoomUsageError, match="api_key contains a line break") as info:
+        _loom(api_key="sk-SECRET\n")
+    assert "SECRET" not in str(info.value)

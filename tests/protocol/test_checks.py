@@ -7,7 +7,9 @@ import math
 import pytest
 
 from loom_protocol import (
+    MAX_TIMEOUT,
     LoomUsageError,
+    check_header,
     check_http_url,
     check_int,
     check_number,
@@ -114,3 +116,22 @@ def test_a_bad_url_message_never_echoes_a_query_secret() -> None:
 def test_http_url_accepts(value: str) -> None:
     parts = check_http_url("base_url", value)
     assert parts.hostname
+
+
+def test_positive_number_with_a_maximum() -> None:
+    assert check_positive_number("timeout", MAX_TIMEOUT, maximum=MAX_TIMEOUT) == MAX_TIMEOUT
+    with pytest.raises(LoomUsageError, match=r"> 0 and <= 86400, got 1e\+308"):
+        check_positive_number("timeout", 1e308, maximum=MAX_TIMEOUT)
+
+
+@pytest.mark.parametrize("value", ["a\nb", "a\rb", "a\x00b", "a\x7fb", "k\n"])
+def test_header_refuses_control_characters_without_showing_the_value(value: str) -> None:
+    with pytest.raises(LoomUsageError, match="api_key contains a line break") as info:
+        check_header("api_key", value)
+    assert value not in str(info.value)
+
+
+def test_header_accepts_ordinary_values() -> None:
+    assert check_header("api_key", "sk-abc DEF\tghi") == "sk-abc DEF\tghi"
+    with pytest.raises(LoomUsageError, match="api_key must be a string, got bytes"):
+        check_header("api_key", b"sk")

@@ -22,9 +22,11 @@ import httpx
 
 from loom_protocol import (
     MASK,
+    MAX_TIMEOUT,
     ChatRequest,
     ChatResponse,
     LoomUsageError,
+    check_header,
     check_http_url,
     check_int,
     check_positive_number,
@@ -128,16 +130,20 @@ class HTTPBackend:
             base = self._DEFAULT_BASE_URL
             where = f"{name}: base_url"
         parts = check_http_url(where, base)
-        seconds = check_positive_number(f"{name}: timeout", timeout, " of seconds")
+        seconds = check_positive_number(f"{name}: timeout", timeout, " of seconds", MAX_TIMEOUT)
         check_int(f"{name}: max_connections", max_connections, 1)
-        if api_key is not None and not isinstance(api_key, str):
-            raise LoomUsageError(f"{name}: api_key must be a string, got {type(api_key).__name__}")
         if headers is not None and not isinstance(headers, Mapping):
             raise LoomUsageError(f"{name}: headers must be a mapping, got {type(headers).__name__}")
         custom = {str(k).lower(): str(v) for k, v in (headers or {}).items()}
-        self._api_key = (
-            api_key if api_key is not None else os.environ.get(self._ENV_API_KEY) or None
-        )
+        for key, value in custom.items():
+            check_header(f"{name}: the name of header {key!r}", key)
+            check_header(f"{name}: the value of header {key!r}", value)
+        if api_key is not None:
+            self._api_key: str | None = check_header(f"{name}: api_key", api_key)
+        else:
+            from_env = os.environ.get(self._ENV_API_KEY) or None
+            where = f"{name}: {self._ENV_API_KEY} (from the environment)"
+            self._api_key = check_header(where, from_env) if from_env else None
         if (
             not self._api_key
             and (parts.hostname or "").lower() == self._KEYED_HOST

@@ -6,7 +6,15 @@ import os
 from importlib.metadata import entry_points
 from typing import Any, NamedTuple
 
-from loom_protocol import Backend, LoomUsageError, check_http_url, check_int, check_positive_number
+from loom_protocol import (
+    MAX_TIMEOUT,
+    Backend,
+    LoomUsageError,
+    check_header,
+    check_http_url,
+    check_int,
+    check_positive_number,
+)
 
 from ._anthropic import AnthropicBackend
 from ._callable import OpenAIClientBackend
@@ -81,9 +89,9 @@ def resolve_backend(
         raise LoomUsageError(f"model must be a non-empty string, got {model!r}")
     if base_url is not None and base_url != "":
         check_http_url("base_url", base_url)
-    if api_key is not None and not isinstance(api_key, str):
-        raise LoomUsageError(f"api_key must be a string, got {type(api_key).__name__}")
-    check_positive_number("timeout", timeout, " of seconds")
+    if api_key is not None:
+        check_header("api_key", api_key)
+    check_positive_number("timeout", timeout, " of seconds", MAX_TIMEOUT)
     check_int("max_connections", max_connections, 1)
     if backend is not None:
         if not _is_backend(backend):

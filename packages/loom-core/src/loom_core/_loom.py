@@ -15,6 +15,7 @@ from typing import Any, Generic, TypeVar
 
 from loom_backends import resolve_backend
 from loom_protocol import (
+    MAX_TIMEOUT,
     Backend,
     BatchEndEvent,
     BatchErrorEvent,
@@ -119,7 +120,7 @@ class TaskLoom(Generic[T]):
         **llm_kwargs: Any,
     ) -> None:
         check_int("max_retries", max_retries, 0)
-        seconds = check_positive_number("timeout", timeout, " of seconds")
+        seconds = check_positive_number("timeout", timeout, " of seconds", MAX_TIMEOUT)
         # Arguments of map()/stream() given here are refused before anything else is built.
         refuse_batch_args(llm_kwargs)
         self._prompt = PromptTemplate(prompt_template, name="prompt_template")

@@ -6,7 +6,14 @@ httpx, SQLAlchemy or any provider SDK. Pure data and pure functions, no I/O.
 
 from ._backend import Backend
 from ._chat import ChatRequest, ChatResponse, ContentPart, ImagePart, Message, TextPart, Usage
-from ._checks import check_http_url, check_int, check_number, check_positive_number
+from ._checks import (
+    MAX_TIMEOUT,
+    check_header,
+    check_http_url,
+    check_int,
+    check_number,
+    check_positive_number,
+)
 from ._errors import BackendError, Error, ErrorCode, LoomError, LoomUsageError, StoreError
 from ._events import (
     BatchEndEvent,
@@ -32,6 +39,7 @@ __version__ = "0.1.0"
 
 __all__ = [
     "MASK",
+    "MAX_TIMEOUT",
     "PROTOCOL_VERSION",
     "Backend",
     "BackendError",
@@ -57,6 +65,7 @@ __all__ = [
     "TextPart",
     "Usage",
     "canonical_json",
+    "check_header",
     "check_http_url",
     "check_int",
     "check_number",

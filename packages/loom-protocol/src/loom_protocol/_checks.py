@@ -14,7 +14,17 @@ from urllib.parse import SplitResult, urlsplit
 from ._errors import LoomUsageError
 from ._redact import redact_url
 
-__all__ = ["check_http_url", "check_int", "check_number", "check_positive_number"]
+__all__ = [
+    "MAX_TIMEOUT",
+    "check_header",
+    "check_http_url",
+    "check_int",
+    "check_number",
+    "check_positive_number",
+]
+
+#: The longest timeout accepted, in seconds (one day): beyond it, timers overflow.
+MAX_TIMEOUT = 86_400.0
 
 
 def _is_number(value: Any) -> bool:
@@ -37,20 +47,29 @@ def check_int(name: str, value: Any, minimum: int | None = None) -> int:
     raise LoomUsageError(f"{name} must be an int{bound}, got {value!r}")
 
 
-def check_positive_number(name: str, value: Any, unit: str = "") -> float:
-    """``value`` as a ``float`` when it is a finite number > 0 (not a ``bool``).
+def check_positive_number(
+    name: str, value: Any, unit: str = "", maximum: float | None = None
+) -> float:
+    """``value`` as a ``float`` when it is a finite number > 0 (and <= ``maximum``), not a bool.
 
     Args:
         name: The argument's name, for the message.
         value: The value to check.
         unit: Said after "number" in the message (``" of seconds"``).
+        maximum: The largest value allowed, if any.
 
     Raises:
         LoomUsageError: ``"{name} must be a finite number{unit} > 0, got …"``.
     """
-    if _is_number(value) and math.isfinite(value) and value > 0:
+    if (
+        _is_number(value)
+        and math.isfinite(value)
+        and value > 0
+        and (maximum is None or value <= maximum)
+    ):
         return float(value)
-    raise LoomUsageError(f"{name} must be a finite number{unit} > 0, got {value!r}")
+    bound = "" if maximum is None else f" and <= {maximum:g}"
+    raise LoomUsageError(f"{name} must be a finite number{unit} > 0{bound}, got {value!r}")
 
 
 def check_number(name: str, value: Any, low: float, high: float) -> float | int:
@@ -101,3 +120,24 @@ def check_http_url(name: str, value: Any) -> SplitResult:
     if any(c.isspace() for c in value.strip()):
         raise LoomUsageError(f"{name} contains whitespace: {shown!r}")
     return parts
+
+
+def check_header(name: str, value: Any) -> str:
+    """``value`` when it is a string that can go into an HTTP header (a key, a header value).
+
+    A line break or another control character would make every request fail ("header
+    injection"); a key read from a file often keeps its newline. The message never shows
+    the value.
+
+    Raises:
+        LoomUsageError: ``"{name} must be a string …"`` or ``"{name} contains a line break or
+            another control character …"``.
+    """
+    if not isinstance(value, str):
+        raise LoomUsageError(f"{name} must be a string, got {type(value).__name__}")
+    if any((ord(c) < 32 and c != "\t") or ord(c) == 127 for c in value):
+        raise LoomUsageError(
+            f"{name} contains a line break or another control character (a value read from a "
+            "file keeps its newline: strip it)"
+        )
+    return value
