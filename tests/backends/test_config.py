@@ -300,3 +300,35 @@ def test_a_key_with_a_line_break_is_refused_without_echoing_it(
             OpenAIChatBackend()
     with pytest.raises(LoomUsageError, match="the value of header 'x-token' contains"):
         OpenAIChatBackend("http://127.0.0.1:9/v1", headers={"X-Token": key})
+
+
+@pytest.mark.parametrize(
+    ("base_url", "problem"),
+    [
+        ("http://h/\x00v1", "contains whitespace or a control character"),
+        ("http://h\x7f/v1", "contains whitespace or a control character"),
+        ("http://h\\evil/v1", "contains a backslash"),
+        ("http://[::1]x/v1", "is not a valid URL"),
+        ("http://h:99999/v1", "is not a valid URL"),
+    ],
+)
+def test_urls_that_httpx_would_refuse_are_usage_errors(base_url: str, problem: str) -> None:
+    # Never an httpx exception out of a constructor.
+    for cls in HTTP_BACKENDS:
+        with pytest.raises(LoomUsageError, match=problem):
+            cls(base_url)
+
+
+async def test_a_percent_encoded_query_secret_never_reaches_an_error(
+    server: FakeLLMServer,
+) -> None:
+    from loom_backends.testing import FakeReply
+
+    server.handler = lambda req: FakeReply(status=400, content=f"bad: {req.query}")
+    base = f"{server.base_url}?api-key=Q%2BSECRET%2F77"
+    async with OpenAIChatBackend(base) as backend:
+        with pytest.raises(BackendError) as info:
+            await backend.acomplete(chat())
+    error = info.value.error
+    assert "SECRET" not in error.message + (error.detail or "")
+    assert "SECRET" not in repr(server.requests[0])

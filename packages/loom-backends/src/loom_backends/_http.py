@@ -16,7 +16,7 @@ import os
 import threading
 from collections.abc import AsyncGenerator, Callable, Mapping
 from typing import Any, ClassVar, Self
-from urllib.parse import parse_qsl, urlunsplit
+from urllib.parse import parse_qsl, unquote_plus, urlunsplit
 
 import httpx
 
@@ -130,6 +130,7 @@ class HTTPBackend:
             base = self._DEFAULT_BASE_URL
             where = f"{name}: base_url"
         parts = check_http_url(where, base)
+        url_where = (where, redact_url(base))
         seconds = check_positive_number(f"{name}: timeout", timeout, " of seconds", MAX_TIMEOUT)
         check_int(f"{name}: max_connections", max_connections, 1)
         if headers is not None and not isinstance(headers, Mapping):
@@ -178,6 +179,11 @@ class HTTPBackend:
         query_secrets = [
             value for key, value in parse_qsl(parts.query) if is_secret_name(key) and value
         ]
+        # ...also as written in the URL (percent-encoded), the form an echoed URL carries.
+        for item in parts.query.split("&"):
+            key, _, value = item.partition("=")
+            if value and is_secret_name(unquote_plus(key)):
+                query_secrets.append(value)
         self._secrets: tuple[str | None, ...] = (
             self._api_key,
             *(value for key, value in custom.items() if is_secret_name(key)),
@@ -192,7 +198,12 @@ class HTTPBackend:
         # own loop and from users' loops (FastAPI's, asyncio.run in a notebook cell...).
         self._async_transports: dict[asyncio.AbstractEventLoop, httpx.AsyncBaseTransport] = {}
         self._guards: dict[asyncio.AbstractEventLoop, _LoopGuard] = {}
-        self._httpx_url = httpx.URL(self._url)
+        try:
+            self._httpx_url = httpx.URL(self._url)
+        except httpx.InvalidURL as exc:  # what urlsplit lets through and httpx does not
+            raise LoomUsageError(
+                f"{url_where[0]} is not a valid URL ({exc}): {url_where[1]!r}"
+            ) from None
         self._httpx_headers = httpx.Headers(self._headers)
         self._timeouts = self._timeout.as_dict()
         self._header_list = list(self._headers.items())

@@ -99,8 +99,13 @@ def check_http_url(name: str, value: Any) -> SplitResult:
     if not isinstance(value, str):
         raise LoomUsageError(f"{name} must be an http(s):// URL string, got {type(value).__name__}")
     shown = redact_url(value)
+    stripped = value.strip()
+    if any(c.isspace() or ord(c) < 32 or ord(c) == 127 for c in stripped):
+        raise LoomUsageError(f"{name} contains whitespace or a control character: {shown!r}")
+    if "\\" in stripped:
+        raise LoomUsageError(f"{name} contains a backslash: {shown!r}")
     try:
-        parts = urlsplit(value.strip())
+        parts = urlsplit(stripped)
         port = parts.port
     except ValueError as exc:
         raise LoomUsageError(f"{name} is not a valid URL ({exc}): {shown!r}") from None
@@ -113,12 +118,10 @@ def check_http_url(name: str, value: Any) -> SplitResult:
         )
     if not parts.hostname:
         raise LoomUsageError(f"{name} has no host: {shown!r}")
-    if parts.fragment or value.strip().endswith("#"):
+    if parts.fragment or stripped.endswith("#"):
         raise LoomUsageError(f"{name} must not have a #fragment, got {shown!r}")
     if port is not None and port == 0:
         raise LoomUsageError(f"{name} has port 0: {shown!r}")
-    if any(c.isspace() for c in value.strip()):
-        raise LoomUsageError(f"{name} contains whitespace: {shown!r}")
     return parts
 
 

@@ -43,7 +43,8 @@ class RecordedRequest:
         retry_after: The wait, in seconds, that the answer asked for (``Retry-After`` or
             ``retry-after-ms``), when it asked for one: lets a test check that a client
             never came back before that.
-        query: The URL's query string, without the ``?`` (``""`` when there was none).
+        query: The URL's query string as sent (not decoded), without the ``?`` (``""`` when
+            there was none).
     """
 
     path: str
