@@ -323,3 +323,16 @@ def test_a_timeout_beyond_a_day_and_a_key_with_a_newline_are_refused() -> None:
     with pytest.raises(LoomUsageError, match="api_key contains a line break") as info:
         _loom(api_key="sk-SECRET\n")
     assert "SECRET" not in str(info.value)
+
+
+def test_anthropic_takes_temperature_in_0_1() -> None:
+    # The Messages API answers 400 above 1.0: that would fail every row of the batch.
+    with pytest.raises(
+        LoomUsageError,
+        match=r"temperature \(for AnthropicBackend\) must be a finite number in \[0, 1\]",
+    ):
+        TaskLoom("anthropic/claude-x", "{{ text }}", base_url="http://127.0.0.1:9", temperature=1.5)
+    TaskLoom(
+        "anthropic/claude-x", "{{ text }}", base_url="http://127.0.0.1:9", temperature=1
+    ).close()
+    _loom(temperature=1.5).close()  # OpenAI-compatible: [0, 2]

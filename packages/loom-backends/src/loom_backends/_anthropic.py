@@ -188,6 +188,11 @@ class AnthropicBackend(HTTPBackend):
 
     #: The generation parameters this backend accepts (see ``_params``).
     generation_params: ClassVar[frozenset[str]] = ANTHROPIC_PARAMS
+    #: Narrower than the chat contract's [0, 2]: the Messages API takes temperature in [0, 1].
+    parameter_ranges: ClassVar[Mapping[str, tuple[float, float]]] = {
+        "temperature": (0.0, 1.0),
+        "top_p": (0.0, 1.0),
+    }
 
     _ENV_BASE_URL = "ANTHROPIC_BASE_URL"
     _ENV_API_KEY = "ANTHROPIC_API_KEY"

@@ -19,6 +19,7 @@ __all__ = [
     "EXTRA_BODY",
     "LoomConfig",
     "check_param_names",
+    "check_param_ranges",
     "refuse_batch_args",
     "split_generation_params",
 ]
@@ -225,6 +226,21 @@ def check_param_names(
             f"unknown generation parameter {name!r}{hint}. {backend} accepts: {listed}; "
             f"provider-specific parameters go in extra_body={{...}}"
         )
+
+
+def check_param_ranges(values: Mapping[str, Any], ranges: object, backend: str) -> None:
+    """Check values against a backend's narrower ``parameter_ranges`` (name → (low, high)).
+
+    Raises:
+        LoomUsageError: ``"{name} must be a finite number in [low, high] for {backend}, …"``.
+    """
+    if not isinstance(ranges, Mapping):
+        return
+    for name, bounds in ranges.items():
+        value = values.get(name)
+        if value is None or not isinstance(bounds, tuple) or len(bounds) != 2:
+            continue
+        check_number(f"{name} (for {backend})", value, bounds[0], bounds[1])
 
 
 @dataclass(frozen=True, slots=True, repr=False)

@@ -37,7 +37,13 @@ from loom_store import ResultStore, StoreWriter
 
 from ._batch import BatchRun
 from ._bridge import LoopThread
-from ._config import LoomConfig, check_param_names, refuse_batch_args, split_generation_params
+from ._config import (
+    LoomConfig,
+    check_param_names,
+    check_param_ranges,
+    refuse_batch_args,
+    split_generation_params,
+)
 from ._output import OutputSpec
 from ._persist import ResultCache
 from ._ratelimit import RateLimiter
@@ -145,6 +151,11 @@ class TaskLoom(Generic[T]):
             known if isinstance(known, frozenset | set | tuple | list) else None,
             type(resolved.backend).__name__,
             _loom_args(),
+        )
+        check_param_ranges(
+            {**llm_kwargs, "temperature": temperature},
+            getattr(resolved.backend, "parameter_ranges", None),
+            type(resolved.backend).__name__,
         )
         self._backend = resolved.backend
         self._owns_backend = client is None and backend is None
