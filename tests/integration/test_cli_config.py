@@ -3,6 +3,7 @@ and never prints a credential stored with a run's configuration."""
 
 from __future__ import annotations
 
+import sqlite3
 from pathlib import Path
 
 import pytest
@@ -104,3 +105,25 @@ def test_loom_show_never_prints_a_credential(
     assert "top_k" in out and "40" in out and "77" in out
     # And the file itself holds none of them.
     assert b"SECRET" not in db.read_bytes()
+
+
+def test_loom_show_masks_a_secret_stored_by_an_older_version(
+    in_tmp: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # A 0.1 store kept names such as subscription_key in clear: the display masks them too.
+    from loom_store import ResultStore
+
+    db = in_tmp / "old.db"
+    ResultStore(str(db)).close()  # the current schema
+    with sqlite3.connect(db) as conn:
+        conn.execute(
+            "INSERT INTO loom_runs (task_name, config_fp, config, created_at) "
+            "VALUES ('old', ?, ?, CURRENT_TIMESTAMP)",
+            ("f" * 64, '{"model": "m", "params": {"subscription_key": "SECRET-OLD"}}'),
+        )
+    conn.close()
+    status = main(["show", "old", "--db", str(db)])
+    out = capsys.readouterr().out
+    assert status == 0, out
+    assert "SECRET-OLD" not in out
+    assert "subscription_key" in out

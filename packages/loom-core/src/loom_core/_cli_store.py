@@ -8,7 +8,7 @@ import os
 from collections.abc import Iterator
 from typing import IO, Any
 
-from loom_protocol import StoreError
+from loom_protocol import StoreError, redact_value
 from loom_store import ResultRow, ResultStore
 
 from ._cli_io import file_format, json_cell, open_output
@@ -117,7 +117,8 @@ def show_task(store: ResultStore, task: str, out: IO[str]) -> None:
     with_rows = set(stats.config_fps)
     out.write(f"\nconfigurations ({len(runs)}, oldest first):\n")
     for number, run in enumerate(runs, 1):
-        config = run.config
+        # Masked again on display: a store written before the current rules may hold one.
+        config = redact_value(run.config)
         params = {
             key: config.get(key)
             for key in ("temperature", "max_tokens")
