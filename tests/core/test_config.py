@@ -336,3 +336,24 @@ def test_anthropic_takes_temperature_in_0_1() -> None:
         "anthropic/claude-x", "{{ text }}", base_url="http://127.0.0.1:9", temperature=1
     ).close()
     _loom(temperature=1.5).close()  # OpenAI-compatible: [0, 2]
+
+
+def test_a_config_without_secrets_keeps_its_0_1_fingerprint() -> None:
+    # Computed by the 0.1 code: masking credentials must not invalidate existing caches.
+    from loom_core._config import LoomConfig
+
+    config = LoomConfig(
+        model="gpt-4o-mini",
+        prompt_template="{{ text }}",
+        system_prompt="s",
+        output={"kind": "text"},
+        temperature=0.2,
+        max_tokens=5,
+        params={
+            "top_p": 0.9,
+            "seed": 1,
+            "stop": ("a", "b"),
+            "metadata": {"x": "https://example.com/a?b=c"},
+        },
+    )
+    assert config.fingerprint == "45012783dfc626b3a01fc43cba4f5ab6d15a4a0156a58b087137890ccab5bf4d"
