@@ -66,6 +66,7 @@ def test_openai_reads_its_environment(
 
 def test_openai_defaults_to_the_openai_api(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv("OPENAI_BASE_URL", raising=False)
+    monkeypatch.setenv("OPENAI_API_KEY", API_KEY)
     assert OpenAIChatBackend().url == "https://api.openai.com/v1/chat/completions"
 
 
@@ -86,6 +87,7 @@ def test_anthropic_reads_its_environment(
 
 def test_anthropic_accepts_a_base_url_ending_in_v1(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv("ANTHROPIC_BASE_URL", raising=False)
+    monkeypatch.setenv("ANTHROPIC_API_KEY", API_KEY)
     assert AnthropicBackend().url == "https://api.anthropic.com/v1/messages"
     assert AnthropicBackend("http://h/v1").url == "http://h/v1/messages"
 
@@ -129,21 +131,21 @@ def test_anthropic_malformed_data_url_is_a_bad_request(server: FakeLLMServer) ->
     ("kwargs", "problem"),
     [
         ({"base_url": "ftp://x"}, "base_url must start with http"),
-        ({"timeout": 0}, "timeout must be a positive number"),
-        ({"timeout": "5"}, "timeout must be a positive number"),
-        ({"max_connections": 0}, "max_connections must be >= 1"),
+        ({"timeout": 0}, "timeout must be a finite number of seconds > 0"),
+        ({"timeout": "5"}, "timeout must be a finite number of seconds > 0"),
+        ({"max_connections": 0}, "max_connections must be an int >= 1"),
         ({"max_connections": 2.5}, "max_connections must be an int"),
     ],
 )
 def test_bad_configuration_is_refused_at_once(kwargs: dict[str, object], problem: str) -> None:
     for cls in (OpenAIChatBackend, AnthropicBackend):
         with pytest.raises(LoomUsageError, match=problem):
-            cls(**kwargs)  # type: ignore[arg-type]
+            cls(api_key=API_KEY, **kwargs)  # type: ignore[arg-type]
 
 
 def test_anthropic_default_max_tokens_must_be_positive() -> None:
-    with pytest.raises(LoomUsageError, match="default_max_tokens must be >= 1"):
-        AnthropicBackend(default_max_tokens=0)
+    with pytest.raises(LoomUsageError, match="default_max_tokens must be an int >= 1"):
+        AnthropicBackend(api_key=API_KEY, default_max_tokens=0)
 
 
 def test_a_non_request_is_a_usage_error(server: FakeLLMServer) -> None:

@@ -343,8 +343,10 @@ def test_usage_errors_exit_2(
     (tmp_path / "broken.py").write_text("raise RuntimeError('boom')\n")
     write_jsonl(tmp_path / "in.jsonl", ["a"])
     monkeypatch.chdir(tmp_path)
-    for name in ("OPENAI_BASE_URL", "OPENAI_API_KEY", "LOOM_TEST_UNSET_KEY"):
+    for name in ("OPENAI_BASE_URL", "LOOM_TEST_UNSET_KEY"):
         monkeypatch.delenv(name, raising=False)
+    # The default endpoint needs a key (else that is the error); no request is ever sent.
+    monkeypatch.setenv("OPENAI_API_KEY", "sk-test-never-sent")
     monkeypatch.setattr(sys, "path", list(sys.path))  # --schema puts the cwd on sys.path
     for module in ("profiles", "broken"):
         monkeypatch.delitem(sys.modules, module, raising=False)

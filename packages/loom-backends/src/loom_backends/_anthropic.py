@@ -5,7 +5,7 @@ from __future__ import annotations
 import base64
 import json
 from collections.abc import Mapping
-from typing import Any
+from typing import Any, ClassVar
 from urllib.parse import unquote_to_bytes
 
 import httpx
@@ -17,14 +17,15 @@ from loom_protocol import (
     Error,
     ErrorCode,
     ImagePart,
-    LoomUsageError,
     Message,
     TextPart,
+    check_int,
 )
 
 from ._errors import bad_answer_error
 from ._http import HTTPBackend
 from ._openai import usage_from
+from ._params import ANTHROPIC_PARAMS, merge_params
 
 __all__ = ["AnthropicBackend", "build_anthropic_body", "parse_anthropic_answer"]
 
@@ -113,7 +114,7 @@ def build_anthropic_body(request: ChatRequest, default_max_tokens: int = 4096) -
         body["system"] = "\n\n".join(system)
     if request.temperature is not None:
         body["temperature"] = request.temperature
-    body.update(request.params)
+    merge_params(body, request.params)
     return body
 
 
@@ -185,9 +186,18 @@ class AnthropicBackend(HTTPBackend):
         async_transport: An httpx async transport; by default the aiohttp transport.
     """
 
+    #: The generation parameters this backend accepts (see ``_params``).
+    generation_params: ClassVar[frozenset[str]] = ANTHROPIC_PARAMS
+    #: Narrower than the chat contract's [0, 2]: the Messages API takes temperature in [0, 1].
+    parameter_ranges: ClassVar[Mapping[str, tuple[float, float]]] = {
+        "temperature": (0.0, 1.0),
+        "top_p": (0.0, 1.0),
+    }
+
     _ENV_BASE_URL = "ANTHROPIC_BASE_URL"
     _ENV_API_KEY = "ANTHROPIC_API_KEY"
     _DEFAULT_BASE_URL = "https://api.anthropic.com"
+    _KEYED_HOST = "api.anthropic.com"
 
     def __init__(
         self,
@@ -202,14 +212,7 @@ class AnthropicBackend(HTTPBackend):
         transport: httpx.BaseTransport | None = None,
         async_transport: httpx.AsyncBaseTransport | None = None,
     ) -> None:
-        if isinstance(default_max_tokens, bool) or not isinstance(default_max_tokens, int):
-            raise LoomUsageError(
-                f"AnthropicBackend: default_max_tokens must be an int, got {default_max_tokens!r}"
-            )
-        if default_max_tokens < 1:
-            raise LoomUsageError(
-                f"AnthropicBackend: default_max_tokens must be >= 1, got {default_max_tokens}"
-            )
+        check_int("AnthropicBackend: default_max_tokens", default_max_tokens, 1)
         self._anthropic_version = anthropic_version
         self._default_max_tokens = default_max_tokens
         super().__init__(
@@ -222,9 +225,9 @@ class AnthropicBackend(HTTPBackend):
             async_transport=async_transport,
         )
 
-    def _endpoint(self, base_url: str) -> str:
+    def _endpoint(self, path: str) -> str:
         # Anthropic's SDK takes the root; OpenAI-style users often pass ".../v1". Accept both.
-        return f"{base_url}/messages" if base_url.endswith("/v1") else f"{base_url}/v1/messages"
+        return f"{path}/messages" if path.endswith("/v1") else f"{path}/v1/messages"
 
     def _auth_headers(self, api_key: str | None) -> dict[str, str]:
         headers = {"anthropic-version": self._anthropic_version}

@@ -10,7 +10,7 @@ import threading
 import traceback
 from collections.abc import Awaitable, Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor
-from typing import Any, TypeVar, cast
+from typing import Any, ClassVar, TypeVar, cast
 
 import httpx
 
@@ -25,6 +25,7 @@ from ._errors import (
     transport_error,
 )
 from ._openai import build_openai_body, parse_openai_answer
+from ._params import OPENAI_CHAT_PARAMS
 
 __all__ = ["CallableBackend", "OpenAIClientBackend", "WorkerPool"]
 
@@ -251,9 +252,15 @@ class OpenAIClientBackend:
     sync client called from ``acomplete`` runs in a private thread pool, once per attempt.
     The caller keeps ownership of the client: ``close()`` does not close it.
 
+    ``extra_body`` is handed to ``create`` as its own ``extra_body=`` argument, which the SDK
+    merges into the request body.
+
     Args:
         client: The SDK client (or any object with ``.chat.completions.create(**body)``).
     """
+
+    #: The generation parameters this backend accepts: the OpenAI SDK's ``create`` arguments.
+    generation_params: ClassVar[frozenset[str]] = OPENAI_CHAT_PARAMS
 
     def __init__(self, client: Any) -> None:
         create = getattr(
@@ -288,7 +295,7 @@ class OpenAIClientBackend:
                 "OpenAIClientBackend: an async SDK client (AsyncOpenAI) cannot serve a "
                 "synchronous call; use acomplete(), or pass a sync client"
             )
-        body = build_openai_body(request)
+        body = build_openai_body(request, keep_extra_body=True)
         try:
             value = self._create(**body)
         except Exception as exc:
@@ -297,7 +304,7 @@ class OpenAIClientBackend:
 
     async def acomplete(self, request: ChatRequest) -> ChatResponse:
         """Await ``create`` (async client) or run it in a worker thread (sync client)."""
-        body = build_openai_body(request)
+        body = build_openai_body(request, keep_extra_body=True)
         try:
             if self._is_async:
                 value = await self._create(**body)

@@ -29,7 +29,7 @@ from typing import Any
 import aiohttp
 import httpx
 
-from loom_protocol import BackendError, Error, ErrorCode
+from loom_protocol import BackendError, Error, ErrorCode, redact_text
 
 __all__ = [
     "DETAIL_LIMIT",
@@ -54,15 +54,13 @@ _REASONS: dict[ErrorCode, str] = {
 
 
 def redact(text: str, secrets: Iterable[str | None]) -> str:
-    """Replace every occurrence of each secret in ``text`` by ``***``.
+    """Mask each secret, and any URL credential, in ``text`` (``***``).
 
     Providers sometimes echo (part of) a rejected key in their error body; nothing that came
     back from the wire may carry a credential into an error message, a log line or the store.
+    The rules are :func:`loom_protocol.redact_text`'s, shared by every package.
     """
-    for secret in secrets:
-        if secret and len(secret) >= 4 and secret in text:
-            text = text.replace(secret, "***")
-    return text
+    return redact_text(text, secrets)
 
 
 def _truncate(text: str, limit: int) -> str:

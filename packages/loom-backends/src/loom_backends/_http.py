@@ -16,10 +16,24 @@ import os
 import threading
 from collections.abc import AsyncGenerator, Callable, Mapping
 from typing import Any, ClassVar, Self
+from urllib.parse import parse_qsl, unquote_plus, urlunsplit
 
 import httpx
 
-from loom_protocol import ChatRequest, ChatResponse, LoomUsageError
+from loom_protocol import (
+    MASK,
+    MAX_TIMEOUT,
+    ChatRequest,
+    ChatResponse,
+    LoomUsageError,
+    check_header,
+    check_http_url,
+    check_int,
+    check_positive_number,
+    is_secret_name,
+    redact_headers,
+    redact_url,
+)
 
 from ._errors import bad_answer_error, error_for_status, error_for_transport
 from ._transport import BufferedAiohttpTransport
@@ -91,6 +105,8 @@ class HTTPBackend:
     _ENV_BASE_URL: ClassVar[str]
     _ENV_API_KEY: ClassVar[str]
     _DEFAULT_BASE_URL: ClassVar[str]
+    #: The official host, where a request without a key can only fail.
+    _KEYED_HOST: ClassVar[str]
 
     def __init__(
         self,
@@ -104,28 +120,51 @@ class HTTPBackend:
         async_transport: httpx.AsyncBaseTransport | None = None,
     ) -> None:
         name = type(self).__name__
-        base = base_url or os.environ.get(self._ENV_BASE_URL) or self._DEFAULT_BASE_URL
-        if not base.startswith(("http://", "https://")):
+        if base_url is not None and base_url != "":
+            base: str = base_url
+            where = f"{name}: base_url"
+        elif os.environ.get(self._ENV_BASE_URL):
+            base = os.environ[self._ENV_BASE_URL]
+            where = f"{name}: {self._ENV_BASE_URL} (from the environment)"
+        else:
+            base = self._DEFAULT_BASE_URL
+            where = f"{name}: base_url"
+        parts = check_http_url(where, base)
+        url_where = (where, redact_url(base))
+        seconds = check_positive_number(f"{name}: timeout", timeout, " of seconds", MAX_TIMEOUT)
+        check_int(f"{name}: max_connections", max_connections, 1)
+        if headers is not None and not isinstance(headers, Mapping):
+            raise LoomUsageError(f"{name}: headers must be a mapping, got {type(headers).__name__}")
+        custom = {str(k).lower(): str(v) for k, v in (headers or {}).items()}
+        for key, value in custom.items():
+            check_header(f"{name}: the name of header {key!r}", key)
+            check_header(f"{name}: the value of header {key!r}", value)
+        if api_key is not None:
+            self._api_key: str | None = check_header(f"{name}: api_key", api_key)
+        else:
+            from_env = os.environ.get(self._ENV_API_KEY) or None
+            where = f"{name}: {self._ENV_API_KEY} (from the environment)"
+            self._api_key = check_header(where, from_env) if from_env else None
+        if (
+            not self._api_key
+            and (parts.hostname or "").lower() == self._KEYED_HOST
+            and not any(is_secret_name(k) for k in custom)
+        ):
+            # Without this every request would go out and come back 401, one row at a time.
+            given = "api_key is empty" if api_key is not None else f"{self._ENV_API_KEY} is not set"
             raise LoomUsageError(
-                f"{name}: base_url must start with http:// or https://, got {base!r}"
+                f"{name}: no API key for {self._KEYED_HOST} ({given}): set {self._ENV_API_KEY} "
+                f"or pass api_key=...; for a local or self-hosted server pass base_url= (or set "
+                f"{self._ENV_BASE_URL})"
             )
-        if isinstance(timeout, bool) or not isinstance(timeout, int | float) or timeout <= 0:
-            raise LoomUsageError(
-                f"{name}: timeout must be a positive number of seconds, got {timeout!r}"
-            )
-        if isinstance(max_connections, bool) or not isinstance(max_connections, int):
-            raise LoomUsageError(f"{name}: max_connections must be an int, got {max_connections!r}")
-        if max_connections < 1:
-            raise LoomUsageError(f"{name}: max_connections must be >= 1, got {max_connections}")
-        self._base_url = base.rstrip("/")
-        self._api_key = (
-            api_key if api_key is not None else os.environ.get(self._ENV_API_KEY) or None
-        )
-        self._timeout = httpx.Timeout(float(timeout))
+        # The query stays on the endpoint: {root}/chat/completions?api-version=... (Azure).
+        path = parts.path.rstrip("/")
+        self._base_url = urlunsplit((parts.scheme, parts.netloc, path, parts.query, ""))
+        self._url = urlunsplit((parts.scheme, parts.netloc, self._endpoint(path), parts.query, ""))
+        self._timeout = httpx.Timeout(seconds)
         self._limits = httpx.Limits(
             max_connections=max_connections, max_keepalive_connections=max_connections
         )
-        self._url = self._endpoint(self._base_url)
         # Headers are built once: per-request header work is measurable at thousands of req/s.
         self._headers = {
             "content-type": "application/json",
@@ -133,16 +172,22 @@ class HTTPBackend:
             "user-agent": f"loom-backends/{_VERSION}",
         }
         self._headers.update(self._auth_headers(self._api_key))
-        if headers:
-            self._headers.update({str(k).lower(): str(v) for k, v in headers.items()})
-        # Header values that look like credentials are blanked out of errors like the key.
+        self._headers.update(custom)
+        self._custom_headers = custom
+        # Everything secret is blanked out of errors: the key, credential-like header values
+        # and the base URL's secret query values (Azure's ?api-key=...).
+        query_secrets = [
+            value for key, value in parse_qsl(parts.query) if is_secret_name(key) and value
+        ]
+        # ...also as written in the URL (percent-encoded), the form an echoed URL carries.
+        for item in parts.query.split("&"):
+            key, _, value = item.partition("=")
+            if value and is_secret_name(unquote_plus(key)):
+                query_secrets.append(value)
         self._secrets: tuple[str | None, ...] = (
             self._api_key,
-            *(
-                str(value)
-                for name, value in (headers or {}).items()
-                if any(word in name.lower() for word in ("key", "auth", "token", "secret"))
-            ),
+            *(value for key, value in custom.items() if is_secret_name(key)),
+            *query_secrets,
         )
         self._transport = transport
         self._async_transport = async_transport
@@ -153,14 +198,20 @@ class HTTPBackend:
         # own loop and from users' loops (FastAPI's, asyncio.run in a notebook cell...).
         self._async_transports: dict[asyncio.AbstractEventLoop, httpx.AsyncBaseTransport] = {}
         self._guards: dict[asyncio.AbstractEventLoop, _LoopGuard] = {}
-        self._httpx_url = httpx.URL(self._url)
+        try:
+            self._httpx_url = httpx.URL(self._url)
+        except httpx.InvalidURL as exc:  # what urlsplit lets through and httpx does not
+            raise LoomUsageError(
+                f"{url_where[0]} is not a valid URL ({exc}): {url_where[1]!r}"
+            ) from None
         self._httpx_headers = httpx.Headers(self._headers)
         self._timeouts = self._timeout.as_dict()
         self._header_list = list(self._headers.items())
 
     # -- what a subclass provides -------------------------------------------------------------
 
-    def _endpoint(self, base_url: str) -> str:
+    def _endpoint(self, path: str) -> str:
+        """The endpoint's path, from the base URL's path (no trailing slash)."""
         raise NotImplementedError
 
     def _auth_headers(self, api_key: str | None) -> dict[str, str]:
@@ -176,12 +227,12 @@ class HTTPBackend:
 
     @property
     def base_url(self) -> str:
-        """The provider's base URL (without a trailing slash)."""
+        """The provider's base URL (without a trailing slash; its query, if any, kept)."""
         return self._base_url
 
     @property
     def url(self) -> str:
-        """The endpoint every request is POSTed to."""
+        """The endpoint every request is POSTed to (the base URL's query kept at its end)."""
         return self._url
 
     def _encode(self, request: ChatRequest) -> bytes:
@@ -333,9 +384,12 @@ class HTTPBackend:
         await self.aclose()
 
     def __repr__(self) -> str:
-        # Never the key itself: a repr ends up in logs and tracebacks.
-        key = "'***'" if self._api_key else "None"
-        return f"{type(self).__name__}(base_url={self._base_url!r}, api_key={key})"
+        # Never a secret: a repr ends up in logs and tracebacks.
+        key = repr(MASK) if self._api_key else "None"
+        shown = f"base_url={redact_url(self._base_url)!r}, api_key={key}"
+        if self._custom_headers:
+            shown += f", headers={redact_headers(self._custom_headers)!r}"
+        return f"{type(self).__name__}({shown})"
 
 
 class _LoopGuard:

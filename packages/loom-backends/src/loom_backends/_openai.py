@@ -6,12 +6,13 @@ client) builds the same body and parses the same answer.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, ClassVar
 
 from loom_protocol import ChatRequest, ChatResponse, Message, TextPart, Usage
 
 from ._errors import bad_answer_error
 from ._http import HTTPBackend
+from ._params import OPENAI_CHAT_PARAMS, merge_params
 
 __all__ = ["OpenAIChatBackend", "build_openai_body", "parse_openai_answer", "usage_from"]
 
@@ -28,11 +29,13 @@ def _openai_message(message: Message) -> dict[str, Any]:
     return {"role": message.role, "content": parts}
 
 
-def build_openai_body(request: ChatRequest) -> dict[str, Any]:
+def build_openai_body(request: ChatRequest, *, keep_extra_body: bool = False) -> dict[str, Any]:
     """The JSON body of a ``/chat/completions`` call for ``request``.
 
     ``temperature`` and ``max_tokens`` are sent only when set; ``response_format`` as given;
-    ``params`` are merged last, so a user's explicit generation parameter always wins.
+    ``params`` are merged last, so a user's explicit generation parameter always wins, and
+    the ``extra_body`` mapping among them after the others. With ``keep_extra_body`` (an
+    OpenAI SDK client, which takes ``extra_body=`` itself) it stays a key of its own.
     """
     body: dict[str, Any] = {
         "model": request.model,
@@ -44,7 +47,10 @@ def build_openai_body(request: ChatRequest) -> dict[str, Any]:
         body["max_tokens"] = request.max_tokens
     if request.response_format is not None:
         body["response_format"] = request.response_format
-    body.update(request.params)
+    if keep_extra_body:
+        body.update(request.params)
+    else:
+        merge_params(body, request.params)
     return body
 
 
@@ -140,12 +146,16 @@ class OpenAIChatBackend(HTTPBackend):
         async_transport: An httpx async transport; by default the aiohttp transport.
     """
 
+    #: The generation parameters this backend accepts (see ``_params``).
+    generation_params: ClassVar[frozenset[str]] = OPENAI_CHAT_PARAMS
+
     _ENV_BASE_URL = "OPENAI_BASE_URL"
     _ENV_API_KEY = "OPENAI_API_KEY"
     _DEFAULT_BASE_URL = "https://api.openai.com/v1"
+    _KEYED_HOST = "api.openai.com"
 
-    def _endpoint(self, base_url: str) -> str:
-        return f"{base_url}/chat/completions"
+    def _endpoint(self, path: str) -> str:
+        return f"{path}/chat/completions"
 
     def _auth_headers(self, api_key: str | None) -> dict[str, str]:
         return {"authorization": f"Bearer {api_key}"} if api_key else {}

@@ -6,7 +6,15 @@ import os
 from importlib.metadata import entry_points
 from typing import Any, NamedTuple
 
-from loom_protocol import Backend, LoomUsageError
+from loom_protocol import (
+    MAX_TIMEOUT,
+    Backend,
+    LoomUsageError,
+    check_header,
+    check_http_url,
+    check_int,
+    check_positive_number,
+)
 
 from ._anthropic import AnthropicBackend
 from ._callable import OpenAIClientBackend
@@ -69,12 +77,22 @@ def resolve_backend(
     With an explicit ``backend`` or ``client`` the model name is returned unchanged and
     ``base_url`` / ``api_key`` are not used.
 
+    ``base_url``, ``api_key``, ``timeout`` and ``max_connections`` are checked in every case
+    (a bad value is a bug even when an explicit backend makes it unused).
+
     Raises:
         LoomUsageError: An empty model, an object that is no backend or client, an unknown
-            prefix, or a registered factory that does not return a backend.
+            prefix, a registered factory that does not return a backend, a base_url that is
+            no usable http(s) URL, or a bad timeout, api_key or max_connections.
     """
     if not isinstance(model, str) or not model.strip():
         raise LoomUsageError(f"model must be a non-empty string, got {model!r}")
+    if base_url is not None and base_url != "":
+        check_http_url("base_url", base_url)
+    if api_key is not None:
+        check_header("api_key", api_key)
+    check_positive_number("timeout", timeout, " of seconds", MAX_TIMEOUT)
+    check_int("max_connections", max_connections, 1)
     if backend is not None:
         if not _is_backend(backend):
             raise LoomUsageError(

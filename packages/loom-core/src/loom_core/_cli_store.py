@@ -6,7 +6,7 @@ import json
 import os
 from typing import IO, Any
 
-from loom_protocol import StoreError
+from loom_protocol import StoreError, redact_value
 from loom_store import ConfigInfo, ResultStore
 
 __all__ = [
@@ -154,7 +154,8 @@ def _params(config: dict[str, Any]) -> dict[str, Any]:
 
 
 def _describe(info: ConfigInfo, number: int, shown: bool, out: IO[str]) -> None:
-    config = info.config
+    # Masked again on display: a store written before the current rules may hold a credential.
+    config = redact_value(info.config) if info.config is not None else None
     mark = "*" if shown else " "
     first = f"{info.created_at:%Y-%m-%d %H:%M:%S}" if info.created_at is not None else "-"
     output = _describe_output(config.get("output")) if config is not None else "?"

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import functools
+import inspect
 import os
 import threading
 import time
@@ -13,6 +15,7 @@ from typing import Any, Generic, TypeVar
 
 from loom_backends import resolve_backend
 from loom_protocol import (
+    MAX_TIMEOUT,
     Backend,
     BatchEndEvent,
     BatchErrorEvent,
@@ -26,12 +29,21 @@ from loom_protocol import (
     SummaryCounter,
     TaskResult,
     TaskResultEvent,
+    check_int,
+    check_positive_number,
+    redact_url,
 )
 from loom_store import ResultStore, StoreWriter
 
 from ._batch import BatchRun
 from ._bridge import LoopThread
-from ._config import LoomConfig, split_generation_params
+from ._config import (
+    LoomConfig,
+    check_param_names,
+    check_param_ranges,
+    refuse_batch_args,
+    split_generation_params,
+)
 from ._defaults import DEFAULT_MAX_WORKERS
 from ._inputs import records_of
 from ._output import OutputSpec
@@ -45,6 +57,13 @@ __all__ = ["LoomConfigWarning", "TaskLoom"]
 T = TypeVar("T")
 
 Inputs = Iterable[Any] | AsyncIterable[Any]
+
+
+@functools.cache
+def _loom_args() -> frozenset[str]:
+    """TaskLoom's own argument names, for a did-you-mean on a misspelled one."""
+    names = inspect.signature(TaskLoom.__init__).parameters
+    return frozenset(n for n in names if n not in ("self", "llm_kwargs"))
 
 
 class LoomConfigWarning(UserWarning):
@@ -76,11 +95,15 @@ class TaskLoom(Generic[T]):
         tpm: Tokens per minute, at most, for this loom (estimated before, corrected after).
         timeout: Seconds for one provider call.
         image_root: When set, local image paths must lie inside this folder.
-        **llm_kwargs: Generation parameters (temperature, max_tokens, top_p, seed…).
+        **llm_kwargs: Generation parameters the backend declares (temperature, max_tokens,
+            top_p, seed…; see ``generation_params`` of each backend), and
+            ``extra_body={...}`` for provider-specific ones, merged into the request body.
 
     Raises:
         LoomUsageError: A template that does not parse, an unusable response_model, an unknown
-            backend prefix, invalid generation parameters, or an unreachable store.
+            backend prefix, a bad timeout or base_url, no API key for the official OpenAI or
+            Anthropic endpoint, an unknown or invalid generation parameter, or an unreachable
+            store.
     """
 
     def __init__(
@@ -104,10 +127,10 @@ class TaskLoom(Generic[T]):
         image_root: str | os.PathLike[str] | None = None,
         **llm_kwargs: Any,
     ) -> None:
-        if not isinstance(max_retries, int) or isinstance(max_retries, bool) or max_retries < 0:
-            raise LoomUsageError(f"max_retries must be an int >= 0, got {max_retries!r}")
-        if not isinstance(timeout, int | float) or timeout <= 0:
-            raise LoomUsageError(f"timeout must be a positive number of seconds, got {timeout!r}")
+        check_int("max_retries", max_retries, 0)
+        seconds = check_positive_number("timeout", timeout, " of seconds", MAX_TIMEOUT)
+        # Arguments of map()/stream() given here are refused before anything else is built.
+        refuse_batch_args(llm_kwargs)
         self._prompt = PromptTemplate(prompt_template, name="prompt_template")
         self._system = (
             PromptTemplate(system_prompt, name="system_prompt")
@@ -122,7 +145,19 @@ class TaskLoom(Generic[T]):
             backend=backend,
             base_url=base_url,
             api_key=api_key,
-            timeout=float(timeout),
+            timeout=seconds,
+        )
+        known = getattr(resolved.backend, "generation_params", None)
+        check_param_names(
+            llm_kwargs,
+            known if isinstance(known, frozenset | set | tuple | list) else None,
+            type(resolved.backend).__name__,
+            _loom_args(),
+        )
+        check_param_ranges(
+            {**llm_kwargs, "temperature": temperature},
+            getattr(resolved.backend, "parameter_ranges", None),
+            type(resolved.backend).__name__,
         )
         self._backend = resolved.backend
         self._owns_backend = client is None and backend is None
@@ -149,7 +184,7 @@ class TaskLoom(Generic[T]):
             auto_repair_json=auto_repair_json,
             max_retries=max_retries,
             limiter=self._limiter,
-            timeout=float(timeout),
+            timeout=seconds,
             image_root=os.fspath(image_root) if image_root is not None else None,
         )
         self._bridge = LoopThread()
@@ -175,9 +210,11 @@ class TaskLoom(Generic[T]):
     # -- plumbing ----------------------------------------------------------------------------
 
     def __repr__(self) -> str:
+        # Never a secret: the backend's repr and the store URL are masked.
         store = self._store.url if self._store is not None else os.fspath(self._store_target)
         return (
-            f"TaskLoom(model={self.config.model!r}, output={self._output.kind!r}, store={store!r})"
+            f"TaskLoom(model={self.config.model!r}, output={self._output.kind!r}, "
+            f"backend={self._backend!r}, store={redact_url(store)!r})"
         )
 
     def _check_open(self) -> None:

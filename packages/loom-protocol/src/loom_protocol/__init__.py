@@ -6,6 +6,14 @@ httpx, SQLAlchemy or any provider SDK. Pure data and pure functions, no I/O.
 
 from ._backend import Backend
 from ._chat import ChatRequest, ChatResponse, ContentPart, ImagePart, Message, TextPart, Usage
+from ._checks import (
+    MAX_TIMEOUT,
+    check_header,
+    check_http_url,
+    check_int,
+    check_number,
+    check_positive_number,
+)
 from ._errors import BackendError, Error, ErrorCode, LoomError, LoomUsageError, StoreError
 from ._events import (
     BatchEndEvent,
@@ -22,13 +30,23 @@ from ._fingerprint import (
     canonicalize,
     fingerprint,
 )
+from ._redact import (
+    MASK,
+    is_secret_name,
+    redact_headers,
+    redact_text,
+    redact_url,
+    redact_value,
+)
 from ._results import BatchResult, BatchSummary, SummaryCounter, TaskResult, data_column
 from ._version import PROTOCOL_VERSION
 
 __version__ = "0.1.0"
 
 __all__ = [
+    "MASK",
     "MAX_INPUT_DEPTH",
+    "MAX_TIMEOUT",
     "PROTOCOL_VERSION",
     "Backend",
     "BackendError",
@@ -56,7 +74,17 @@ __all__ = [
     "canonical_fingerprint",
     "canonical_json",
     "canonicalize",
+    "check_header",
+    "check_http_url",
+    "check_int",
+    "check_number",
+    "check_positive_number",
     "data_column",
     "fingerprint",
+    "is_secret_name",
     "parse_stream_event",
+    "redact_headers",
+    "redact_text",
+    "redact_url",
+    "redact_value",
 ]

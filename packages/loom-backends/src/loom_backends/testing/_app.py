@@ -169,6 +169,7 @@ class ServerCore:
             body = None
         record = RecordedRequest(
             path=request.path,
+            query=request.raw_path.partition("?")[2],
             headers={k.lower(): v for k, v in request.headers.items()},
             body=body if isinstance(body, dict) else {},
             received_at=time.time(),

@@ -9,7 +9,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from loom_protocol import LoomUsageError
+from loom_protocol import LoomUsageError, redact_url
 
 __all__ = ["FakeReply", "FaultPlan", "RecordedRequest", "render_answer"]
 
@@ -43,6 +43,8 @@ class RecordedRequest:
         retry_after: The wait, in seconds, that the answer asked for (``Retry-After`` or
             ``retry-after-ms``), when it asked for one: lets a test check that a client
             never came back before that.
+        query: The URL's query string as sent (not decoded), without the ``?`` (``""`` when
+            there was none).
     """
 
     path: str
@@ -51,6 +53,7 @@ class RecordedRequest:
     received_at: float
     status: int = 0
     retry_after: float | None = None
+    query: str = ""
 
     @property
     def messages(self) -> list[dict[str, Any]]:
@@ -82,8 +85,9 @@ class RecordedRequest:
     def __repr__(self) -> str:
         # Credentials sent by the client under test stay out of reprs and logs.
         headers = {k: ("***" if k in _SECRET_HEADERS else v) for k, v in self.headers.items()}
+        path = redact_url(f"{self.path}?{self.query}") if self.query else self.path
         return (
-            f"RecordedRequest(path={self.path!r}, status={self.status}, headers={headers!r}, "
+            f"RecordedRequest(path={path!r}, status={self.status}, headers={headers!r}, "
             f"body={self.body!r})"
         )
 
@@ -96,6 +100,7 @@ class RecordedRequest:
             "received_at": self.received_at,
             "status": self.status,
             "retry_after": self.retry_after,
+            "query": self.query,
         }
 
 
