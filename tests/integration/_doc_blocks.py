@@ -75,6 +75,9 @@ def fences(text: str) -> list[Fence]:
         indent = len(lines[i]) - len(stripped)
         marker = len(stripped) - len(stripped.lstrip("`"))
         info = stripped[marker:].strip()
+        if "`" in info:  # CommonMark: not a fence, inline code at the start of a line
+            i += 1
+            continue
         j = i + 1
         while j < len(lines) and not (
             lines[j].strip().startswith("`" * marker) and not lines[j].strip().strip("`")
@@ -158,8 +161,11 @@ def check_page(page: str, text: str, cwd: Path, env: dict[str, str]) -> list[str
     The first failing block stops the page (later blocks may need its files); a wrong output or a
     failed compile of a no-run block is reported and the page goes on.
     """
+    try:
+        blocks = python_blocks(text)
+    except DocFormatError as exc:
+        return [f"{page}: {exc}"]
     problems: list[str] = []
-    blocks = python_blocks(text)
     no_run = [b for b in blocks if not b.run]
     if len(no_run) > NO_RUN_ALLOWANCE:
         problems.append(
