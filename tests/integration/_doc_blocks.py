@@ -155,7 +155,9 @@ def block_env(openai_base_url: str, anthropic_base_url: str) -> dict[str, str]:
     )
 
 
-def check_page(page: str, text: str, cwd: Path, env: dict[str, str]) -> list[str]:
+def check_page(
+    page: str, text: str, cwd: Path, env: dict[str, str], timeout: float = 120
+) -> list[str]:
     """Run every block of a page in order in ``cwd``; the problems found, empty when all is well.
 
     The first failing block stops the page (later blocks may need its files); a wrong output or a
@@ -179,7 +181,11 @@ def check_page(page: str, text: str, cwd: Path, env: dict[str, str]) -> list[str
             except SyntaxError as exc:
                 problems.append(f"{block.where(page)} ({NO_RUN}) is not valid Python: {exc}")
             continue
-        done = run_block(block.code, cwd, f"block_{block.number}.py", env)
+        try:
+            done = run_block(block.code, cwd, f"block_{block.number}.py", env, timeout)
+        except subprocess.TimeoutExpired:
+            problems.append(f"{block.where(page)} did not finish within {timeout:g} s")
+            break
         if done.returncode != 0:
             problems.append(
                 f"{block.where(page)} exited with {done.returncode}\n"

@@ -157,6 +157,12 @@ def test_blocks_reach_the_fake_server_through_the_environment(
     assert server.request_count == 1
 
 
+def test_a_block_that_hangs_is_stopped_and_named(server: FakeLLMServer, tmp_path: Path) -> None:
+    text = "```python\nimport time\n\ntime.sleep(60)\n```\n```python\nprint(1)\n```\n"
+    problems = check_page("page.md", text, tmp_path, _env(server), timeout=1)
+    assert problems == ["page.md python block 1 (line 1) did not finish within 1 s"]
+
+
 def test_no_run_blocks_are_counted_and_compiled(server: FakeLLMServer, tmp_path: Path) -> None:
     one = f"```{NO_RUN}\nimport remote_only\n```\n"
     assert _problems(one * NO_RUN_ALLOWANCE, server, tmp_path) == []
