@@ -203,6 +203,7 @@ def clone(tmp_path_factory: pytest.TempPathFactory) -> Clone:
     _run([_GIT, "fetch", "-q", REPO, "HEAD"], cwd=path)
     _run([_GIT, "checkout", "-q", "-b", "under-test", "FETCH_HEAD"], cwd=path)
     commit = _run([_GIT, "rev-parse", "HEAD"], cwd=path).strip()
+    assert commit == _run([_GIT, "rev-parse", "HEAD"], cwd=REPO).strip()
     return Clone(path, commit)
 
 
