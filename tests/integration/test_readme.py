@@ -1,89 +1,46 @@
-"""The README's Python blocks run, against a FakeLLMServer, and print what the README shows.
+"""The README's first example: the resume extraction it promises, and its re-run from the store.
 
-A ```python block directly followed by a ```text block must print exactly that text.
+Every ```python block of the README (and of docs/*.md) runs and prints what is shown in
+test_docs.py; this file holds what is particular to the README.
 """
 
 from __future__ import annotations
 
-import re
-import subprocess
-import sys
 from pathlib import Path
 
 from loom_backends.testing import FakeLLMServer
 
-from .conftest import REPO, cli_env
+from ._doc_blocks import block_env, python_blocks, run_block
+from .conftest import REPO
 
 README = REPO / "README.md"
-_FENCE = re.compile(r"^```(\w*)[^\n]*\n(.*?)^```[ \t]*$", re.MULTILINE | re.DOTALL)
 
 
-def readme_examples(text: str) -> list[tuple[str, str | None]]:
-    """(code, expected output or None) for every ```python block of ``text``."""
-    blocks = [(m.group(1), m.group(2), m.start(), m.end()) for m in _FENCE.finditer(text)]
-    examples: list[tuple[str, str | None]] = []
-    for i, (lang, body, _, end) in enumerate(blocks):
-        if lang != "python":
-            continue
-        expected = None
-        if i + 1 < len(blocks) and blocks[i + 1][0] == "text":
-            between = text[end : blocks[i + 1][2]]
-            if len(between.strip()) < 200:  # a short lead-in such as "It prints:"
-                expected = blocks[i + 1][1]
-        examples.append((body, expected))
-    return examples
-
-
-def test_extraction_finds_code_and_output() -> None:
-    text = "x\n```python\nprint(1)\n```\nIt prints:\n```text\n1\n```\n```bash\nls\n```\n"
-    assert readme_examples(text) == [("print(1)\n", "1\n")]
+def _first_example() -> tuple[str, str]:
+    blocks = python_blocks(README.read_text(encoding="utf-8"))
+    assert blocks, "the README has no ```python block"
+    first = blocks[0]
+    assert first.run, "the README's first example must run"
+    assert first.expected is not None, "the first example must be followed by its ```text output"
+    return first.code, first.expected
 
 
 def test_the_first_example_is_the_resume_extraction() -> None:
-    examples = readme_examples(README.read_text(encoding="utf-8"))
-    assert examples, "the README has no ```python block"
-    code, expected = examples[0]
+    code, _ = _first_example()
     assert "class UserProfile(BaseModel)" in code
     assert "task_name=" in code
-    assert expected is not None, "the first example must be followed by its ```text output"
-
-
-def _run(script: Path, srv: FakeLLMServer, cwd: Path) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, str(script)],
-        cwd=cwd,
-        env=cli_env(OPENAI_BASE_URL=srv.base_url),
-        capture_output=True,
-        text=True,
-        encoding="utf-8",
-        timeout=120,
-        check=False,
-    )
-
-
-def test_readme_python_blocks_run_and_print_what_is_shown(
-    server: FakeLLMServer, tmp_path: Path
-) -> None:
-    examples = readme_examples(README.read_text(encoding="utf-8"))
-    for number, (code, expected) in enumerate(examples, 1):
-        script = tmp_path / f"readme_block_{number}.py"
-        script.write_text(code, encoding="utf-8")
-        done = _run(script, server, tmp_path)
-        assert done.returncode == 0, f"README block {number} failed:\n{done.stderr}"
-        if expected is not None:
-            assert done.stdout == expected, f"README block {number} printed:\n{done.stdout}"
 
 
 def test_rerunning_the_first_example_is_served_from_the_store(
     server: FakeLLMServer, tmp_path: Path
 ) -> None:
-    code, expected = readme_examples(README.read_text(encoding="utf-8"))[0]
-    assert expected is not None
-    script = tmp_path / "first.py"
-    script.write_text(code, encoding="utf-8")
-    assert _run(script, server, tmp_path).returncode == 0
+    code, expected = _first_example()
+    env = block_env(server.base_url, server.anthropic_base_url)
+    first = run_block(code, tmp_path, "first.py", env)
+    assert first.returncode == 0, first.stderr
+    assert first.stdout == expected
     calls = server.request_count
-    again = _run(script, server, tmp_path)
+    again = run_block(code, tmp_path, "first.py", env)
     assert again.returncode == 0, again.stderr
     assert server.request_count == calls  # no new request: everything came from the store
     assert "from the store: False" in expected

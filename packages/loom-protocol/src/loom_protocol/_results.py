@@ -319,13 +319,13 @@ class BatchResult(BaseModel, Generic[T]):
             include_input: Add the input's keys as ``input.<key>`` columns.
 
         Raises:
-            ImportError: pandas is not installed (``pip install 'loom-core[pandas]'``).
+            ImportError: pandas is not installed (``pip install pandas``).
         """
         try:
             import pandas as pd
         except ImportError as exc:  # pragma: no cover - exercised in a pandas-free env
             raise ImportError(
-                "BatchResult.to_pandas() needs pandas: pip install 'loom-core[pandas]' "
-                "(or pip install pandas)"
+                "BatchResult.to_pandas() needs pandas: pip install pandas "
+                "(or Loom's extra loom-core[pandas], see docs/install.md)"
             ) from exc
         return pd.DataFrame.from_records(self.to_records(include_input=include_input))
