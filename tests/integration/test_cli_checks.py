@@ -52,12 +52,14 @@ def test_bad_numbers_are_usage_errors(
     assert "Traceback" not in err
 
 
-@pytest.mark.parametrize("value", ["nan", "inf", "-0.5", "warm"])
-def test_bad_temperature_is_a_usage_error(capsys: pytest.CaptureFixture[str], value: str) -> None:
-    status = main(["run", "in.jsonl", "--model", "m", "-t", "x", f"--temperature={value}"])
+def test_a_temperature_that_is_no_number_is_a_usage_error(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    # Its range (nan, inf, -0.5, 3) is the engine's check: test_cli_config.py.
+    status = main(["run", "in.jsonl", "--model", "m", "-t", "x", "--temperature=warm"])
     err = capsys.readouterr().err
     assert status == 2
-    assert "argument --temperature: expected a" in err and "number >= 0" in err
+    assert "argument --temperature: expected a number, got 'warm'" in err
 
 
 def test_timeout_applies_to_each_call(run_cli: CliRunner, tmp_path: Path) -> None:

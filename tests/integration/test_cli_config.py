@@ -117,8 +117,8 @@ def test_loom_show_masks_a_secret_stored_by_an_older_version(
     ResultStore(str(db)).close()  # the current schema
     with sqlite3.connect(db) as conn:
         conn.execute(
-            "INSERT INTO loom_runs (task_name, config_fp, config, created_at) "
-            "VALUES ('old', ?, ?, CURRENT_TIMESTAMP)",
+            "INSERT INTO loom_runs (task_name, config_fp, config, created_at, last_run_at) "
+            "VALUES ('old', ?, ?, CURRENT_TIMESTAMP, CURRENT_TIMESTAMP)",
             ("f" * 64, '{"model": "m", "params": {"subscription_key": "SECRET-OLD"}}'),
         )
     conn.close()

@@ -72,14 +72,13 @@ def _positive_float(text: str) -> float:
     return value
 
 
-def _non_negative_float(text: str) -> float:
+def _number(text: str) -> float:
+    # Only parsed here: the range is the backend's (Anthropic takes [0, 1], OpenAI [0, 2]), and
+    # the engine's own check words the message, as it does for Python callers.
     try:
-        value = float(text)
+        return float(text)
     except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a number >= 0, got {text!r}") from None
-    if not (math.isfinite(value) and value >= 0):
-        raise argparse.ArgumentTypeError(f"expected a finite number >= 0, got {text!r}")
-    return value
+        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
 
 
 CONFIG_HELP = (
@@ -172,7 +171,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="retries of a failed call, and separately re-asks (default: 3)",
     )
     run.add_argument(
-        "--temperature", type=_non_negative_float, help="sampling temperature (a number >= 0)"
+        "--temperature", type=_number, help="sampling temperature (the provider's range)"
     )
     run.add_argument("--max-tokens", type=_positive_int, help="the answer's token limit")
     run.add_argument("--db", default=DEFAULT_DB, help=db_help)
