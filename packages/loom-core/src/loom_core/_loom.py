@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
+import contextlib
+import logging
 import os
 import threading
 import time
@@ -30,12 +33,13 @@ from loom_protocol import (
 from loom_store import ResultStore, StoreWriter
 
 from ._batch import BatchRun
-from ._bridge import LoopThread
+from ._bridge import LoomClosedError, LoopThread
 from ._config import LoomConfig, split_generation_params
 from ._output import OutputSpec
 from ._persist import ResultCache
 from ._ratelimit import RateLimiter
 from ._render import PromptTemplate
+from ._retry import DEFAULT_MAX_RETRY_WAIT, check_max_retry_wait
 from ._task import TaskRunner
 
 __all__ = ["LoomConfigWarning", "TaskLoom"]
@@ -43,6 +47,15 @@ __all__ = ["LoomConfigWarning", "TaskLoom"]
 T = TypeVar("T")
 
 Inputs = Iterable[Any] | AsyncIterable[Any]
+
+_log = logging.getLogger("loom.engine")
+
+#: Seconds close() waits for the batches running on other threads' loops to stop.
+_ABORT_WAIT = 5.0
+
+_CLOSED_WHILE_RUNNING = (
+    "the TaskLoom was closed while this batch ran; the results already delivered are stored"
+)
 
 
 class LoomConfigWarning(UserWarning):
@@ -73,6 +86,9 @@ class TaskLoom(Generic[T]):
         rpm: Requests per minute, at most, for this loom.
         tpm: Tokens per minute, at most, for this loom (estimated before, corrected after).
         timeout: Seconds for one provider call.
+        max_retry_wait: The longest wait, in seconds, before a retry: a backoff, or the pause
+            of the whole loom after a 429. A task whose provider asks (``Retry-After``) for
+            longer fails at once, with a message saying what was asked.
         image_root: When set, local image paths must lie inside this folder.
         **llm_kwargs: Generation parameters (temperature, max_tokens, top_p, seed…).
 
@@ -99,6 +115,7 @@ class TaskLoom(Generic[T]):
         rpm: float | None = None,
         tpm: float | None = None,
         timeout: float = 60.0,
+        max_retry_wait: float = DEFAULT_MAX_RETRY_WAIT,
         image_root: str | os.PathLike[str] | None = None,
         **llm_kwargs: Any,
     ) -> None:
@@ -106,6 +123,7 @@ class TaskLoom(Generic[T]):
             raise LoomUsageError(f"max_retries must be an int >= 0, got {max_retries!r}")
         if not isinstance(timeout, int | float) or timeout <= 0:
             raise LoomUsageError(f"timeout must be a positive number of seconds, got {timeout!r}")
+        max_retry_wait = check_max_retry_wait(max_retry_wait)
         self._prompt = PromptTemplate(prompt_template, name="prompt_template")
         self._system = (
             PromptTemplate(system_prompt, name="system_prompt")
@@ -149,12 +167,15 @@ class TaskLoom(Generic[T]):
             limiter=self._limiter,
             timeout=float(timeout),
             image_root=os.fspath(image_root) if image_root is not None else None,
+            max_retry_wait=max_retry_wait,
         )
         self._bridge = LoopThread()
         self._lock = threading.Lock()
         self._closed = False
         self._warned: set[str] = set()
         self._registered: set[str] = set()
+        self._runs: set[BatchRun] = set()
+        self._ending: set[asyncio.Future[None]] = set()
         self._writer: StoreWriter | None = None
         self._store: ResultStore | None = None
         self._owns_store = False
@@ -180,7 +201,22 @@ class TaskLoom(Generic[T]):
 
     def _check_open(self) -> None:
         if self._closed:
-            raise LoomUsageError("this TaskLoom is closed")
+            raise LoomClosedError("this TaskLoom is closed")
+
+    def _enter_run(self, run: BatchRun) -> None:
+        """Start ``run`` on the running loop, known to close() (which ends it) until it ends."""
+        with self._lock:
+            if self._closed:
+                raise LoomClosedError("this TaskLoom is closed")
+            self._runs.add(run)
+        run.start()
+
+    async def _leave_run(self, run: BatchRun) -> None:
+        try:
+            await run.aclose()
+        finally:
+            with self._lock:
+                self._runs.discard(run)
 
     def _open_store(self) -> tuple[ResultStore, StoreWriter]:
         with self._lock:
@@ -229,7 +265,12 @@ class TaskLoom(Generic[T]):
             raise LoomUsageError(f"max_workers must be an int >= 1, got {max_workers!r}")
 
     def _new_run(
-        self, sequence: Inputs, cache: ResultCache | None, max_workers: int, ordered: bool
+        self,
+        sequence: Inputs,
+        cache: ResultCache | None,
+        max_workers: int,
+        ordered: bool,
+        streamed: bool,
     ) -> BatchRun:
         if isinstance(sequence, str | bytes | dict):
             raise LoomUsageError(
@@ -238,31 +279,52 @@ class TaskLoom(Generic[T]):
             )
         if not isinstance(sequence, Iterable | AsyncIterable):
             raise LoomUsageError(f"inputs must be iterable, got {type(sequence).__name__}")
+        # A stream's consumer may stop pulling and keep the iterator: its workers then stop
+        # once 2 x max_workers results wait for it (enough to keep every worker busy while
+        # the consumer takes the previous ones). map collects on the loop and never stops.
+        hold = 2 * max_workers if streamed else None
         return BatchRun(
-            self._runner, sequence, cache=cache, max_workers=max_workers, ordered=ordered
+            self._runner,
+            sequence,
+            cache=cache,
+            max_workers=max_workers,
+            ordered=ordered,
+            hold=hold,
         )
 
     def _open_run(
-        self, sequence: Inputs, task_name: str | None, max_workers: int, ordered: bool
+        self,
+        sequence: Inputs,
+        task_name: str | None,
+        max_workers: int,
+        ordered: bool,
+        *,
+        streamed: bool = True,
     ) -> BatchRun:
         """A new run, its store opened and registered (blocking I/O: call off the loop)."""
         cache, others = self._cache_for(task_name)
         self._warn_other_configs(task_name, others)
-        return self._new_run(sequence, cache, max_workers, ordered)
+        return self._new_run(sequence, cache, max_workers, ordered, streamed)
 
     async def _aopen_run(
-        self, sequence: Inputs, task_name: str | None, max_workers: int, ordered: bool
+        self,
+        sequence: Inputs,
+        task_name: str | None,
+        max_workers: int,
+        ordered: bool,
+        *,
+        streamed: bool = True,
     ) -> BatchRun:
         cache, others = await asyncio.to_thread(self._cache_for, task_name)
         # Warned here, in the caller's context, not on the helper thread.
         self._warn_other_configs(task_name, others)
-        return self._new_run(sequence, cache, max_workers, ordered)
+        return self._new_run(sequence, cache, max_workers, ordered, streamed)
 
     # -- sync driving of a run on the loom's loop thread -------------------------------------
 
     def _sync_pairs(self, run: BatchRun) -> Iterator[tuple[int, TaskResult[Any]]]:
         async def start() -> None:
-            run.start()
+            self._enter_run(run)
 
         self._bridge.run(start())
         try:
@@ -272,19 +334,26 @@ class TaskLoom(Generic[T]):
                     return
                 yield from batch
         finally:
-            if self._bridge is not None:
-                self._bridge.run(run.aclose())
+            # Once the loom is closed, close() has ended the run and stopped the loop.
+            with contextlib.suppress(LoomClosedError):
+                self._bridge.run(self._leave_run(run))
 
     async def _collect(self, run: BatchRun, collector: _Collector) -> None:
-        async with run:
+        self._enter_run(run)
+        try:
             while batch := await run.next_batch():
                 collector.add_many(batch)
+        finally:
+            await self._leave_run(run)
 
     async def _async_pairs(self, run: BatchRun) -> AsyncIterator[tuple[int, TaskResult[Any]]]:
-        async with run:
+        self._enter_run(run)
+        try:
             while batch := await run.next_batch():
                 for pair in batch:
                     yield pair
+        finally:
+            await self._leave_run(run)
 
     # -- single input ------------------------------------------------------------------------
 
@@ -317,7 +386,7 @@ class TaskLoom(Generic[T]):
         """
         self._check_open()
         self._check_batch_args(task_name, max_workers)
-        run = self._open_run(sequence, task_name, max_workers, ordered=False)
+        run = self._open_run(sequence, task_name, max_workers, ordered=False, streamed=False)
         with _Collector(progress, run.total) as collector:
             # Collected on the loop thread, in one call: handing results over to this thread
             # a batch at a time would cost a thread switch per batch and contend for the GIL.
@@ -334,7 +403,7 @@ class TaskLoom(Generic[T]):
         """Async twin of :meth:`map` (also takes an async iterable)."""
         self._check_open()
         self._check_batch_args(task_name, max_workers)
-        run = await self._aopen_run(sequence, task_name, max_workers, ordered=False)
+        run = await self._aopen_run(sequence, task_name, max_workers, ordered=False, streamed=False)
         with _Collector(progress, run.total) as collector:
             await self._collect(run, collector)
         return collector.batch()
@@ -428,33 +497,97 @@ class TaskLoom(Generic[T]):
     # -- closing -----------------------------------------------------------------------------
 
     def close(self) -> None:
-        """Drain pending writes, release connections and stop the loop thread (idempotent).
+        """End running batches, drain pending writes, release connections (idempotent).
 
-        Objects the loom did not create (a ``client``, ``backend`` or ``ResultStore`` passed
-        in) are left open for their owner.
+        A batch still running (``map``, ``stream``… on any thread or loop) ends at once: its
+        consumer gets a ``LoomUsageError`` saying the loom was closed (an event stream, a
+        ``batch_error`` event). Every result already delivered is committed, and rows being
+        written are drained first. Safe from any thread, at the same time as another close(),
+        and from inside the loom's own loop (a backend, a callback), where the release of
+        connections finishes on a helper thread. Objects the loom did not create (a
+        ``client``, ``backend`` or ``ResultStore`` passed in) are left open for their owner.
         """
+        runs = self._begin_close()
+        if runs is None:
+            return
+        waits, local = self._abort_runs(runs)
+        for run in local:  # on this thread's loop, which this call blocks: finish them later
+            self._ending.add(asyncio.ensure_future(run.aclose()))
+        if self._bridge.on_loop_thread():
+            # Stopping the loop from its own thread would wait for itself.
+            threading.Thread(target=self._release, name="loom-close", daemon=True).start()
+            return
+        concurrent.futures.wait(waits, timeout=_ABORT_WAIT)
+        self._release()
+
+    async def aclose(self) -> None:
+        """Async twin of :meth:`close`: await it on the loop that ran the async API."""
+        runs = self._begin_close()
+        if runs is None:
+            return
+        waits, local = self._abort_runs(runs)
+        for run in local:
+            await run.aclose()
+        if waits:
+            await asyncio.wait([asyncio.wrap_future(w) for w in waits], timeout=_ABORT_WAIT)
+        if self._owns_backend:
+            # This loop's connections, closed on this loop.
+            await self._backend.aclose()
+        if self._bridge.on_loop_thread():
+            threading.Thread(target=self._release, name="loom-close", daemon=True).start()
+            return
+        await asyncio.to_thread(self._release)
+
+    def _begin_close(self) -> list[BatchRun] | None:
+        """Mark the loom closed; the runs to end, or ``None`` when it was already closed."""
         with self._lock:
             if self._closed:
-                return
+                return None
             self._closed = True
+            return list(self._runs)
+
+    def _abort_runs(
+        self, runs: list[BatchRun]
+    ) -> tuple[list[concurrent.futures.Future[None]], list[BatchRun]]:
+        """End ``runs``: at once on the caller's own loop, by message on other loops.
+
+        Returns one future per run on another loop, done once that run has stopped its
+        tasks, and the runs of the caller's loop (aborted; their tasks still to be awaited).
+        """
+        try:
+            running: asyncio.AbstractEventLoop | None = asyncio.get_running_loop()
+        except RuntimeError:
+            running = None
+        waits: list[concurrent.futures.Future[None]] = []
+        local: list[BatchRun] = []
+        if runs:
+            _log.info("closing the TaskLoom ends %d running batch(es)", len(runs))
+        for run in runs:
+            loop = run.loop
+            if loop is None:
+                continue
+            error = LoomClosedError(_CLOSED_WHILE_RUNNING)
+            if loop is running:
+                run.abort(error)
+                local.append(run)
+                continue
+            with contextlib.suppress(RuntimeError):  # that loop is closed: nothing runs there
+                waits.append(asyncio.run_coroutine_threadsafe(_end_run(run, error), loop))
+        return waits, local
+
+    def _release(self) -> None:
+        """Drain the writer, release the store and the backend, stop the loop thread."""
         try:
             if self._writer is not None:
                 self._writer.close()
             if self._owns_store and self._store is not None:
                 self._store.close()
             if self._owns_backend:
-                self._bridge.run(self._backend.aclose())
+                with contextlib.suppress(LoomClosedError):
+                    self._bridge.run(self._backend.aclose())
                 self._backend.close()
         finally:
             self._bridge.close()
-
-    async def aclose(self) -> None:
-        """Async twin of :meth:`close`."""
-        if self._closed:
-            return
-        if self._owns_backend:
-            await self._backend.aclose()
-        await asyncio.to_thread(self.close)
 
     def __enter__(self) -> TaskLoom[T]:
         return self
@@ -470,6 +603,11 @@ class TaskLoom(Generic[T]):
 
 
 # -- helpers shared by the sync and async twins ------------------------------------------------
+
+
+async def _end_run(run: BatchRun, error: BaseException) -> None:
+    run.abort(error)
+    await run.aclose()
 
 
 class _EventBuilder:
@@ -502,12 +640,15 @@ class _EventBuilder:
         )
 
     def error(self, exc: Exception) -> BatchErrorEvent:
+        if isinstance(exc, LoomClosedError):
+            code = ErrorCode.CANCELLED
+        elif isinstance(exc, StoreError):
+            code = ErrorCode.STORE_ERROR
+        else:
+            code = ErrorCode.INTERNAL
         return BatchErrorEvent(
             batch_id=self.batch_id,
-            error=Error(
-                code=ErrorCode.INTERNAL,
-                message=f"the batch stopped: {type(exc).__name__}: {exc}",
-            ),
+            error=Error(code=code, message=f"the batch stopped: {type(exc).__name__}: {exc}"),
             summary=self.counter.summary(time.perf_counter() - self.started),
         )
 
