@@ -6,6 +6,7 @@ import asyncio
 import concurrent.futures
 import contextlib
 import logging
+import math
 import os
 import threading
 import time
@@ -340,10 +341,14 @@ class TaskLoom(Generic[T]):
 
     async def _collect(self, run: BatchRun, collector: _Collector) -> None:
         self._enter_run(run)
+        # The bar also moves while no result arrives (a 429 pause, retries under way).
+        ticker = asyncio.ensure_future(collector.tick()) if collector.bar is not None else None
         try:
             while batch := await run.next_batch():
                 collector.add_many(batch)
         finally:
+            if ticker is not None:
+                ticker.cancel()
             await self._leave_run(run)
 
     async def _async_pairs(self, run: BatchRun) -> AsyncIterator[tuple[int, TaskResult[Any]]]:
@@ -387,7 +392,7 @@ class TaskLoom(Generic[T]):
         self._check_open()
         self._check_batch_args(task_name, max_workers)
         run = self._open_run(sequence, task_name, max_workers, ordered=False, streamed=False)
-        with _Collector(progress, run.total) as collector:
+        with _Collector(progress, run.total, self._runner, self._limiter) as collector:
             # Collected on the loop thread, in one call: handing results over to this thread
             # a batch at a time would cost a thread switch per batch and contend for the GIL.
             self._bridge.run(self._collect(run, collector))
@@ -404,7 +409,7 @@ class TaskLoom(Generic[T]):
         self._check_open()
         self._check_batch_args(task_name, max_workers)
         run = await self._aopen_run(sequence, task_name, max_workers, ordered=False, streamed=False)
-        with _Collector(progress, run.total) as collector:
+        with _Collector(progress, run.total, self._runner, self._limiter) as collector:
             await self._collect(run, collector)
         return collector.batch()
 
@@ -654,15 +659,27 @@ class _EventBuilder:
 
 
 class _Collector:
-    """Gathers a batch's results in input order, ticking the progress bar (map and amap)."""
+    """Gathers a batch's results in input order, ticking the progress bar (map and amap).
 
-    def __init__(self, progress: bool, total: int | None) -> None:
+    The bar's postfix shows failed and cached results, the retries the batch made so far
+    (provider retries and re-asks) and, during a loom-wide 429 pause, the seconds left of it.
+    """
+
+    #: Seconds between refreshes of the bar while no result arrives.
+    TICK = 0.5
+
+    def __init__(
+        self, progress: bool, total: int | None, runner: TaskRunner, limiter: RateLimiter
+    ) -> None:
         self.results: list[TaskResult[Any] | None] = []
         self.progress = progress
         self.total = total
         self.bar: Any = None
         self.failed = self.cached = 0
         self.started = time.perf_counter()
+        self.runner = runner
+        self.limiter = limiter
+        self.retries_before = runner.retries
 
     def __enter__(self) -> _Collector:
         if self.progress:
@@ -685,7 +702,22 @@ class _Collector:
             self.failed += sum(not result.is_success for _, result in pairs)
             self.cached += sum(result.cached for _, result in pairs)
             self.bar.update(len(pairs))
-            self.bar.set_postfix(failed=self.failed, cached=self.cached, refresh=False)
+            self.bar.set_postfix(self.postfix(), refresh=False)
+
+    def postfix(self) -> dict[str, Any]:
+        shown: dict[str, Any] = {"failed": self.failed, "cached": self.cached}
+        retries = self.runner.retries - self.retries_before
+        if retries:
+            shown["retries"] = retries
+        waiting = self.limiter.paused_for()
+        if waiting > 0:
+            shown["waiting"] = f"{math.ceil(waiting)}s"
+        return shown
+
+    async def tick(self) -> None:
+        while True:
+            await asyncio.sleep(self.TICK)
+            self.bar.set_postfix(self.postfix(), refresh=True)
 
     def batch(self) -> BatchResult[Any]:
         done = [r for r in self.results if r is not None]

@@ -131,6 +131,18 @@ def prepare_input(raw: Any) -> PreparedInput:
     return PreparedInput(task_id=task_id, data=data)
 
 
+class _Status:
+    """`` (HTTP 429)``, or nothing without a status: formatted only if the record is emitted."""
+
+    __slots__ = ("status",)
+
+    def __init__(self, status: int | None) -> None:
+        self.status = status
+
+    def __str__(self) -> str:
+        return "" if self.status is None else f" (HTTP {self.status})"
+
+
 class _Attempts:
     """Usage and attempt counts accumulated over one task's calls."""
 
@@ -263,11 +275,11 @@ class TaskRunner:
                     return self._refused_wait(task_id, data, exc, asked, attempts, started)
                 if transport_failures > self.max_retries:
                     _retry_log.warning(
-                        "task %s failed after %d attempts: %s (HTTP %s); giving up",
+                        "task %s failed after %d attempts: %s%s; giving up",
                         task_id[:12],
                         attempts.calls,
                         exc.code.value,
-                        exc.status,
+                        _Status(exc.status),
                     )
                     return self._failed_call(task_id, data, exc, attempts, started)
                 # One 429 with Retry-After pauses every worker of the loom, not only this one
@@ -278,9 +290,9 @@ class TaskRunner:
                     and self.limiter.pause(asked)
                 ):
                     _pause_log.warning(
-                        "the provider answered %s with Retry-After %.3g s: every worker of "
-                        "this loom waits that long before its next call",
-                        exc.status or "rate limited",
+                        "rate limited%s with Retry-After %.3g s: every worker of this loom "
+                        "pauses that long before its next call",
+                        _Status(exc.status),
                         asked,
                     )
                 delay = backoff_delay(
@@ -292,10 +304,10 @@ class TaskRunner:
                 )
                 self.retries += 1
                 _retry_log.info(
-                    "task %s: %s (HTTP %s); retry %d of %d in %.2f s",
+                    "task %s: %s%s; retry %d of %d in %.2f s",
                     task_id[:12],
                     exc.code.value,
-                    exc.status,
+                    _Status(exc.status),
                     transport_failures,
                     self.max_retries,
                     delay,
@@ -425,7 +437,7 @@ class TaskRunner:
             f"the provider asked to wait {wait}, more than "
             f"max_retry_wait={self.max_retry_wait:g} s; not waiting"
         )
-        _retry_log.warning("task %s: %s (HTTP %s); giving up", task_id[:12], said, exc.status)
+        _retry_log.warning("task %s: %s%s; giving up", task_id[:12], said, _Status(exc.status))
         error = exc.error.model_copy(update={"message": f"{said} ({exc.error.message})"})
         return self._failed_call(task_id, data, BackendError(error), attempts, started)
 
