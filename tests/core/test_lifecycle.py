@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import os
 import sqlite3
 import threading
@@ -241,7 +242,10 @@ def test_close_from_another_thread_during_map(make_loom: LoomFactory, tmp_path: 
         counts: dict[str, int] = {}
 
         def ready() -> bool:
-            if not db.exists() or count_rows(db, "closing") < 10:
+            try:
+                if count_rows(db, "closing") < 10:
+                    return False
+            except sqlite3.OperationalError:  # the store is not created yet
                 return False
             counts["before"] = count_rows(db, "closing")
             return True
@@ -352,6 +356,7 @@ class ClosingBackend:
 def test_close_from_inside_the_loop_does_not_deadlock(
     make_loom: LoomFactory, server: FakeLLMServer
 ) -> None:
+    threshold = gc.get_threshold()
     backend = ClosingBackend()
     loom = make_loom(server, response_model=dict, backend=backend)
     backend.loom = loom
@@ -359,8 +364,35 @@ def test_close_from_inside_the_loop_does_not_deadlock(
         within(20, lambda: loom.map([f"i{i}" for i in range(300)], max_workers=2))
     assert backend.close_error is None
     assert backend.calls < 300
+    assert gc.get_threshold() == threshold  # the batch's GC policy was undone
     with pytest.raises(LoomUsageError, match="closed"):
         loom.map(["again"])
+
+
+class AsyncClosingBackend(ClosingBackend):
+    """Awaits its loom's aclose() from inside a call: one of the batch's own workers."""
+
+    async def acomplete(self, request: ChatRequest) -> ChatResponse:
+        self.calls += 1
+        if self.calls == 5:
+            assert self.loom is not None
+            await self.loom.aclose()
+        await asyncio.sleep(0.01)
+        return ChatResponse(content='{"ok": true}')
+
+
+async def test_aclose_from_a_worker_of_the_batch(
+    amake_loom: LoomFactory, server: FakeLLMServer
+) -> None:
+    threshold = gc.get_threshold()
+    backend = AsyncClosingBackend()
+    loom = amake_loom(server, response_model=dict, backend=backend)
+    backend.loom = loom
+    with pytest.raises(LoomUsageError, match="closed while"):
+        await asyncio.wait_for(loom.amap([f"i{i}" for i in range(300)], max_workers=3), 20)
+    assert backend.calls < 300
+    await asyncio.sleep(0.1)
+    assert gc.get_threshold() == threshold  # the batch's GC policy was undone
 
 
 async def test_aclose_while_astream_is_consumed(amake_loom: LoomFactory, tmp_path: Path) -> None:

@@ -11,6 +11,7 @@ from typing import Any
 
 import pytest
 
+from loom_backends import parse_retry_after
 from loom_backends.testing import FakeLLMServer, FakeReply, RecordedRequest
 from loom_core import LoomUsageError
 from loom_core._retry import backoff_delay
@@ -238,3 +239,21 @@ def test_backoff_never_exceeds_max_wait() -> None:
 def test_backoff_refuses_a_bad_max_wait(max_wait: float) -> None:
     with pytest.raises(LoomUsageError, match="max_wait"):
         backoff_delay(1, max_wait=max_wait)
+
+
+@pytest.mark.parametrize(
+    ("value", "expected"),
+    [
+        ("Fri, 31 Dec 2030 23:59:59 +99999999999999999999", None),  # raised OverflowError
+        ("Fri, 31 Dec 99999999999999999999 23:59:59 GMT", None),  # raised OverflowError
+        ("inf", math.inf),  # was ignored: a provider saying "never" was retried at once
+        ("1e999", math.inf),
+        ("-inf", 0.0),
+        ("nan", None),
+    ],
+)
+def test_parse_retry_after_edge_cases(value: str, expected: float | None) -> None:
+    assert parse_retry_after({"Retry-After": value}) == expected
+    assert parse_retry_after({"retry-after-ms": value}) == (
+        None if expected is None else expected / 1000
+    )

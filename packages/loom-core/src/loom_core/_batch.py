@@ -166,11 +166,17 @@ class BatchRun:
         if self._closed:
             return
         self._closed = True
-        for task in self._tasks:
+        # Called from one of the batch's own tasks (a backend closing the loom), that task is
+        # left to return by itself: waiting for it here would wait for ourselves.
+        current = asyncio.current_task()
+        others = [task for task in self._tasks if task is not current]
+        for task in others:
             task.cancel()
         if self._tasks:
-            await asyncio.gather(*self._tasks, return_exceptions=True)
-            relaxed_gc.exit()
+            try:
+                await asyncio.gather(*others, return_exceptions=True)
+            finally:
+                relaxed_gc.exit()
 
     def abort(self, error: BaseException) -> None:
         """End the batch with ``error``: stop every task; the consumer gets it raised.
@@ -369,7 +375,7 @@ class BatchRun:
 
     async def _work_loop(self) -> None:
         try:
-            while True:
+            while self._fatal is None and not self._closed:
                 await self._wait_for_consumer()
                 slot = await self._work.get()
                 await self._wait_for_consumer()

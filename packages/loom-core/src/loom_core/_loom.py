@@ -221,6 +221,8 @@ class TaskLoom(Generic[T]):
 
     def _open_store(self) -> tuple[ResultStore, StoreWriter]:
         with self._lock:
+            if self._closed:  # close() may have released the store already
+                raise LoomClosedError("this TaskLoom is closed")
             if self._store is None:
                 try:
                     self._store = ResultStore(self._store_target)
