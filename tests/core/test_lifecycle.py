@@ -459,10 +459,13 @@ def test_close_from_another_thread_during_amap_on_a_user_loop(
 # -- item 6: a stream nobody pulls from stops calling the provider ---------------------------
 
 
-def test_a_stream_kept_after_break_stops_calling(make_loom: LoomFactory) -> None:
+@pytest.mark.parametrize("task_name", [None, "kept"])
+def test_a_stream_kept_after_break_stops_calling(
+    make_loom: LoomFactory, task_name: str | None
+) -> None:
     with FakeLLMServer(lambda req: FakeReply(echo_json(req), delay=0.005)) as srv:
         loom = make_loom(srv, response_model=dict)
-        stream = loom.stream([f"k{i}" for i in range(1000)], max_workers=4)
+        stream = loom.stream([f"k{i}" for i in range(1000)], task_name, max_workers=4)
         taken = []
         for result in stream:  # the iterator stays referenced below
             taken.append(result)

@@ -114,6 +114,7 @@ class BatchRun:
         self._room.set()
         self._hold = hold
         self._taken = asyncio.Event()
+        self._committing = 0  # results whose rows are being written (streams only)
         self._outstanding = 0
         self._pulled = 0
         self._emitted = 0
@@ -393,7 +394,7 @@ class BatchRun:
         # A stream's consumer that stopped pulling (a kept iterator after ``break``) must not
         # keep the provider busy: ``hold`` undelivered results are enough to keep it fed.
         hold = self._hold
-        while hold is not None and len(self._out) >= hold:
+        while hold is not None and len(self._out) + self._committing >= hold:
             self._taken.clear()
             await self._taken.wait()
 
@@ -410,6 +411,8 @@ class BatchRun:
             failed.set_exception(exc)
             self._finish(slot, cache.settled(result, failed))
             return
+        if self._hold is not None:
+            self._committing += 1
         write.add_done_callback(functools.partial(self._on_commit, slot, result))
 
     def _on_commit(
@@ -434,6 +437,9 @@ class BatchRun:
         if self._closed:
             return
         assert self._cache is not None
+        if self._hold is not None:
+            self._committing -= len(done)
+            self._taken.set()  # let held workers look again (a cancelled write emits nothing)
         try:
             for slot, result, write in done:
                 if not write.cancelled():
