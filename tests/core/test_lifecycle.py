@@ -280,6 +280,24 @@ def test_close_from_another_thread_during_stream(make_loom: LoomFactory, tmp_pat
         assert stored >= len(seen)
 
 
+def test_close_from_the_stream_loop_body(make_loom: LoomFactory, tmp_path: Path) -> None:
+    with FakeLLMServer(slow_echo) as srv:
+        loom = make_loom(srv, response_model=dict)
+        seen: list[str] = []
+
+        def consume() -> None:
+            for result in loom.stream([f"b{i}" for i in range(500)], "body", max_workers=4):
+                seen.append(result.task_id)
+                if len(seen) == 3:
+                    loom.close()
+
+        started = time.monotonic()
+        with pytest.raises(LoomUsageError, match="closed"):
+            within(20, consume)
+        assert time.monotonic() - started < 5
+        assert count_rows(tmp_path / "loom.db", "body") >= len(seen)
+
+
 def test_a_stream_started_after_close_raises(make_loom: LoomFactory, server: FakeLLMServer) -> None:
     loom = make_loom(server, response_model=dict)
     stream = loom.stream(["a", "b"])

@@ -376,10 +376,13 @@ class BatchRun:
 
     async def _work_loop(self) -> None:
         try:
+            hold = self._hold
             while self._fatal is None and not self._closed:
-                await self._wait_for_consumer()
+                if hold is not None:
+                    await self._wait_for_consumer(hold)
                 slot = await self._work.get()
-                await self._wait_for_consumer()
+                if hold is not None:
+                    await self._wait_for_consumer(hold)
                 result = await self._runner.run(slot.prepared)
                 if self._cache is None or not _storable(result):
                     self._finish(slot, result)
@@ -390,11 +393,10 @@ class BatchRun:
                 raise
             self._fail(exc)
 
-    async def _wait_for_consumer(self) -> None:
+    async def _wait_for_consumer(self, hold: int) -> None:
         # A stream's consumer that stopped pulling (a kept iterator after ``break``) must not
         # keep the provider busy: ``hold`` undelivered results are enough to keep it fed.
-        hold = self._hold
-        while hold is not None and len(self._out) + self._committing >= hold:
+        while len(self._out) + self._committing >= hold:
             self._taken.clear()
             await self._taken.wait()
 
