@@ -145,11 +145,6 @@ class BatchRun:
         """The loop the batch runs on (``None`` until started)."""
         return self._loop
 
-    @property
-    def failure(self) -> BaseException | None:
-        """What ended the batch early (see :meth:`abort`), if anything did."""
-        return self._fatal
-
     def start(self) -> None:
         """Start the feeder and the workers on the running loop."""
         if self._tasks or self._fatal is not None:

@@ -519,7 +519,9 @@ class TaskLoom(Generic[T]):
             return
         waits, local = self._abort_runs(runs)
         for run in local:  # on this thread's loop, which this call blocks: finish them later
-            self._ending.add(asyncio.ensure_future(run.aclose()))
+            ending = asyncio.ensure_future(run.aclose())
+            self._ending.add(ending)
+            ending.add_done_callback(self._ending.discard)
         if self._bridge.on_loop_thread():
             # Stopping the loop from its own thread would wait for itself.
             threading.Thread(target=self._release, name="loom-close", daemon=True).start()
