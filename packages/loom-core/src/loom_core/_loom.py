@@ -425,7 +425,9 @@ class TaskLoom(Generic[T]):
         """Yield results as they finish (in input order with ``ordered=True``).
 
         Leaving the loop early cancels the calls in flight; every result already yielded
-        (and so committed) stays in the store.
+        (and so committed) stays in the store. An iterator kept but not read starts no new
+        call once ``2 * max_workers`` results wait for it; reading again resumes the batch.
+        Closing the loom meanwhile raises ``LoomUsageError`` from the iterator.
         """
         self._check_open()
         self._check_batch_args(task_name, max_workers)
