@@ -20,6 +20,7 @@ from typing import Any
 
 import pytest
 
+from loom_backends import CallableBackend
 from loom_backends.testing import FakeLLMServer, FakeReply, RecordedRequest
 from loom_core import LoomUsageError, TaskLoom
 from loom_protocol import (
@@ -385,6 +386,25 @@ def test_close_from_inside_the_loop_does_not_deadlock(
     assert gc.get_threshold() == threshold  # the batch's GC policy was undone
     with pytest.raises(LoomUsageError, match="closed"):
         loom.map(["again"])
+
+
+def test_close_from_a_sync_callable_backend(make_loom: LoomFactory, server: FakeLLMServer) -> None:
+    """A plain function backend (run on a worker thread) that closes its loom mid-batch."""
+    calls: list[int] = []
+    holder: dict[str, TaskLoom[Any]] = {}
+
+    def answer(request: ChatRequest) -> str:
+        calls.append(1)
+        if len(calls) == 5:
+            holder["loom"].close()
+        time.sleep(0.01)
+        return '{"ok": true}'
+
+    loom = make_loom(server, response_model=dict, backend=CallableBackend(answer))
+    holder["loom"] = loom
+    with pytest.raises(LoomUsageError, match="closed"):
+        within(20, lambda: loom.map([f"f{i}" for i in range(300)], max_workers=3))
+    assert len(calls) < 300
 
 
 class AsyncClosingBackend(ClosingBackend):
