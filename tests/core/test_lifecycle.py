@@ -92,7 +92,11 @@ class LookupFailsStore(ResultStore):
 
 @pytest.mark.parametrize("fail_from", [1, 2])
 def test_a_failing_store_lookup_ends_map(
-    make_loom: LoomFactory, server: FakeLLMServer, tmp_path: Path, fail_from: int
+    make_loom: LoomFactory,
+    server: FakeLLMServer,
+    tmp_path: Path,
+    fail_from: int,
+    caplog: pytest.LogCaptureFixture,
 ) -> None:
     store = LookupFailsStore(tmp_path / "flaky.db", fail_from=fail_from)
     try:
@@ -100,6 +104,9 @@ def test_a_failing_store_lookup_ends_map(
         inputs = [f"x{i}" for i in range(3000)]
         with pytest.raises(RuntimeError, match="disk I/O error"):
             within(20, lambda: loom.map(inputs, task_name="flaky", max_workers=4))
+        stopped = [r for r in caplog.records if r.name == "loom.engine"]
+        assert [r.levelname for r in stopped] == ["WARNING"]
+        assert "a batch stopped: RuntimeError: disk I/O error" in stopped[0].getMessage()
         # The loom is still usable: a batch without a store runs to the end.
         assert within(20, lambda: len(loom.map(["a", "b"], max_workers=2).successful())) == 2
     finally:
