@@ -54,9 +54,7 @@ _log = logging.getLogger("loom.engine")
 #: Seconds close() waits for the batches running on other threads' loops to stop.
 _ABORT_WAIT = 5.0
 
-_CLOSED_WHILE_RUNNING = (
-    "the TaskLoom was closed while this batch ran; the results already delivered are stored"
-)
+_CLOSED_WHILE_RUNNING = "the TaskLoom was closed while this batch ran"
 
 
 class LoomConfigWarning(UserWarning):
