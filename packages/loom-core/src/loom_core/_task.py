@@ -41,10 +41,6 @@ __all__ = ["PreparedInput", "TaskRunner", "failed_result", "prepare_input"]
 
 _MAX_INPUT_REPR = 500
 
-# What the engine does on its own is logged (never an input's content, never a credential).
-_retry_log = logging.getLogger("loom.retry")
-_pause_log = logging.getLogger("loom.ratelimit")
-
 
 def failed_result(
     task_id: str,
@@ -129,6 +125,11 @@ def prepare_input(raw: Any) -> PreparedInput:
             ),
         )
     return PreparedInput(task_id=task_id, data=data)
+
+
+# What the engine does on its own is logged (never an input's content, never a credential).
+_retry_log = logging.getLogger("loom.retry")
+_pause_log = logging.getLogger("loom.ratelimit")
 
 
 class _Status:
