@@ -5,12 +5,8 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import contextlib
-import logging
-import math
 import os
 import threading
-import time
-import uuid
 import warnings
 from collections.abc import AsyncIterable, AsyncIterator, Iterable, Iterator, Sized
 from typing import Any, Generic, TypeVar
@@ -18,24 +14,19 @@ from typing import Any, Generic, TypeVar
 from loom_backends import resolve_backend
 from loom_protocol import (
     Backend,
-    BatchEndEvent,
-    BatchErrorEvent,
     BatchResult,
-    BatchStartEvent,
-    Error,
-    ErrorCode,
     LoomUsageError,
     StoreError,
     StreamEvent,
-    SummaryCounter,
     TaskResult,
-    TaskResultEvent,
 )
 from loom_store import ResultStore, StoreWriter
 
 from ._batch import BatchRun
 from ._bridge import LoomClosedError, LoopThread
 from ._config import LoomConfig, split_generation_params
+from ._delivery import BatchEvents, ResultCollector
+from ._lifetime import ABORT_WAIT, end_runs
 from ._output import OutputSpec
 from ._persist import ResultCache
 from ._ratelimit import RateLimiter
@@ -48,13 +39,6 @@ __all__ = ["LoomConfigWarning", "TaskLoom"]
 T = TypeVar("T")
 
 Inputs = Iterable[Any] | AsyncIterable[Any]
-
-_log = logging.getLogger("loom.engine")
-
-#: Seconds close() waits for the batches running on other threads' loops to stop.
-_ABORT_WAIT = 5.0
-
-_CLOSED_WHILE_RUNNING = "the TaskLoom was closed while this batch ran"
 
 
 class LoomConfigWarning(UserWarning):
@@ -339,7 +323,7 @@ class TaskLoom(Generic[T]):
             with contextlib.suppress(LoomClosedError):
                 self._bridge.run(self._leave_run(run))
 
-    async def _collect(self, run: BatchRun, collector: _Collector) -> None:
+    async def _collect(self, run: BatchRun, collector: ResultCollector) -> None:
         self._enter_run(run)
         # The bar also moves while no result arrives (a 429 pause, retries under way).
         ticker = asyncio.ensure_future(collector.tick()) if collector.bar is not None else None
@@ -392,7 +376,7 @@ class TaskLoom(Generic[T]):
         self._check_open()
         self._check_batch_args(task_name, max_workers)
         run = self._open_run(sequence, task_name, max_workers, ordered=False, streamed=False)
-        with _Collector(progress, run.total, self._runner, self._limiter) as collector:
+        with ResultCollector(progress, run.total, self._runner, self._limiter) as collector:
             # Collected on the loop thread, in one call: handing results over to this thread
             # a batch at a time would cost a thread switch per batch and contend for the GIL.
             self._bridge.run(self._collect(run, collector))
@@ -409,7 +393,7 @@ class TaskLoom(Generic[T]):
         self._check_open()
         self._check_batch_args(task_name, max_workers)
         run = await self._aopen_run(sequence, task_name, max_workers, ordered=False, streamed=False)
-        with _Collector(progress, run.total, self._runner, self._limiter) as collector:
+        with ResultCollector(progress, run.total, self._runner, self._limiter) as collector:
             await self._collect(run, collector)
         return collector.batch()
 
@@ -461,7 +445,7 @@ class TaskLoom(Generic[T]):
         self._check_open()
         self._check_batch_args(task_name, max_workers)
         run = self._open_run(sequence, task_name, max_workers, ordered)
-        events = _EventBuilder(task_name, run.total)
+        events = BatchEvents(task_name, run.total)
 
         def generate() -> Iterator[StreamEvent]:
             yield events.start()
@@ -488,7 +472,7 @@ class TaskLoom(Generic[T]):
 
         async def generate() -> AsyncIterator[StreamEvent]:
             run_total = len(sequence) if isinstance(sequence, Sized) else None
-            events = _EventBuilder(task_name, run_total)
+            events = BatchEvents(task_name, run_total)
             yield events.start()
             try:
                 run = await self._aopen_run(sequence, task_name, max_workers, ordered)
@@ -517,7 +501,7 @@ class TaskLoom(Generic[T]):
         runs = self._begin_close()
         if runs is None:
             return
-        waits, local = self._abort_runs(runs)
+        waits, local = end_runs(runs)
         for run in local:  # on this thread's loop, which this call blocks: finish them later
             ending = asyncio.ensure_future(run.aclose())
             self._ending.add(ending)
@@ -526,7 +510,7 @@ class TaskLoom(Generic[T]):
             # Stopping the loop from its own thread would wait for itself.
             threading.Thread(target=self._release, name="loom-close", daemon=True).start()
             return
-        concurrent.futures.wait(waits, timeout=_ABORT_WAIT)
+        concurrent.futures.wait(waits, timeout=ABORT_WAIT)
         self._release()
 
     async def aclose(self) -> None:
@@ -534,11 +518,11 @@ class TaskLoom(Generic[T]):
         runs = self._begin_close()
         if runs is None:
             return
-        waits, local = self._abort_runs(runs)
+        waits, local = end_runs(runs)
         for run in local:
             await run.aclose()
         if waits:
-            await asyncio.wait([asyncio.wrap_future(w) for w in waits], timeout=_ABORT_WAIT)
+            await asyncio.wait([asyncio.wrap_future(w) for w in waits], timeout=ABORT_WAIT)
         if self._owns_backend:
             # This loop's connections, closed on this loop.
             await self._backend.aclose()
@@ -554,35 +538,6 @@ class TaskLoom(Generic[T]):
                 return None
             self._closed = True
             return list(self._runs)
-
-    def _abort_runs(
-        self, runs: list[BatchRun]
-    ) -> tuple[list[concurrent.futures.Future[None]], list[BatchRun]]:
-        """End ``runs``: at once on the caller's own loop, by message on other loops.
-
-        Returns one future per run on another loop, done once that run has stopped its
-        tasks, and the runs of the caller's loop (aborted; their tasks still to be awaited).
-        """
-        try:
-            running: asyncio.AbstractEventLoop | None = asyncio.get_running_loop()
-        except RuntimeError:
-            running = None
-        waits: list[concurrent.futures.Future[None]] = []
-        local: list[BatchRun] = []
-        if runs:
-            _log.info("closing the TaskLoom ends %d running batch(es)", len(runs))
-        for run in runs:
-            loop = run.loop
-            if loop is None:
-                continue
-            error = LoomClosedError(_CLOSED_WHILE_RUNNING)
-            if loop is running:
-                run.abort(error)
-                local.append(run)
-                continue
-            with contextlib.suppress(RuntimeError):  # that loop is closed: nothing runs there
-                waits.append(asyncio.run_coroutine_threadsafe(_end_run(run, error), loop))
-        return waits, local
 
     def _release(self) -> None:
         """Drain the writer, release the store and the backend, stop the loop thread."""
@@ -609,124 +564,3 @@ class TaskLoom(Generic[T]):
 
     async def __aexit__(self, *exc_info: object) -> None:
         await self.aclose()
-
-
-# -- helpers shared by the sync and async twins ------------------------------------------------
-
-
-async def _end_run(run: BatchRun, error: BaseException) -> None:
-    run.abort(error)
-    await run.aclose()
-
-
-class _EventBuilder:
-    """Builds the events of one batch and keeps the running counts."""
-
-    def __init__(self, task_name: str | None, total: int | None) -> None:
-        self.batch_id = uuid.uuid4().hex
-        self.task_name = task_name
-        self.total = total
-        self.counter = SummaryCounter()
-        self.started = time.perf_counter()
-
-    def start(self) -> BatchStartEvent:
-        return BatchStartEvent(batch_id=self.batch_id, task_name=self.task_name, total=self.total)
-
-    def result(self, index: int, result: TaskResult[Any]) -> TaskResultEvent:
-        self.counter.add(result)
-        return TaskResultEvent(
-            batch_id=self.batch_id,
-            index=index,
-            result=result,
-            done=self.counter.done,
-            total=self.total,
-        )
-
-    def end(self) -> BatchEndEvent:
-        return BatchEndEvent(
-            batch_id=self.batch_id,
-            summary=self.counter.summary(time.perf_counter() - self.started),
-        )
-
-    def error(self, exc: Exception) -> BatchErrorEvent:
-        if isinstance(exc, LoomClosedError):
-            code = ErrorCode.CANCELLED
-        elif isinstance(exc, StoreError):
-            code = ErrorCode.STORE_ERROR
-        else:
-            code = ErrorCode.INTERNAL
-        return BatchErrorEvent(
-            batch_id=self.batch_id,
-            error=Error(code=code, message=f"the batch stopped: {type(exc).__name__}: {exc}"),
-            summary=self.counter.summary(time.perf_counter() - self.started),
-        )
-
-
-class _Collector:
-    """Gathers a batch's results in input order, ticking the progress bar (map and amap).
-
-    The bar's postfix shows failed and cached results, the retries the batch made so far
-    (provider retries and re-asks) and, during a loom-wide 429 pause, the seconds left of it.
-    """
-
-    #: Seconds between refreshes of the bar while no result arrives.
-    TICK = 0.5
-
-    def __init__(
-        self, progress: bool, total: int | None, runner: TaskRunner, limiter: RateLimiter
-    ) -> None:
-        self.results: list[TaskResult[Any] | None] = []
-        self.progress = progress
-        self.total = total
-        self.bar: Any = None
-        self.failed = self.cached = 0
-        self.started = time.perf_counter()
-        self.runner = runner
-        self.limiter = limiter
-        self.retries_before = runner.retries
-
-    def __enter__(self) -> _Collector:
-        if self.progress:
-            from tqdm.auto import tqdm
-
-            self.bar = tqdm(total=self.total, unit="task", desc="loom")
-        return self
-
-    def __exit__(self, *exc_info: object) -> None:
-        if self.bar is not None:
-            self.bar.close()
-
-    def add_many(self, pairs: list[tuple[int, TaskResult[Any]]]) -> None:
-        results = self.results
-        for index, result in pairs:
-            if index >= len(results):
-                results.extend([None] * (index + 1 - len(results)))
-            results[index] = result
-        if self.bar is not None:
-            self.failed += sum(not result.is_success for _, result in pairs)
-            self.cached += sum(result.cached for _, result in pairs)
-            self.bar.update(len(pairs))
-            self.bar.set_postfix(self.postfix(), refresh=False)
-
-    def postfix(self) -> dict[str, Any]:
-        shown: dict[str, Any] = {"failed": self.failed, "cached": self.cached}
-        retries = self.runner.retries - self.retries_before
-        if retries:
-            shown["retries"] = retries
-        waiting = self.limiter.paused_for()
-        if waiting > 0:
-            shown["waiting"] = f"{math.ceil(waiting)}s"
-        return shown
-
-    async def tick(self) -> None:
-        while True:
-            await asyncio.sleep(self.TICK)
-            self.bar.set_postfix(self.postfix(), refresh=True)
-
-    def batch(self) -> BatchResult[Any]:
-        done = [r for r in self.results if r is not None]
-        if len(done) != len(self.results):  # pragma: no cover - would be a scheduler bug
-            raise RuntimeError("a batch finished with inputs that have no result")
-        return BatchResult.model_construct(
-            results=done, elapsed_s=time.perf_counter() - self.started
-        )
