@@ -126,6 +126,7 @@ class BatchRun:
         self._work: asyncio.Queue[_Slot] = asyncio.Queue()
         self._tasks: list[asyncio.Task[None]] = []
         self._closed = False
+        self._stopped = asyncio.Event()
         self._loop: asyncio.AbstractEventLoop | None = None
         self._commit_lock = threading.Lock()
         self._committed: list[tuple[_Slot, TaskResult[Any], concurrent.futures.Future[None]]] = []
@@ -158,21 +159,30 @@ class BatchRun:
         )
 
     async def aclose(self) -> None:
-        """Cancel everything still under way. Results already committed stay committed."""
+        """Cancel everything still under way. Results already committed stay committed.
+
+        Returns once the batch's tasks have stopped, also when another caller (closing the
+        loom) started the closing: what comes after may rely on it.
+        """
+        current = asyncio.current_task()
         if self._closed:
+            if current not in self._tasks:
+                await self._stopped.wait()
             return
         self._closed = True
         # Called from one of the batch's own tasks (a backend closing the loom), that task is
         # left to return by itself: waiting for it here would wait for ourselves.
-        current = asyncio.current_task()
         others = [task for task in self._tasks if task is not current]
         for task in others:
             task.cancel()
-        if self._tasks:
-            try:
-                await asyncio.gather(*others, return_exceptions=True)
-            finally:
-                relaxed_gc.exit()
+        try:
+            if self._tasks:
+                try:
+                    await asyncio.gather(*others, return_exceptions=True)
+                finally:
+                    relaxed_gc.exit()
+        finally:
+            self._stopped.set()
 
     def abort(self, error: BaseException) -> None:
         """End the batch with ``error``: stop every task; the consumer gets it raised.
