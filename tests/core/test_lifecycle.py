@@ -179,6 +179,25 @@ def test_a_store_closed_mid_run_ends_the_batch(
         within(20, lambda: loom.map(inputs(), task_name="owned", max_workers=4))
 
 
+def test_a_store_closed_mid_run_is_a_store_error_event(
+    make_loom: LoomFactory, server: FakeLLMServer, tmp_path: Path
+) -> None:
+    store = ResultStore(tmp_path / "owned.db")
+    loom = make_loom(server, response_model=dict, store=store)
+
+    def inputs() -> Iterator[str]:
+        for i in range(3000):
+            if i == 40:
+                store.close()
+            yield f"v{i}"
+
+    events: list[StreamEvent] = within(20, lambda: list(loom.stream_events(inputs(), "owned")))
+    last = events[-1]
+    assert isinstance(last, BatchErrorEvent)
+    assert last.error.code is ErrorCode.STORE_ERROR
+    assert "closed" in last.error.message
+
+
 class FatalBackend:
     """A backend that raises a BaseException (not an Exception) on one input."""
 

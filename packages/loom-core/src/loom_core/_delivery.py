@@ -61,6 +61,8 @@ class BatchEvents:
         )
 
     def error(self, exc: Exception) -> BatchErrorEvent:
+        """The batch_error event: ``cancelled`` when the loom was closed during the batch,
+        ``store_error`` when the store failed, ``internal`` otherwise."""
         if isinstance(exc, LoomClosedError):
             code = ErrorCode.CANCELLED
         elif isinstance(exc, StoreError):
