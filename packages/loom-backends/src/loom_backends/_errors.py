@@ -88,7 +88,9 @@ def parse_retry_after(headers: Mapping[str, str]) -> float | None:
 
     ``retry-after-ms`` (OpenAI, milliseconds) takes precedence over ``Retry-After``, which may
     hold seconds (``"2"``, ``"1.5"``) or an HTTP date. A negative wait (a date in the past)
-    becomes ``0.0``.
+    becomes ``0.0``; a number too large for a float (``"1e999"``, ``"inf"``) is ``math.inf``
+    (the caller decides how long it is willing to wait); ``"nan"`` and a date that cannot be
+    read are ignored.
 
     Args:
         headers: The response headers (any case).
@@ -98,30 +100,31 @@ def parse_retry_after(headers: Mapping[str, str]) -> float | None:
     """
     millis = _header(headers, "retry-after-ms")
     if millis is not None:
-        value = _finite_float(millis)
+        value = _number(millis)
         if value is not None:
             return max(0.0, value / 1000.0)
     raw = _header(headers, "retry-after")
     if raw is None:
         return None
-    value = _finite_float(raw)
+    value = _number(raw)
     if value is not None:
         return max(0.0, value)
     try:
         when = parsedate_to_datetime(raw.strip())
-    except (TypeError, ValueError, IndexError):
+    except (TypeError, ValueError, IndexError, OverflowError):  # absurd years or offsets
         return None
     if when.tzinfo is None:  # RFC 9110 dates are GMT; a naive parse means GMT too.
         return None
     return max(0.0, when.timestamp() - time.time())
 
 
-def _finite_float(text: str) -> float | None:
+def _number(text: str) -> float | None:
+    """``text`` as a number of seconds: ``None`` if it is not one (or NaN), inf if too large."""
     try:
         value = float(text.strip())
     except ValueError:
         return None
-    return value if math.isfinite(value) else None
+    return None if math.isnan(value) else value
 
 
 def provider_message(body: str) -> str | None:

@@ -6,6 +6,14 @@ bounded memory (with ``ordered=True`` too: a slow head of line stops the pulling
 memory). Each chunk is fingerprinted and looked up in the store with one query; cache hits
 are delivered at once, duplicates join the task already under way, and the rest go to
 ``max_workers`` worker coroutines. A result is delivered only after its row has committed.
+
+A batch always ends. Whatever escapes the feeder, a worker or the delivery of committed rows
+(a store that fails or is closed, a backend raising a ``BaseException``) ends it through
+:meth:`BatchRun.abort`: the consumer gets the results already ready, then the error raised.
+:meth:`BatchRun.abort` is also how closing the loom ends the batches still running.
+
+With ``hold`` set (streams), a worker starts no new call while ``hold`` results wait for the
+consumer: a stream nobody pulls from stops calling the provider (see ``docs/guide.md``).
 """
 
 from __future__ import annotations
@@ -15,6 +23,7 @@ import concurrent.futures
 import contextlib
 import functools
 import itertools
+import logging
 import threading
 from collections import OrderedDict, deque
 from collections.abc import AsyncIterable, AsyncIterator, Iterable, Iterator, Sized
@@ -28,6 +37,8 @@ from ._persist import ResultCache
 from ._task import PreparedInput, TaskRunner, prepare_input
 
 __all__ = ["BatchRun"]
+
+_log = logging.getLogger("loom.engine")
 
 #: How many duplicate-free results are remembered for later duplicates of the same batch.
 _RECENT = 4096
@@ -65,6 +76,9 @@ class BatchRun:
         max_workers: Calls in flight at most.
         ordered: Deliver in input order (buffering at most ``window`` results).
         window: Inputs pulled but not yet delivered, at most.
+        hold: Results ready for the consumer at which workers stop starting new calls, until
+            the consumer takes some (``None``: no such limit, for a consumer that never stops
+            pulling, like ``map``).
     """
 
     def __init__(
@@ -76,6 +90,7 @@ class BatchRun:
         max_workers: int,
         ordered: bool,
         window: int | None = None,
+        hold: int | None = None,
     ) -> None:
         self._runner = runner
         self._cache = cache
@@ -97,16 +112,21 @@ class BatchRun:
         self._ready = asyncio.Event()
         self._room = asyncio.Event()
         self._room.set()
+        self._hold = hold
+        self._taken = asyncio.Event()
+        self._committing = 0  # results whose rows are being written (streams only)
         self._outstanding = 0
         self._pulled = 0
         self._emitted = 0
         self._feed_done = False
         self._error: BaseException | None = None
+        self._fatal: BaseException | None = None
         self._inflight: dict[str, _Slot] = {}
         self._recent: OrderedDict[str, TaskResult[Any]] = OrderedDict()
         self._work: asyncio.Queue[_Slot] = asyncio.Queue()
         self._tasks: list[asyncio.Task[None]] = []
         self._closed = False
+        self._stopped = asyncio.Event()
         self._loop: asyncio.AbstractEventLoop | None = None
         self._commit_lock = threading.Lock()
         self._committed: list[tuple[_Slot, TaskResult[Any], concurrent.futures.Future[None]]] = []
@@ -121,9 +141,14 @@ class BatchRun:
     async def __aexit__(self, *exc_info: object) -> None:
         await self.aclose()
 
+    @property
+    def loop(self) -> asyncio.AbstractEventLoop | None:
+        """The loop the batch runs on (``None`` until started)."""
+        return self._loop
+
     def start(self) -> None:
         """Start the feeder and the workers on the running loop."""
-        if self._tasks:
+        if self._tasks or self._fatal is not None:
             return
         self._loop = asyncio.get_running_loop()
         relaxed_gc.enter()
@@ -134,15 +159,50 @@ class BatchRun:
         )
 
     async def aclose(self) -> None:
-        """Cancel everything still under way. Results already committed stay committed."""
+        """Cancel everything still under way. Results already committed stay committed.
+
+        Returns once the batch's tasks have stopped, also when another caller (closing the
+        loom) started the closing: what comes after may rely on it.
+        """
+        current = asyncio.current_task()
         if self._closed:
+            if current not in self._tasks:
+                await self._stopped.wait()
             return
         self._closed = True
-        for task in self._tasks:
+        # Called from one of the batch's own tasks (a backend closing the loom), that task is
+        # left to return by itself: waiting for it here would wait for ourselves.
+        others = [task for task in self._tasks if task is not current]
+        for task in others:
             task.cancel()
-        if self._tasks:
-            await asyncio.gather(*self._tasks, return_exceptions=True)
-            relaxed_gc.exit()
+        try:
+            if self._tasks:
+                try:
+                    await asyncio.gather(*others, return_exceptions=True)
+                finally:
+                    relaxed_gc.exit()
+        finally:
+            self._stopped.set()
+
+    def abort(self, error: BaseException) -> None:
+        """End the batch with ``error``: stop every task; the consumer gets it raised.
+
+        Call on the batch's loop. Results already ready are still handed over first; results
+        already committed stay committed. The first error wins; later calls only stop tasks.
+        """
+        if self._fatal is None:
+            self._fatal = error
+        current = asyncio.current_task()
+        for task in self._tasks:
+            if task is not current:
+                task.cancel()
+        self._ready.set()
+
+    def _fail(self, error: BaseException) -> None:
+        """:meth:`abort` for an unexpected error inside the batch, logged once."""
+        if self._fatal is None and not self._closed:
+            _log.warning("a batch stopped: %s: %s", type(error).__name__, error)
+        self.abort(error)
 
     # -- consumer side ---------------------------------------------------------------------
 
@@ -162,6 +222,8 @@ class BatchRun:
         input pulled before it has been delivered.
         """
         while not self._out:
+            if self._fatal is not None:
+                raise self._fatal
             if self._finished():
                 if self._error is not None:
                     error, self._error = self._error, None
@@ -174,6 +236,8 @@ class BatchRun:
         self._outstanding -= count
         if self._outstanding < self._window:
             self._room.set()
+        if self._hold is not None:
+            self._taken.set()
         return batch
 
     # -- producer side ---------------------------------------------------------------------
@@ -256,6 +320,10 @@ class BatchRun:
                     await self._settle(staged.popleft())
             while staged:
                 await self._settle(staged.popleft())
+        except BaseException as exc:
+            if _cancelled(exc):
+                raise
+            self._fail(exc)  # nobody else would ever know: the consumer would wait forever
         finally:
             for pending in staged:
                 if pending.lookup is not None:
@@ -312,16 +380,47 @@ class BatchRun:
             self._emit_many(delivered)
 
     async def _work_loop(self) -> None:
-        while True:
-            slot = await self._work.get()
-            result = await self._runner.run(slot.prepared)
-            if self._cache is None or not _storable(result):
-                self._finish(slot, result)
-                continue
-            # The worker moves on to its next task at once; the result is delivered when its
-            # row has committed (group commit on the writer thread), never before.
-            write = self._cache.submit(result)
-            write.add_done_callback(functools.partial(self._on_commit, slot, result))
+        try:
+            hold = self._hold
+            while self._fatal is None and not self._closed:
+                if hold is not None:
+                    await self._wait_for_consumer(hold)
+                slot = await self._work.get()
+                if hold is not None:
+                    await self._wait_for_consumer(hold)
+                result = await self._runner.run(slot.prepared)
+                if self._cache is None or not _storable(result):
+                    self._finish(slot, result)
+                    continue
+                self._submit(slot, result, self._cache)
+        except BaseException as exc:
+            if _cancelled(exc):
+                raise
+            self._fail(exc)
+
+    async def _wait_for_consumer(self, hold: int) -> None:
+        # A stream's consumer that stopped pulling (a kept iterator after ``break``) must not
+        # keep the provider busy: ``hold`` undelivered results are enough to keep it fed.
+        while len(self._out) + self._committing >= hold:
+            self._taken.clear()
+            await self._taken.wait()
+
+    def _submit(self, slot: _Slot, result: TaskResult[Any], cache: ResultCache) -> None:
+        # The worker moves on to its next task at once; the result is delivered when its row
+        # has committed (group commit on the writer thread), never before.
+        try:
+            write = cache.submit(result)
+        except Exception as exc:
+            if cache.writer.closed:
+                raise  # the store went away: nothing more can be saved, the batch ends
+            # This one row cannot be written (it does not serialize): only this task says so.
+            failed: concurrent.futures.Future[None] = concurrent.futures.Future()
+            failed.set_exception(exc)
+            self._finish(slot, cache.settled(result, failed))
+            return
+        if self._hold is not None:
+            self._committing += 1
+        write.add_done_callback(functools.partial(self._on_commit, slot, result))
 
     def _on_commit(
         self, slot: _Slot, result: TaskResult[Any], write: concurrent.futures.Future[None]
@@ -345,9 +444,15 @@ class BatchRun:
         if self._closed:
             return
         assert self._cache is not None
-        for slot, result, write in done:
-            if not write.cancelled():
-                self._finish(slot, self._cache.settled(result, write))
+        if self._hold is not None:
+            self._committing -= len(done)
+            self._taken.set()  # let held workers look again (a cancelled write emits nothing)
+        try:
+            for slot, result, write in done:
+                if not write.cancelled():
+                    self._finish(slot, self._cache.settled(result, write))
+        except BaseException as exc:  # a loop callback: raised, it would only be logged
+            self._fail(exc)
 
     def _finish(self, slot: _Slot, result: TaskResult[Any]) -> None:
         # Synchronous on purpose: a duplicate arriving now finds either the slot or the
@@ -357,6 +462,18 @@ class BatchRun:
         self._remember(task_id, result)
         for index in slot.positions:
             self._emit(index, result)
+
+
+def _cancelled(exc: BaseException) -> bool:
+    """Whether ``exc`` is this task being cancelled (to let through), not a failure to report.
+
+    A CancelledError that does not come from cancelling this task (a future cancelled under
+    it) is a failure like any other: letting it end the task silently would hang the batch.
+    """
+    if not isinstance(exc, asyncio.CancelledError):
+        return False
+    task = asyncio.current_task()
+    return task is None or task.cancelling() > 0
 
 
 def _storable(result: TaskResult[Any]) -> bool:

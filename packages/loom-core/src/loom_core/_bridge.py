@@ -16,24 +16,45 @@ from typing import Any, TypeVar
 
 from loom_protocol import LoomUsageError
 
-__all__ = ["LoopThread"]
+__all__ = ["LoomClosedError", "LoopThread"]
 
 T = TypeVar("T")
 
 
+class LoomClosedError(LoomUsageError):
+    """The TaskLoom was closed while a batch or call ran, or before it started."""
+
+
 class LoopThread:
-    """A daemon thread running one event loop, started on first use."""
+    """A daemon thread running one event loop, started on first use, never after close."""
 
     def __init__(self, name: str = "loom-loop") -> None:
         self._name = name
         self._lock = threading.Lock()
         self._loop: asyncio.AbstractEventLoop | None = None
         self._thread: threading.Thread | None = None
+        self._closed = False
+
+    @property
+    def closed(self) -> bool:
+        """Whether :meth:`close` has been called."""
+        return self._closed
+
+    def on_loop_thread(self) -> bool:
+        """Whether the caller runs on the loop's own thread."""
+        thread = self._thread
+        return thread is not None and threading.current_thread() is thread
 
     @property
     def loop(self) -> asyncio.AbstractEventLoop:
-        """The loop, started on first access."""
+        """The loop, started on first access.
+
+        Raises:
+            LoomClosedError: The loop thread was closed.
+        """
         with self._lock:
+            if self._closed:
+                raise LoomClosedError("this TaskLoom is closed")
             if self._loop is None:
                 loop = asyncio.new_event_loop()
                 ready = threading.Event()
@@ -50,16 +71,30 @@ class LoopThread:
             return self._loop
 
     def run(self, coro: Coroutine[Any, Any, T]) -> T:
-        """Run ``coro`` on the loop thread and wait for it; Ctrl-C cancels it there."""
-        if self._thread is not None and threading.current_thread() is self._thread:
+        """Run ``coro`` on the loop thread and wait for it; Ctrl-C cancels it there.
+
+        Raises:
+            LoomClosedError: The loop thread is closed, or was closed while ``coro`` ran.
+            LoomUsageError: Called from the loop thread itself (it would wait for itself).
+        """
+        if self.on_loop_thread():
             coro.close()
             raise LoomUsageError(
                 "a synchronous TaskLoom method was called from inside the loom's own event "
                 "loop (for example from a backend callback); use the async method instead"
             )
-        future: concurrent.futures.Future[T] = asyncio.run_coroutine_threadsafe(coro, self.loop)
+        try:
+            loop = self.loop
+        except LoomClosedError:
+            coro.close()
+            raise
+        future: concurrent.futures.Future[T] = asyncio.run_coroutine_threadsafe(coro, loop)
         try:
             return future.result()
+        except concurrent.futures.CancelledError:
+            if self._closed:  # close() cancelled what was left on the loop
+                raise LoomClosedError("the TaskLoom was closed while this call ran") from None
+            raise
         except BaseException:
             # KeyboardInterrupt or the caller's own cancellation: stop the work on the loop.
             if not future.done():
@@ -69,16 +104,26 @@ class LoopThread:
             raise
 
     def close(self) -> None:
-        """Stop the loop and join the thread (idempotent)."""
+        """Cancel what still runs on the loop, stop it and join the thread (idempotent).
+
+        A caller waiting in :meth:`run` gets :class:`LoomClosedError`, never a hang.
+        """
+        if self.on_loop_thread():
+            raise LoomUsageError("close() cannot be called from the loom's own event loop")
         with self._lock:
             loop, thread = self._loop, self._thread
             self._loop = self._thread = None
+            self._closed = True
         if loop is None or thread is None:
             return
-        if threading.current_thread() is thread:
-            raise LoomUsageError("close() cannot be called from the loom's own event loop")
 
         async def shutdown() -> None:
+            # What a caller of run() still waits for would never finish once the loop stops.
+            current = asyncio.current_task()
+            left = [task for task in asyncio.all_tasks() if task is not current]
+            for task in left:
+                task.cancel()
+            await asyncio.gather(*left, return_exceptions=True)
             await loop.shutdown_asyncgens()
             await loop.shutdown_default_executor()
 

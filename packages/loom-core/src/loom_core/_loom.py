@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
+import contextlib
 import functools
 import inspect
 import os
 import threading
-import time
-import uuid
 import warnings
 from collections.abc import AsyncIterable, AsyncIterator, Iterable, Iterator, Sized
 from typing import Any, Generic, TypeVar
@@ -17,18 +17,11 @@ from loom_backends import resolve_backend
 from loom_protocol import (
     MAX_TIMEOUT,
     Backend,
-    BatchEndEvent,
-    BatchErrorEvent,
     BatchResult,
-    BatchStartEvent,
-    Error,
-    ErrorCode,
     LoomUsageError,
     StoreError,
     StreamEvent,
-    SummaryCounter,
     TaskResult,
-    TaskResultEvent,
     check_int,
     check_positive_number,
     redact_url,
@@ -36,7 +29,7 @@ from loom_protocol import (
 from loom_store import ResultStore, StoreWriter
 
 from ._batch import BatchRun
-from ._bridge import LoopThread
+from ._bridge import LoomClosedError, LoopThread
 from ._config import (
     LoomConfig,
     check_param_names,
@@ -45,11 +38,14 @@ from ._config import (
     split_generation_params,
 )
 from ._defaults import DEFAULT_MAX_WORKERS
+from ._delivery import BatchEvents, ResultCollector
 from ._inputs import records_of
+from ._lifetime import ABORT_WAIT, end_runs
 from ._output import OutputSpec
 from ._persist import ResultCache
 from ._ratelimit import RateLimiter
 from ._render import PromptTemplate
+from ._retry import DEFAULT_MAX_RETRY_WAIT, check_max_retry_wait
 from ._task import TaskRunner
 
 __all__ = ["LoomConfigWarning", "TaskLoom"]
@@ -94,6 +90,9 @@ class TaskLoom(Generic[T]):
         rpm: Requests per minute, at most, for this loom.
         tpm: Tokens per minute, at most, for this loom (estimated before, corrected after).
         timeout: Seconds for one provider call.
+        max_retry_wait: The longest wait, in seconds, before a retry: a backoff, or the pause
+            of the whole loom after a 429. A task whose provider asks (``Retry-After``) for
+            longer fails at once, with a message saying what was asked.
         image_root: When set, local image paths must lie inside this folder.
         **llm_kwargs: Generation parameters the backend declares (temperature, max_tokens,
             top_p, seed…; see ``generation_params`` of each backend), and
@@ -124,6 +123,7 @@ class TaskLoom(Generic[T]):
         rpm: float | None = None,
         tpm: float | None = None,
         timeout: float = 60.0,
+        max_retry_wait: float = DEFAULT_MAX_RETRY_WAIT,
         image_root: str | os.PathLike[str] | None = None,
         **llm_kwargs: Any,
     ) -> None:
@@ -131,6 +131,7 @@ class TaskLoom(Generic[T]):
         seconds = check_positive_number("timeout", timeout, " of seconds", MAX_TIMEOUT)
         # Arguments of map()/stream() given here are refused before anything else is built.
         refuse_batch_args(llm_kwargs)
+        max_retry_wait = check_max_retry_wait(max_retry_wait)
         self._prompt = PromptTemplate(prompt_template, name="prompt_template")
         self._system = (
             PromptTemplate(system_prompt, name="system_prompt")
@@ -186,12 +187,15 @@ class TaskLoom(Generic[T]):
             limiter=self._limiter,
             timeout=seconds,
             image_root=os.fspath(image_root) if image_root is not None else None,
+            max_retry_wait=max_retry_wait,
         )
         self._bridge = LoopThread()
         self._lock = threading.Lock()
         self._closed = False
         self._warned: set[str] = set()
         self._registered: set[str] = set()
+        self._runs: set[BatchRun] = set()
+        self._ending: set[asyncio.Future[None]] = set()
         self._writer: StoreWriter | None = None
         self._store: ResultStore | None = None
         self._owns_store = False
@@ -219,10 +223,27 @@ class TaskLoom(Generic[T]):
 
     def _check_open(self) -> None:
         if self._closed:
-            raise LoomUsageError("this TaskLoom is closed")
+            raise LoomClosedError("this TaskLoom is closed")
+
+    def _enter_run(self, run: BatchRun) -> None:
+        """Start ``run`` on the running loop, known to close() (which ends it) until it ends."""
+        with self._lock:
+            if self._closed:
+                raise LoomClosedError("this TaskLoom is closed")
+            self._runs.add(run)
+        run.start()
+
+    async def _leave_run(self, run: BatchRun) -> None:
+        try:
+            await run.aclose()
+        finally:
+            with self._lock:
+                self._runs.discard(run)
 
     def _open_store(self) -> tuple[ResultStore, StoreWriter]:
         with self._lock:
+            if self._closed:  # close() may have released the store already
+                raise LoomClosedError("this TaskLoom is closed")
             if self._store is None:
                 try:
                     self._store = ResultStore(self._store_target)
@@ -269,7 +290,12 @@ class TaskLoom(Generic[T]):
             raise LoomUsageError(f"max_workers must be an int >= 1, got {max_workers!r}")
 
     def _new_run(
-        self, sequence: Inputs, cache: ResultCache | None, max_workers: int, ordered: bool
+        self,
+        sequence: Inputs,
+        cache: ResultCache | None,
+        max_workers: int,
+        ordered: bool,
+        streamed: bool,
     ) -> BatchRun:
         sequence = records_of(sequence)  # a DataFrame: its rows, not its column names
         if isinstance(sequence, str | bytes | dict):
@@ -279,31 +305,52 @@ class TaskLoom(Generic[T]):
             )
         if not isinstance(sequence, Iterable | AsyncIterable):
             raise LoomUsageError(f"inputs must be iterable, got {type(sequence).__name__}")
+        # A stream's consumer may stop pulling and keep the iterator: its workers then stop
+        # once 2 x max_workers results wait for it (enough to keep every worker busy while
+        # the consumer takes the previous ones). map collects on the loop and never stops.
+        hold = 2 * max_workers if streamed else None
         return BatchRun(
-            self._runner, sequence, cache=cache, max_workers=max_workers, ordered=ordered
+            self._runner,
+            sequence,
+            cache=cache,
+            max_workers=max_workers,
+            ordered=ordered,
+            hold=hold,
         )
 
     def _open_run(
-        self, sequence: Inputs, task_name: str | None, max_workers: int, ordered: bool
+        self,
+        sequence: Inputs,
+        task_name: str | None,
+        max_workers: int,
+        ordered: bool,
+        *,
+        streamed: bool = True,
     ) -> BatchRun:
         """A new run, its store opened and registered (blocking I/O: call off the loop)."""
         cache, others = self._cache_for(task_name)
         self._warn_other_configs(task_name, others)
-        return self._new_run(sequence, cache, max_workers, ordered)
+        return self._new_run(sequence, cache, max_workers, ordered, streamed)
 
     async def _aopen_run(
-        self, sequence: Inputs, task_name: str | None, max_workers: int, ordered: bool
+        self,
+        sequence: Inputs,
+        task_name: str | None,
+        max_workers: int,
+        ordered: bool,
+        *,
+        streamed: bool = True,
     ) -> BatchRun:
         cache, others = await asyncio.to_thread(self._cache_for, task_name)
         # Warned here, in the caller's context, not on the helper thread.
         self._warn_other_configs(task_name, others)
-        return self._new_run(sequence, cache, max_workers, ordered)
+        return self._new_run(sequence, cache, max_workers, ordered, streamed)
 
     # -- sync driving of a run on the loom's loop thread -------------------------------------
 
     def _sync_pairs(self, run: BatchRun) -> Iterator[tuple[int, TaskResult[Any]]]:
         async def start() -> None:
-            run.start()
+            self._enter_run(run)
 
         self._bridge.run(start())
         try:
@@ -313,19 +360,30 @@ class TaskLoom(Generic[T]):
                     return
                 yield from batch
         finally:
-            if self._bridge is not None:
-                self._bridge.run(run.aclose())
+            # Once the loom is closed, close() has ended the run and stopped the loop.
+            with contextlib.suppress(LoomClosedError):
+                self._bridge.run(self._leave_run(run))
 
-    async def _collect(self, run: BatchRun, collector: _Collector) -> None:
-        async with run:
+    async def _collect(self, run: BatchRun, collector: ResultCollector) -> None:
+        self._enter_run(run)
+        # The bar also moves while no result arrives (a 429 pause, retries under way).
+        ticker = asyncio.ensure_future(collector.tick()) if collector.bar is not None else None
+        try:
             while batch := await run.next_batch():
                 collector.add_many(batch)
+        finally:
+            if ticker is not None:
+                ticker.cancel()
+            await self._leave_run(run)
 
     async def _async_pairs(self, run: BatchRun) -> AsyncIterator[tuple[int, TaskResult[Any]]]:
-        async with run:
+        self._enter_run(run)
+        try:
             while batch := await run.next_batch():
                 for pair in batch:
                     yield pair
+        finally:
+            await self._leave_run(run)
 
     # -- single input ------------------------------------------------------------------------
 
@@ -358,8 +416,8 @@ class TaskLoom(Generic[T]):
         """
         self._check_open()
         self._check_batch_args(task_name, max_workers)
-        run = self._open_run(sequence, task_name, max_workers, ordered=False)
-        with _Collector(progress, run.total) as collector:
+        run = self._open_run(sequence, task_name, max_workers, ordered=False, streamed=False)
+        with ResultCollector(progress, run.total, self._runner, self._limiter) as collector:
             # Collected on the loop thread, in one call: handing results over to this thread
             # a batch at a time would cost a thread switch per batch and contend for the GIL.
             self._bridge.run(self._collect(run, collector))
@@ -375,8 +433,8 @@ class TaskLoom(Generic[T]):
         """Async twin of :meth:`map` (also takes an async iterable)."""
         self._check_open()
         self._check_batch_args(task_name, max_workers)
-        run = await self._aopen_run(sequence, task_name, max_workers, ordered=False)
-        with _Collector(progress, run.total) as collector:
+        run = await self._aopen_run(sequence, task_name, max_workers, ordered=False, streamed=False)
+        with ResultCollector(progress, run.total, self._runner, self._limiter) as collector:
             await self._collect(run, collector)
         return collector.batch()
 
@@ -390,7 +448,9 @@ class TaskLoom(Generic[T]):
         """Yield results as they finish (in input order with ``ordered=True``).
 
         Leaving the loop early cancels the calls in flight; every result already yielded
-        (and so committed) stays in the store.
+        (and so committed) stays in the store. An iterator kept but not read starts no new
+        call once ``2 * max_workers`` results wait for it; reading again resumes the batch.
+        Closing the loom meanwhile raises ``LoomUsageError`` from the iterator.
         """
         self._check_open()
         self._check_batch_args(task_name, max_workers)
@@ -426,7 +486,7 @@ class TaskLoom(Generic[T]):
         self._check_open()
         self._check_batch_args(task_name, max_workers)
         run = self._open_run(sequence, task_name, max_workers, ordered)
-        events = _EventBuilder(task_name, run.total)
+        events = BatchEvents(task_name, run.total)
 
         def generate() -> Iterator[StreamEvent]:
             yield events.start()
@@ -453,7 +513,7 @@ class TaskLoom(Generic[T]):
 
         async def generate() -> AsyncIterator[StreamEvent]:
             run_total = len(sequence) if isinstance(sequence, Sized) else None
-            events = _EventBuilder(task_name, run_total)
+            events = BatchEvents(task_name, run_total)
             yield events.start()
             try:
                 run = await self._aopen_run(sequence, task_name, max_workers, ordered)
@@ -469,33 +529,70 @@ class TaskLoom(Generic[T]):
     # -- closing -----------------------------------------------------------------------------
 
     def close(self) -> None:
-        """Drain pending writes, release connections and stop the loop thread (idempotent).
+        """End running batches, drain pending writes, release connections (idempotent).
 
-        Objects the loom did not create (a ``client``, ``backend`` or ``ResultStore`` passed
-        in) are left open for their owner.
+        A batch still running (``map``, ``stream``… on any thread or loop) ends at once: its
+        consumer gets a ``LoomUsageError`` saying the loom was closed (an event stream, a
+        ``batch_error`` event). Every result already delivered is committed, and rows being
+        written are drained first. Safe from any thread, at the same time as another close(),
+        and from inside the loom's own loop (a backend, a callback), where the release of
+        connections finishes on a helper thread. Objects the loom did not create (a
+        ``client``, ``backend`` or ``ResultStore`` passed in) are left open for their owner.
         """
+        runs = self._begin_close()
+        if runs is None:
+            return
+        waits, local = end_runs(runs)
+        for run in local:  # on this thread's loop, which this call blocks: finish them later
+            ending = asyncio.ensure_future(run.aclose())
+            self._ending.add(ending)
+            ending.add_done_callback(self._ending.discard)
+        if self._bridge.on_loop_thread():
+            # Stopping the loop from its own thread would wait for itself.
+            threading.Thread(target=self._release, name="loom-close", daemon=True).start()
+            return
+        concurrent.futures.wait(waits, timeout=ABORT_WAIT)
+        self._release()
+
+    async def aclose(self) -> None:
+        """Async twin of :meth:`close`: await it on the loop that ran the async API."""
+        runs = self._begin_close()
+        if runs is None:
+            return
+        waits, local = end_runs(runs)
+        for run in local:
+            await run.aclose()
+        if waits:
+            await asyncio.wait([asyncio.wrap_future(w) for w in waits], timeout=ABORT_WAIT)
+        if self._owns_backend:
+            # This loop's connections, closed on this loop.
+            await self._backend.aclose()
+        if self._bridge.on_loop_thread():
+            threading.Thread(target=self._release, name="loom-close", daemon=True).start()
+            return
+        await asyncio.to_thread(self._release)
+
+    def _begin_close(self) -> list[BatchRun] | None:
+        """Mark the loom closed; the runs to end, or ``None`` when it was already closed."""
         with self._lock:
             if self._closed:
-                return
+                return None
             self._closed = True
+            return list(self._runs)
+
+    def _release(self) -> None:
+        """Drain the writer, release the store and the backend, stop the loop thread."""
         try:
             if self._writer is not None:
                 self._writer.close()
             if self._owns_store and self._store is not None:
                 self._store.close()
             if self._owns_backend:
-                self._bridge.run(self._backend.aclose())
+                with contextlib.suppress(LoomClosedError):
+                    self._bridge.run(self._backend.aclose())
                 self._backend.close()
         finally:
             self._bridge.close()
-
-    async def aclose(self) -> None:
-        """Async twin of :meth:`close`."""
-        if self._closed:
-            return
-        if self._owns_backend:
-            await self._backend.aclose()
-        await asyncio.to_thread(self.close)
 
     def __enter__(self) -> TaskLoom[T]:
         return self
@@ -508,89 +605,3 @@ class TaskLoom(Generic[T]):
 
     async def __aexit__(self, *exc_info: object) -> None:
         await self.aclose()
-
-
-# -- helpers shared by the sync and async twins ------------------------------------------------
-
-
-class _EventBuilder:
-    """Builds the events of one batch and keeps the running counts."""
-
-    def __init__(self, task_name: str | None, total: int | None) -> None:
-        self.batch_id = uuid.uuid4().hex
-        self.task_name = task_name
-        self.total = total
-        self.counter = SummaryCounter()
-        self.started = time.perf_counter()
-
-    def start(self) -> BatchStartEvent:
-        return BatchStartEvent(batch_id=self.batch_id, task_name=self.task_name, total=self.total)
-
-    def result(self, index: int, result: TaskResult[Any]) -> TaskResultEvent:
-        self.counter.add(result)
-        return TaskResultEvent(
-            batch_id=self.batch_id,
-            index=index,
-            result=result,
-            done=self.counter.done,
-            total=self.total,
-        )
-
-    def end(self) -> BatchEndEvent:
-        return BatchEndEvent(
-            batch_id=self.batch_id,
-            summary=self.counter.summary(time.perf_counter() - self.started),
-        )
-
-    def error(self, exc: Exception) -> BatchErrorEvent:
-        return BatchErrorEvent(
-            batch_id=self.batch_id,
-            error=Error(
-                code=ErrorCode.INTERNAL,
-                message=f"the batch stopped: {type(exc).__name__}: {exc}",
-            ),
-            summary=self.counter.summary(time.perf_counter() - self.started),
-        )
-
-
-class _Collector:
-    """Gathers a batch's results in input order, ticking the progress bar (map and amap)."""
-
-    def __init__(self, progress: bool, total: int | None) -> None:
-        self.results: list[TaskResult[Any] | None] = []
-        self.progress = progress
-        self.total = total
-        self.bar: Any = None
-        self.failed = self.cached = 0
-        self.started = time.perf_counter()
-
-    def __enter__(self) -> _Collector:
-        if self.progress:
-            from tqdm.auto import tqdm
-
-            self.bar = tqdm(total=self.total, unit="task", desc="loom")
-        return self
-
-    def __exit__(self, *exc_info: object) -> None:
-        if self.bar is not None:
-            self.bar.close()
-
-    def add_many(self, pairs: list[tuple[int, TaskResult[Any]]]) -> None:
-        results = self.results
-        for index, result in pairs:
-            if index >= len(results):
-                results.extend([None] * (index + 1 - len(results)))
-            results[index] = result
-        if self.bar is not None:
-            self.failed += sum(not result.is_success for _, result in pairs)
-            self.cached += sum(result.cached for _, result in pairs)
-            self.bar.update(len(pairs))
-            self.bar.set_postfix(failed=self.failed, cached=self.cached, refresh=False)
-
-    def batch(self) -> BatchResult[Any]:
-        done = [r for r in self.results if r is not None]
-        if len(done) != len(self.results):  # pragma: no cover - would be a scheduler bug
-            raise RuntimeError("a batch finished with inputs that have no result")
-        return BatchResult.model_construct(
-            results=done, elapsed_s=time.perf_counter() - self.started
-        )

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import json
+import logging
 from collections.abc import Sequence
 from typing import Any
 
@@ -17,6 +18,8 @@ from ._fast import trusted_result_from, trusted_usage_from
 from ._output import OutputSpec
 
 __all__ = ["ResultCache"]
+
+_log = logging.getLogger("loom.store")
 
 _USAGE_FIELDS = Usage.model_fields.keys()
 
@@ -130,7 +133,15 @@ class ResultCache:
         )
         try:
             hits = self._hits_json.validate_json(text)
-        except ValidationError:
+        except ValidationError as exc:
+            # The error's text quotes stored values: only its size is logged.
+            _log.warning(
+                "task %r: stored results of a chunk of %d inputs do not validate (%d error(s)); "
+                "looking them up one by one, and recomputing those that fail",
+                self.task_name,
+                len(task_ids),
+                exc.error_count(),
+            )
             return await self._lookup_rows(task_ids, inputs)
         for position, data, usage, raw_output, reasoning, attempts, latency_ms, model in hits:
             found[position] = _cached(
@@ -155,9 +166,19 @@ class ResultCache:
         )
         by_id = {row.task_id: row for row in rows if row.data is not None}
         found: list[TaskResult[Any] | None] = []
+        dropped = 0
         for task_id, input_data in zip(task_ids, inputs, strict=True):
             row = by_id.get(task_id)
-            found.append(None if row is None else self._from_row(row, input_data))
+            hit = None if row is None else self._from_row(row, input_data)
+            dropped += row is not None and hit is None
+            found.append(hit)
+        if dropped:
+            _log.warning(
+                "task %r: %d stored result(s) no longer validate against the response model; "
+                "they are recomputed",
+                self.task_name,
+                dropped,
+            )
         return found
 
     def _from_row(self, row: CachedHit, input_data: dict[str, Any]) -> TaskResult[Any] | None:

@@ -181,8 +181,12 @@ class RateLimiter:
                 return
             await asyncio.sleep(delay)
 
-    def pause(self, seconds: float) -> None:
+    def pause(self, seconds: float) -> bool:
         """Make every acquisition wait until ``seconds`` from now (or a later pause's end).
+
+        Returns:
+            Whether this call made the pause longer (``False``: a pause already under way
+            ends later), so that only the 429 that starts or extends a pause reports it.
 
         Raises:
             LoomUsageError: ``seconds`` is negative or not finite.
@@ -192,7 +196,11 @@ class RateLimiter:
         if not math.isfinite(seconds) or seconds < 0:
             raise LoomUsageError(f"pause seconds must be a finite number >= 0, got {seconds!r}")
         with self._lock:
-            self._paused_until = max(self._paused_until, self._clock() + seconds)
+            until = self._clock() + seconds
+            if until <= self._paused_until:
+                return False
+            self._paused_until = until
+            return True
 
     def paused_for(self) -> float:
         """Seconds left of the current pause (0.0 when not paused)."""

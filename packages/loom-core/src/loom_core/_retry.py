@@ -1,13 +1,16 @@
-"""How long to wait before retrying a failed provider call."""
+"""How long to wait before retrying a failed provider call, and when not to wait at all."""
 
 from __future__ import annotations
 
 import math
 import random
 
-from loom_protocol import LoomUsageError
+from loom_protocol import LoomUsageError, check_positive_number
 
-__all__ = ["backoff_delay"]
+__all__ = ["DEFAULT_MAX_RETRY_WAIT", "asked_wait", "backoff_delay", "check_max_retry_wait"]
+
+#: The longest wait (a backoff, or the loom-wide pause after a 429) the engine accepts, seconds.
+DEFAULT_MAX_RETRY_WAIT = 60.0
 
 # The module's own generator: seeding or reseeding the global ``random`` module elsewhere (as
 # tests and notebooks often do) must not make every worker of a loom retry in lockstep.
@@ -21,6 +24,7 @@ def backoff_delay(
     cap: float = 20.0,
     retry_after: float | None = None,
     rng: random.Random | None = None,
+    max_wait: float | None = None,
 ) -> float:
     """Seconds to wait before retry number ``attempt``: exponential backoff with equal jitter.
 
@@ -38,13 +42,15 @@ def backoff_delay(
         cap: The largest ceiling, in seconds.
         retry_after: Seconds the provider asked to wait, if it said.
         rng: The random generator (inject a seeded one for reproducible delays).
+        max_wait: The delay never exceeds this (the loom's ``max_retry_wait``); a
+            ``retry_after`` above it is the caller's to refuse (see :func:`asked_wait`).
 
     Returns:
         The delay in seconds.
 
     Raises:
         LoomUsageError: ``attempt`` < 1, or a negative or non-finite ``base``, ``cap`` or
-            ``retry_after``.
+            ``retry_after``, or a ``max_wait`` that is not a finite number > 0.
     """
     if isinstance(attempt, bool) or not isinstance(attempt, int) or attempt < 1:
         raise LoomUsageError(f"attempt must be an integer >= 1, got {attempt!r}")
@@ -53,11 +59,36 @@ def backoff_delay(
             raise LoomUsageError(f"{name} must be a finite number >= 0, got {value!r}")
     if retry_after is not None and (not math.isfinite(retry_after) or retry_after < 0):
         raise LoomUsageError(f"retry_after must be a finite number >= 0, got {retry_after!r}")
+    if max_wait is not None:
+        check_max_retry_wait(max_wait, "max_wait")
+        cap = min(cap, max_wait)
     rng = rng or _RNG
     # Limit the exponent so that a large attempt number cannot overflow the float.
     ceiling = min(cap, base * 2.0 ** min(attempt - 1, 64))
     delay = ceiling / 2 + rng.uniform(0, ceiling / 2)
-    if retry_after is None:
-        return delay
-    honoured = retry_after + rng.uniform(0, min(1.0, 0.1 * retry_after + 0.05))
-    return max(honoured, delay)
+    if retry_after is not None:
+        honoured = retry_after + rng.uniform(0, min(1.0, 0.1 * retry_after + 0.05))
+        delay = max(honoured, delay)
+    return delay if max_wait is None else min(delay, max_wait)
+
+
+def check_max_retry_wait(value: object, name: str = "max_retry_wait") -> float:
+    """``value`` as a number of seconds, checked finite and > 0 (the shared check).
+
+    Raises:
+        LoomUsageError: ``value`` is not a finite number > 0.
+    """
+    return check_positive_number(name, value, " of seconds")
+
+
+def asked_wait(retry_after: object) -> float | None:
+    """What a backend's ``retry_after`` asks for, as the engine reads it.
+
+    Backends are third-party code: ``None``, NaN or a non-number ask nothing; a negative wait
+    is 0; ``inf`` (a wait too long to write down) stays infinite, so that it is refused.
+    """
+    if isinstance(retry_after, bool) or not isinstance(retry_after, int | float):
+        return None
+    if math.isnan(retry_after):
+        return None
+    return max(0.0, float(retry_after))

@@ -7,6 +7,8 @@ backend's per-loop clients, the store writer) is safe across loops and threads.
 from __future__ import annotations
 
 import asyncio
+import logging
+import math
 import random
 import time
 import traceback
@@ -32,9 +34,26 @@ from ._inputs import PreparedInput, failed_result, prepare_input
 from ._output import OutputError, OutputSpec, split_reasoning
 from ._ratelimit import RateLimiter, estimate_tokens
 from ._render import PromptTemplate, TemplateRenderError
-from ._retry import backoff_delay
+from ._retry import DEFAULT_MAX_RETRY_WAIT, asked_wait, backoff_delay
 
 __all__ = ["PreparedInput", "TaskRunner", "failed_result", "prepare_input"]
+
+
+# What the engine does on its own is logged (never an input's content, never a credential).
+_retry_log = logging.getLogger("loom.retry")
+_pause_log = logging.getLogger("loom.ratelimit")
+
+
+class _Status:
+    """`` (HTTP 429)``, or nothing without a status: formatted only if the record is emitted."""
+
+    __slots__ = ("status",)
+
+    def __init__(self, status: int | None) -> None:
+        self.status = status
+
+    def __str__(self) -> str:
+        return "" if self.status is None else f" (HTTP {self.status})"
 
 
 class _Attempts:
@@ -53,7 +72,12 @@ class _Attempts:
 
 
 class TaskRunner:
-    """Runs one prepared input to a :class:`TaskResult` (no caching, no persistence)."""
+    """Runs one prepared input to a :class:`TaskResult` (no caching, no persistence).
+
+    Attributes:
+        retries: Calls made beyond each task's first (provider retries and re-asks), over
+            the runner's life: the progress bar shows how many a batch added.
+    """
 
     def __init__(
         self,
@@ -72,6 +96,7 @@ class TaskRunner:
         timeout: float | None,
         image_root: str | None,
         retry_base_delay: float = 0.5,
+        max_retry_wait: float = DEFAULT_MAX_RETRY_WAIT,
     ) -> None:
         self.backend = backend
         self.model = model
@@ -87,6 +112,8 @@ class TaskRunner:
         self.timeout = timeout
         self.image_root = image_root
         self.retry_base_delay = retry_base_delay
+        self.max_retry_wait = max_retry_wait
+        self.retries = 0
         self._rng = random.Random()
 
     async def build_messages(self, data: dict[str, Any]) -> list[Message]:
@@ -152,19 +179,53 @@ class TaskRunner:
                 response = await self._call(request, attempts)
             except BackendError as exc:
                 transport_failures += 1
-                if not exc.retryable or transport_failures > self.max_retries:
+                if not exc.retryable:
                     return self._failed_call(task_id, data, exc, attempts, started)
-                if exc.code is ErrorCode.PROVIDER_RATE_LIMITED and exc.retry_after:
-                    # One 429 with Retry-After pauses every worker of the loom, not only this one.
-                    self.limiter.pause(exc.retry_after)
-                await asyncio.sleep(
-                    backoff_delay(
-                        transport_failures,
-                        base=self.retry_base_delay,
-                        retry_after=exc.retry_after,
-                        rng=self._rng,
+                asked = asked_wait(exc.retry_after)
+                if asked is not None and asked > self.max_retry_wait:
+                    # Waiting that long would stall the task (and, for a 429, the whole loom):
+                    # this task fails now, saying what was asked; a later run retries it.
+                    return self._refused_wait(task_id, data, exc, asked, attempts, started)
+                if transport_failures > self.max_retries:
+                    _retry_log.warning(
+                        "task %s failed after %d attempts: %s%s; giving up",
+                        task_id[:12],
+                        attempts.calls,
+                        exc.code.value,
+                        _Status(exc.status),
                     )
+                    return self._failed_call(task_id, data, exc, attempts, started)
+                # One 429 with Retry-After pauses every worker of the loom, not only this one
+                # (reported by the 429 that starts or extends the pause).
+                if (
+                    exc.code is ErrorCode.PROVIDER_RATE_LIMITED
+                    and asked
+                    and self.limiter.pause(asked)
+                ):
+                    _pause_log.warning(
+                        "rate limited%s with Retry-After %.3g s: every worker of this loom "
+                        "pauses that long before its next call",
+                        _Status(exc.status),
+                        asked,
+                    )
+                delay = backoff_delay(
+                    transport_failures,
+                    base=self.retry_base_delay,
+                    retry_after=asked,
+                    rng=self._rng,
+                    max_wait=self.max_retry_wait,
                 )
+                self.retries += 1
+                _retry_log.info(
+                    "task %s: %s%s; retry %d of %d in %.2f s",
+                    task_id[:12],
+                    exc.code.value,
+                    _Status(exc.status),
+                    transport_failures,
+                    self.max_retries,
+                    delay,
+                )
+                await asyncio.sleep(delay)
                 continue
 
             answer, reasoning = split_reasoning(response.content, response.reasoning)
@@ -173,6 +234,12 @@ class TaskRunner:
             except OutputError as exc:
                 reasks += 1
                 if reasks > self.max_retries:
+                    _retry_log.warning(
+                        "task %s: the answer still fails (%s) after %d re-asks; giving up",
+                        task_id[:12],
+                        exc.error.code.value,
+                        self.max_retries,
+                    )
                     return failed_result(
                         task_id,
                         exc.error.code,
@@ -187,6 +254,14 @@ class TaskRunner:
                         model=response.model or self.model,
                     )
                 # Ask again with the model's own answer and what was wrong with it.
+                self.retries += 1
+                _retry_log.info(
+                    "task %s: the answer fails (%s); re-ask %d of %d",
+                    task_id[:12],
+                    exc.error.code.value,
+                    reasks,
+                    self.max_retries,
+                )
                 messages = [
                     *messages,
                     Message(role="assistant", content=response.content or ""),
@@ -260,6 +335,24 @@ class TaskRunner:
                 )
             )
         return self.output.parse(answer, repair=self.auto_repair_json)
+
+    def _refused_wait(
+        self,
+        task_id: str,
+        data: dict[str, Any],
+        exc: BackendError,
+        asked: float,
+        attempts: _Attempts,
+        started: float,
+    ) -> TaskResult[Any]:
+        wait = f"{asked:g} s" if math.isfinite(asked) else "without limit"
+        said = (
+            f"the provider asked to wait {wait}, more than "
+            f"max_retry_wait={self.max_retry_wait:g} s; not waiting"
+        )
+        _retry_log.warning("task %s: %s%s; giving up", task_id[:12], said, _Status(exc.status))
+        error = exc.error.model_copy(update={"message": f"{said} ({exc.error.message})"})
+        return self._failed_call(task_id, data, BackendError(error), attempts, started)
 
     def _failed_call(
         self,
