@@ -37,10 +37,9 @@ from loom_protocol import (
 
 from ._errors import bad_answer_error, error_for_status, error_for_transport
 from ._transport import BufferedAiohttpTransport
+from ._version import __version__ as _VERSION
 
 __all__ = ["HTTPBackend", "parse_json_answer"]
-
-_VERSION = "0.1.0"
 
 
 def parse_json_answer(
