@@ -4,11 +4,18 @@ Level 2: builds on loom-protocol, loom-backends and loom-store, with jinja2, jso
 tqdm. It never imports a provider SDK or a database driver directly.
 """
 
+import logging as _logging
+
 from loom_protocol import BatchResult, Error, ErrorCode, LoomError, LoomUsageError, TaskResult
 
 from ._loom import LoomConfigWarning, TaskLoom
 
 __version__ = "0.2.0"
+
+# A library configures no logging: without this, Python's last-resort handler would print every
+# WARNING (a 429 pause, a give-up) to stderr of an application that set up no logging at all.
+# Applications choose: logging.basicConfig(), or the `loom` command, which shows them on stderr.
+_logging.getLogger("loom").addHandler(_logging.NullHandler())
 
 __all__ = [
     "BatchResult",

@@ -20,6 +20,7 @@ from loom_protocol import StoreError
 
 from ._cli_args import build_parser
 from ._cli_export import check_export_paths, export_task
+from ._cli_log import cli_logging
 from ._cli_run import EXIT_FAILED, EXIT_INTERRUPTED, EXIT_OK, EXIT_USAGE, run
 from ._cli_setup import load_schema
 from ._cli_store import CliUsageError, list_tasks, open_store, show_task
@@ -68,9 +69,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         return exc.code if isinstance(exc.code, int) else EXIT_USAGE
     stdout, stderr = sys.stdout, sys.stderr
     try:
-        if args.command == "run":
-            return run(args, args_list, sys.stdin.buffer, stdout, stderr)
-        return _store_command(args, stdout, stderr)
+        with cli_logging(stderr, verbose=args.verbose):
+            if args.command == "run":
+                return run(args, args_list, sys.stdin.buffer, stdout, stderr)
+            return _store_command(args, stdout, stderr)
     except CliUsageError as exc:
         stderr.write(f"loom {args.command}: error: {exc}\n")
         return EXIT_USAGE

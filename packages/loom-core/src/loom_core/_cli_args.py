@@ -99,6 +99,12 @@ def build_parser() -> argparse.ArgumentParser:
         action=_VersionAction,
         help="print the version of loom and of every Loom package, then exit",
     )
+    parser.add_argument(
+        "-v",
+        "--verbose",
+        action="store_true",
+        help="also show each retry and re-ask on stderr (warnings such as 429 pauses always are)",
+    )
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     db_help = f"the result store: a SQLite path or an SQLAlchemy URL (default: {DEFAULT_DB})"
 

@@ -9,6 +9,8 @@ loom-backends or loom-core.
   completes only after its transaction committed.
 """
 
+import logging as _logging
+
 from ._rows import CachedHit, ConfigInfo, ResultRow, RunRecord, TaskStats
 from ._schema import SCHEMA_VERSION
 from ._secrets import scrub_config
@@ -16,6 +18,11 @@ from ._store import GET_MANY_CHUNK, ResultStore
 from ._writer import StoreWriter
 
 __version__ = "0.2.0"
+
+# A library configures no logging: without this, Python's last-resort handler would print every
+# WARNING (a 429 pause, a give-up) to stderr of an application that set up no logging at all.
+# Applications choose: logging.basicConfig(), or the `loom` command, which shows them on stderr.
+_logging.getLogger("loom").addHandler(_logging.NullHandler())
 
 __all__ = [
     "GET_MANY_CHUNK",
