@@ -34,9 +34,9 @@ from .conftest import REPO, cli_env
 _T = TypeVar("_T", bound=Callable[..., Any])
 INSTALL_MD = REPO / "docs" / "install.md"
 DOC_URL = "https://example.com/loom.git"
-DOC_REV = "v0.1.0"
+DOC_REV = "v0.2.0"
 PACKAGES = ("loom-protocol", "loom-backends", "loom-store", "loom-core")
-VERSION = "0.1.0"
+VERSION = "0.2.0"
 _NAME_FROM_INDEX = re.compile(
     r"\b(?:pip install|uv add|uv pip install)\s+(?:-\S+\s+)*['\"]?"
     r"loom-(?:core|protocol|backends|store)\b(?!\S* @)"

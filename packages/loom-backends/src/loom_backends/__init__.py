@@ -25,8 +25,7 @@ from ._defaults import (
 from ._errors import error_for_status, error_for_transport, parse_retry_after
 from ._openai import OpenAIChatBackend
 from ._resolve import ENTRY_POINT_GROUP, ResolvedBackend, resolve_backend
-
-__version__ = "0.1.0"
+from ._version import __version__ as __version__
 
 __all__ = [
     "ANTHROPIC_API_KEY_ENV",

@@ -38,10 +38,9 @@ from loom_protocol import (
 from ._defaults import DEFAULT_MAX_CONNECTIONS, DEFAULT_TIMEOUT
 from ._errors import bad_answer_error, error_for_status, error_for_transport
 from ._transport import BufferedAiohttpTransport
+from ._version import __version__ as _VERSION
 
 __all__ = ["HTTPBackend", "parse_json_answer"]
-
-_VERSION = "0.1.0"
 
 
 def parse_json_answer(

@@ -8,7 +8,7 @@ from loom_protocol import BatchResult, Error, ErrorCode, LoomError, LoomUsageErr
 
 from ._loom import LoomConfigWarning, TaskLoom
 
-__version__ = "0.1.0"
+__version__ = "0.2.0"
 
 __all__ = [
     "BatchResult",

@@ -41,7 +41,7 @@ from ._redact import (
 from ._results import BatchResult, BatchSummary, SummaryCounter, TaskResult, data_column
 from ._version import PROTOCOL_VERSION
 
-__version__ = "0.1.0"
+__version__ = "0.2.0"
 
 __all__ = [
     "MASK",

@@ -15,7 +15,7 @@ from ._secrets import scrub_config
 from ._store import GET_MANY_CHUNK, ResultStore
 from ._writer import StoreWriter
 
-__version__ = "0.1.0"
+__version__ = "0.2.0"
 
 __all__ = [
     "GET_MANY_CHUNK",
