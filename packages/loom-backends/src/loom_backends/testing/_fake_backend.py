@@ -46,7 +46,9 @@ class FakeBackend:
     server would send, and that is decoded and classified by the backends' one error table
     (so ``FakeReply(status=429, headers={"Retry-After": "2"})`` raises the same
     ``BackendError``). ``FakeReply.delay`` waits with ``asyncio.sleep``; a call slower than
-    ``timeout`` fails with provider_timeout. Use it where the engine is under test and sockets
+    ``timeout`` fails with provider_timeout. A sync handler runs on the caller's event loop, so
+    keep it quick (``time.sleep`` in it would stall the loop: return ``FakeReply(delay=...)``
+    or write an async handler). Use it where the engine is under test and sockets
     are not the point; use :class:`FakeLLMServer` to test the HTTP path itself.
 
     It passes :class:`BackendContract` (minus the tests of what goes on the wire).
