@@ -11,7 +11,7 @@ import pytest
 
 from loom_backends.testing import FakeLLMServer
 
-# The conformance suite lives in contract.py next to the tests that subclass it; with
+# fake_handlers.py (picklable handlers for process=True) sits next to the tests; with
 # --import-mode=importlib this folder is not on sys.path by itself.
 sys.path.insert(0, str(Path(__file__).parent))
 

@@ -48,15 +48,19 @@ async def test_text_answer_sync_and_async(fn: Any) -> None:
     backend = CallableBackend(fn)
     expected = "from an object" if isinstance(fn, AsyncCallable) else "HELLO"
     assert (await backend.acomplete(chat())).content == expected
-    # complete() works from sync code, and also here, inside a running loop.
-    assert backend.complete(chat()).content == expected
     await backend.aclose()
 
 
-def test_an_async_function_from_plain_sync_code() -> None:
-    backend = CallableBackend(aupper)
-    assert backend.complete(chat("x")).content == "X"
-    backend.close()
+def test_the_backend_is_async_only() -> None:
+    # Protocol 2.0: a sync caller goes through TaskLoom's loop thread, never a sync half here.
+    assert not hasattr(CallableBackend, "complete")
+    assert not hasattr(CallableBackend, "close")
+
+
+async def test_a_sync_function_returning_an_awaitable_is_awaited() -> None:
+    backend = CallableBackend(lambda req: aupper(req))
+    assert (await backend.acomplete(chat("x"))).content == "X"
+    await backend.aclose()
 
 
 async def test_reasoning_and_usage_pass_through_a_chat_response() -> None:
@@ -105,14 +109,7 @@ async def test_a_sync_function_runs_in_a_worker_thread() -> None:
     await backend.aclose()
 
 
-async def call(backend: CallableBackend, mode: str) -> ChatResponse:
-    if mode == "sync":
-        return backend.complete(chat())
-    return await backend.acomplete(chat())
-
-
-@pytest.mark.parametrize("mode", ["sync", "async"])
-async def test_a_backend_error_passes_through_unchanged(mode: str) -> None:
+async def test_a_backend_error_passes_through_unchanged() -> None:
     raised = BackendError(
         Error(code=ErrorCode.PROVIDER_RATE_LIMITED, message="slow", retryable=True),
         retry_after=4.0,
@@ -123,19 +120,18 @@ async def test_a_backend_error_passes_through_unchanged(mode: str) -> None:
 
     backend = CallableBackend(fn)
     with pytest.raises(BackendError) as caught:
-        await call(backend, mode)
+        await backend.acomplete(chat())
     assert caught.value is raised
     await backend.aclose()
 
 
-@pytest.mark.parametrize("mode", ["sync", "async"])
-async def test_any_other_exception_is_a_provider_error_with_the_traceback(mode: str) -> None:
+async def test_any_other_exception_is_a_provider_error_with_the_traceback() -> None:
     async def fn(request: ChatRequest) -> str:
         raise ZeroDivisionError("division by zero in my model")
 
     backend = CallableBackend(fn)
     with pytest.raises(BackendError) as caught:
-        await call(backend, mode)
+        await backend.acomplete(chat())
     error = caught.value.error
     assert error.code is ErrorCode.PROVIDER_ERROR
     assert not error.retryable

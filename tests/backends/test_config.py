@@ -7,7 +7,6 @@ import math
 from typing import Any
 
 import pytest
-from contract import API_KEY, chat
 
 from loom_backends import (
     AnthropicBackend,
@@ -16,7 +15,9 @@ from loom_backends import (
     OpenAIClientBackend,
     resolve_backend,
 )
+from loom_backends.testing import CONTRACT_API_KEY as API_KEY
 from loom_backends.testing import FakeLLMServer
+from loom_backends.testing import contract_request as chat
 from loom_protocol import BackendError, LoomUsageError, is_secret_name
 
 HTTP_BACKENDS = (OpenAIChatBackend, AnthropicBackend)
@@ -126,13 +127,13 @@ async def test_a_custom_base_url_needs_no_key(server: FakeLLMServer) -> None:
     assert resolve_backend("gpt-4o", backend=CallableBackend(str)).model == "gpt-4o"
 
 
-def test_a_custom_base_url_from_the_environment_needs_no_key(
+async def test_a_custom_base_url_from_the_environment_needs_no_key(
     server: FakeLLMServer, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setenv("OPENAI_BASE_URL", server.base_url)
     resolved = resolve_backend("gpt-4o-mini")
-    with resolved.backend as backend:  # type: ignore[attr-defined]
-        assert backend.complete(chat()).content
+    assert (await resolved.backend.acomplete(chat())).content
+    await resolved.backend.aclose()
 
 
 # -- item 10: userinfo refused, a query kept on the endpoint -------------------------------------
@@ -150,18 +151,14 @@ def test_userinfo_is_refused_without_echoing_the_password(cls: type[Any]) -> Non
     ("suffix", "expected_path"),
     [("", "/v1/chat/completions"), ("/", "/v1/chat/completions")],
 )
-@pytest.mark.parametrize("mode", ["sync", "async"])
 async def test_openai_keeps_the_query_on_the_endpoint(
-    server: FakeLLMServer, suffix: str, expected_path: str, mode: str
+    server: FakeLLMServer, suffix: str, expected_path: str
 ) -> None:
     base = f"{server.base_url}{suffix}?api-version=2024-06-01"
     backend = OpenAIChatBackend(base, api_key=API_KEY)
     assert backend.url == f"{server.base_url}/chat/completions?api-version=2024-06-01"
     assert backend.base_url == f"{server.base_url}?api-version=2024-06-01"
-    if mode == "sync":
-        backend.complete(chat())
-    else:
-        await backend.acomplete(chat())
+    await backend.acomplete(chat())
     await backend.aclose()
     seen = server.requests[0]
     assert (seen.path, seen.query) == (expected_path, "api-version=2024-06-01")
@@ -169,24 +166,18 @@ async def test_openai_keeps_the_query_on_the_endpoint(
 
 
 @pytest.mark.parametrize("root", ["", "/v1"])
-@pytest.mark.parametrize("mode", ["sync", "async"])
-async def test_anthropic_keeps_the_query_on_the_endpoint(
-    server: FakeLLMServer, root: str, mode: str
-) -> None:
+async def test_anthropic_keeps_the_query_on_the_endpoint(server: FakeLLMServer, root: str) -> None:
     backend = AnthropicBackend(f"{server.anthropic_base_url}{root}?beta=true", api_key=API_KEY)
     assert backend.url == f"{server.anthropic_base_url}/v1/messages?beta=true"
-    if mode == "sync":
-        backend.complete(chat())
-    else:
-        await backend.acomplete(chat())
+    await backend.acomplete(chat())
     await backend.aclose()
     seen = server.requests[0]
     assert (seen.path, seen.query, seen.status) == ("/v1/messages", "beta=true", 200)
 
 
-def test_the_fake_server_records_no_query_as_empty(server: FakeLLMServer) -> None:
-    with OpenAIChatBackend(server.base_url) as backend:
-        backend.complete(chat())
+async def test_the_fake_server_records_no_query_as_empty(server: FakeLLMServer) -> None:
+    async with OpenAIChatBackend(server.base_url) as backend:
+        await backend.acomplete(chat())
     assert server.requests[0].query == ""
 
 
@@ -247,11 +238,13 @@ def test_no_declared_parameter_looks_like_a_secret() -> None:
 
 
 @pytest.mark.parametrize("cls", HTTP_BACKENDS)
-def test_extra_body_is_merged_into_the_body_last(server: FakeLLMServer, cls: type[Any]) -> None:
+async def test_extra_body_is_merged_into_the_body_last(
+    server: FakeLLMServer, cls: type[Any]
+) -> None:
     base = server.base_url if cls is OpenAIChatBackend else server.anthropic_base_url
     params = {"top_p": 0.5, "extra_body": {"min_p": 0.1, "top_p": 0.9, "guided": {"a": [1]}}}
-    with cls(base) as backend:
-        backend.complete(chat(params=params))
+    async with cls(base) as backend:
+        await backend.acomplete(chat(params=params))
     body = server.requests[0].body
     assert body["min_p"] == 0.1
     assert body["guided"] == {"a": [1]}
@@ -259,7 +252,7 @@ def test_extra_body_is_merged_into_the_body_last(server: FakeLLMServer, cls: typ
     assert "extra_body" not in body
 
 
-def test_an_sdk_client_gets_extra_body_as_its_own_argument() -> None:
+async def test_an_sdk_client_gets_extra_body_as_its_own_argument() -> None:
     calls: list[dict[str, Any]] = []
 
     class SDK:
@@ -271,7 +264,8 @@ def test_an_sdk_client_gets_extra_body_as_its_own_argument() -> None:
                     return {"choices": [{"message": {"content": "ok"}}]}
 
     backend = OpenAIClientBackend(SDK())
-    backend.complete(chat(params={"seed": 1, "extra_body": {"min_p": 0.1}}))
+    await backend.acomplete(chat(params={"seed": 1, "extra_body": {"min_p": 0.1}}))
+    await backend.aclose()
     assert calls[0]["extra_body"] == {"min_p": 0.1}
     assert calls[0]["seed"] == 1
     assert "min_p" not in calls[0]

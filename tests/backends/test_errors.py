@@ -6,9 +6,11 @@ import email.utils
 import json
 import time
 
+import aiohttp
+import httpx
 import pytest
 
-from loom_backends import error_for_status, parse_retry_after
+from loom_backends import error_for_status, error_for_transport, parse_retry_after
 from loom_protocol import ErrorCode
 
 
@@ -81,3 +83,50 @@ def test_secrets_are_blanked_out() -> None:
     error = error_for_status(401, body, {}, secrets=["sk-abc123456"])
     assert "sk-abc123456" not in error.error.model_dump_json()
     assert "***" in error.error.message
+
+
+# -- the one transport boundary ------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("exc", "code"),
+    [
+        (aiohttp.ServerTimeoutError("read"), ErrorCode.PROVIDER_TIMEOUT),
+        (TimeoutError(), ErrorCode.PROVIDER_TIMEOUT),
+        (httpx.ReadTimeout("slow"), ErrorCode.PROVIDER_TIMEOUT),
+        (aiohttp.ServerDisconnectedError(), ErrorCode.PROVIDER_UNAVAILABLE),
+        (aiohttp.ClientPayloadError("cut"), ErrorCode.PROVIDER_UNAVAILABLE),
+        (httpx.ConnectError("refused"), ErrorCode.PROVIDER_UNAVAILABLE),
+        (ConnectionResetError("reset"), ErrorCode.PROVIDER_UNAVAILABLE),
+        (ValueError("a bug"), ErrorCode.PROVIDER_ERROR),
+    ],
+)
+def test_a_transport_exception_is_classified_by_its_own_type(
+    exc: BaseException, code: ErrorCode
+) -> None:
+    # No cause chain to walk: whoever raised it (aiohttp's pool, an injected httpx transport,
+    # the socket), the exception itself says what happened.
+    error = error_for_transport(exc)
+    assert error.code is code
+    assert error.retryable is (code is not ErrorCode.PROVIDER_ERROR)
+    assert error.error.detail is not None
+    assert error.error.detail.startswith(f"{type(exc).__module__}.{type(exc).__qualname__}")
+
+
+async def test_the_pool_raises_aiohttps_own_exception_with_no_httpx_hop(closed_port: int) -> None:
+    from loom_backends._transport import BufferedAiohttpTransport
+
+    transport = BufferedAiohttpTransport(limits=httpx.Limits(max_connections=1))
+    try:
+        with pytest.raises(aiohttp.ClientConnectorError) as caught:
+            await transport.send_bytes(
+                "POST", httpx.URL(f"http://127.0.0.1:{closed_port}/v1"), [], b"{}", {}
+            )
+    finally:
+        await transport.aclose()
+    assert error_for_transport(caught.value).code is ErrorCode.PROVIDER_UNAVAILABLE
+
+
+def test_a_secret_in_a_transport_error_is_masked() -> None:
+    error = error_for_transport(OSError("proxy said KEY-123456 is wrong"), secrets=["KEY-123456"])
+    assert "KEY-123456" not in error.error.model_dump_json()

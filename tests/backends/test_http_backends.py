@@ -1,4 +1,4 @@
-"""The conformance suite, run on OpenAIChatBackend and AnthropicBackend, sync and async."""
+"""The shipped conformance suite, run on OpenAIChatBackend and AnthropicBackend."""
 
 from __future__ import annotations
 
@@ -6,39 +6,24 @@ from typing import ClassVar
 
 import httpx
 import pytest
-from contract import API_KEY, BackendContract, chat
 
 from loom_backends import AnthropicBackend, OpenAIChatBackend
-from loom_backends.testing import FakeLLMServer
+from loom_backends.testing import CONTRACT_API_KEY as API_KEY
+from loom_backends.testing import BackendContract, FakeLLMServer
+from loom_backends.testing import contract_request as chat
 from loom_protocol import Backend, BackendError, ErrorCode, LoomUsageError
 
 
-class OpenAIContract(BackendContract):
+class TestOpenAI(BackendContract):
     def make_backend(self, port: int, *, api_key: str | None, timeout: float) -> Backend:
         return OpenAIChatBackend(f"http://127.0.0.1:{port}/v1", api_key, timeout=timeout)
 
 
-class AnthropicContract(BackendContract):
-    anthropic = True
+class TestAnthropic(BackendContract):
+    wire_format: ClassVar[str] = "anthropic"
 
     def make_backend(self, port: int, *, api_key: str | None, timeout: float) -> Backend:
         return AnthropicBackend(f"http://127.0.0.1:{port}", api_key, timeout=timeout)
-
-
-class TestOpenAISync(OpenAIContract):
-    mode: ClassVar[str] = "sync"
-
-
-class TestOpenAIAsync(OpenAIContract):
-    mode: ClassVar[str] = "async"
-
-
-class TestAnthropicSync(AnthropicContract):
-    mode: ClassVar[str] = "sync"
-
-
-class TestAnthropicAsync(AnthropicContract):
-    mode: ClassVar[str] = "async"
 
 
 # -- behaviour specific to one backend ---------------------------------------------------------
@@ -53,14 +38,14 @@ async def test_openai_without_a_key_sends_no_authorization(
     assert "authorization" not in server.requests[0].headers
 
 
-def test_openai_reads_its_environment(
+async def test_openai_reads_its_environment(
     server: FakeLLMServer, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setenv("OPENAI_BASE_URL", server.base_url + "/")
     monkeypatch.setenv("OPENAI_API_KEY", API_KEY)
-    with OpenAIChatBackend() as backend:
+    async with OpenAIChatBackend() as backend:
         assert backend.url == f"{server.base_url}/chat/completions"
-        assert backend.complete(chat()).content == '{"echo": "hello"}'
+        assert (await backend.acomplete(chat())).content == '{"echo": "hello"}'
     assert server.requests[0].headers["authorization"] == f"Bearer {API_KEY}"
 
 
@@ -70,13 +55,13 @@ def test_openai_defaults_to_the_openai_api(monkeypatch: pytest.MonkeyPatch) -> N
     assert OpenAIChatBackend().url == "https://api.openai.com/v1/chat/completions"
 
 
-def test_anthropic_reads_its_environment(
+async def test_anthropic_reads_its_environment(
     server: FakeLLMServer, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setenv("ANTHROPIC_BASE_URL", server.anthropic_base_url)
     monkeypatch.setenv("ANTHROPIC_API_KEY", API_KEY)
-    with AnthropicBackend(default_max_tokens=99) as backend:
-        backend.complete(chat())
+    async with AnthropicBackend(default_max_tokens=99) as backend:
+        await backend.acomplete(chat())
     seen = server.requests[0]
     assert seen.headers["x-api-key"] == API_KEY
     assert seen.headers["anthropic-version"] == "2023-06-01"
@@ -92,36 +77,40 @@ def test_anthropic_accepts_a_base_url_ending_in_v1(monkeypatch: pytest.MonkeyPat
     assert AnthropicBackend("http://h/v1").url == "http://h/v1/messages"
 
 
-def test_anthropic_json_object_format_becomes_an_instruction(server: FakeLLMServer) -> None:
-    with AnthropicBackend(server.anthropic_base_url) as backend:
-        backend.complete(chat(response_format={"type": "json_object"}))
+async def test_anthropic_json_object_format_becomes_an_instruction(
+    server: FakeLLMServer,
+) -> None:
+    async with AnthropicBackend(server.anthropic_base_url) as backend:
+        await backend.acomplete(chat(response_format={"type": "json_object"}))
     system = server.requests[0].system_text
     assert system is not None
     assert system.startswith("be brief\n\n")
     assert "JSON object" in system
 
 
-def test_anthropic_percent_encoded_data_url_is_sent_as_base64(server: FakeLLMServer) -> None:
+async def test_anthropic_percent_encoded_data_url_is_sent_as_base64(server: FakeLLMServer) -> None:
     from loom_protocol import ChatRequest, ImagePart, Message
 
     request = ChatRequest(
         model="m",
         messages=[Message(role="user", content=[ImagePart(url="data:image/svg+xml,%3Csvg%2F%3E")])],
     )
-    with AnthropicBackend(server.anthropic_base_url) as backend:
-        backend.complete(request)
+    async with AnthropicBackend(server.anthropic_base_url) as backend:
+        await backend.acomplete(request)
     source = server.requests[0].messages[0]["content"][0]["source"]
     assert source == {"type": "base64", "media_type": "image/svg+xml", "data": "PHN2Zy8+"}
 
 
-def test_anthropic_malformed_data_url_is_a_bad_request(server: FakeLLMServer) -> None:
+async def test_anthropic_malformed_data_url_is_a_bad_request(server: FakeLLMServer) -> None:
     from loom_protocol import ChatRequest, ImagePart, Message
 
     request = ChatRequest(
         model="m", messages=[Message(role="user", content=[ImagePart(url="data:image/png")])]
     )
-    with AnthropicBackend(server.anthropic_base_url) as backend, pytest.raises(BackendError) as e:
-        backend.complete(request)
+    backend = AnthropicBackend(server.anthropic_base_url)
+    async with backend:
+        with pytest.raises(BackendError) as e:
+            await backend.acomplete(request)
     assert e.value.code is ErrorCode.PROVIDER_BAD_REQUEST
     assert "separating" in e.value.error.message
     assert server.request_count == 0
@@ -148,21 +137,10 @@ def test_anthropic_default_max_tokens_must_be_positive() -> None:
         AnthropicBackend(api_key=API_KEY, default_max_tokens=0)
 
 
-def test_a_non_request_is_a_usage_error(server: FakeLLMServer) -> None:
-    with OpenAIChatBackend(server.base_url) as backend, pytest.raises(LoomUsageError, match="dict"):
-        backend.complete({"model": "m"})  # type: ignore[arg-type]
-
-
-def test_injected_transports_are_used(server: FakeLLMServer) -> None:
-    seen: list[str] = []
-
-    def handler(request: httpx.Request) -> httpx.Response:
-        seen.append(str(request.url))
-        return httpx.Response(200, json={"choices": [{"message": {"content": "mocked"}}]})
-
-    with OpenAIChatBackend("http://mock.invalid/v1", transport=httpx.MockTransport(handler)) as b:
-        assert b.complete(chat()).content == "mocked"
-    assert seen == ["http://mock.invalid/v1/chat/completions"]
+async def test_a_non_request_is_a_usage_error(server: FakeLLMServer) -> None:
+    async with OpenAIChatBackend(server.base_url) as backend:
+        with pytest.raises(LoomUsageError, match="dict"):
+            await backend.acomplete({"model": "m"})  # type: ignore[arg-type]
 
 
 async def test_injected_async_transport_is_used() -> None:
@@ -182,21 +160,31 @@ async def test_injected_async_transport_is_used() -> None:
     assert "slow down" in caught.value.error.message
 
 
-def test_custom_headers_are_sent_and_secret_ones_redacted(server: FakeLLMServer) -> None:
+async def test_custom_headers_are_sent_and_secret_ones_redacted(server: FakeLLMServer) -> None:
     from loom_backends.testing import FakeReply
 
     server.handler = lambda req: FakeReply(f"bad {req.headers['api-key']}", status=401)
     backend = OpenAIChatBackend(server.base_url, headers={"api-key": "azure-secret-value"})
-    with backend, pytest.raises(BackendError) as caught:
-        backend.complete(chat())
+    async with backend:
+        with pytest.raises(BackendError) as caught:
+            await backend.acomplete(chat())
     assert server.requests[0].headers["api-key"] == "azure-secret-value"
     assert "azure-secret-value" not in str(caught.value.error.model_dump())
 
 
-def test_the_sync_client_reopens_after_close(server: FakeLLMServer) -> None:
+async def test_the_backend_reopens_after_aclose(server: FakeLLMServer) -> None:
     backend = OpenAIChatBackend(server.base_url)
-    backend.complete(chat())
-    backend.close()
-    backend.close()
-    assert backend.complete(chat()).content == '{"echo": "hello"}'
-    backend.close()
+    await backend.acomplete(chat())
+    await backend.aclose()
+    await backend.aclose()
+    assert (await backend.acomplete(chat())).content == '{"echo": "hello"}'
+    await backend.aclose()
+
+
+def test_the_backends_are_async_only() -> None:
+    # Protocol 2.0: no synchronous half, and no second (sync) HTTP client to configure.
+    for cls in (OpenAIChatBackend, AnthropicBackend):
+        assert not hasattr(cls, "complete")
+        assert not hasattr(cls, "close")
+        with pytest.raises(TypeError, match="transport"):
+            cls("http://h/v1", transport=httpx.MockTransport(lambda r: httpx.Response(200)))  # type: ignore[call-arg]

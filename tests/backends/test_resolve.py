@@ -184,3 +184,30 @@ def _chat() -> Any:
     from loom_protocol import ChatRequest, Message
 
     return ChatRequest(model="m", messages=[Message(role="user", content="hi")])
+
+
+def test_the_built_ins_win_over_an_entry_point_of_the_same_name(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    register(
+        tmp_path,
+        monkeypatch,
+        "[loom.backends]\nanthropic = loom_plugin_fixture:make\n"
+        "openai = loom_plugin_fixture:make\n",
+    )
+    anthropic = resolve_backend("anthropic/c", base_url="http://127.0.0.1:9", api_key="k")
+    assert isinstance(anthropic.backend, AnthropicBackend)
+    assert isinstance(resolve_backend("openai/m", api_key="k").backend, OpenAIChatBackend)
+    assert sys.modules.get("loom_plugin_fixture") is None  # never loaded
+    # ...and "known:" lists each prefix once.
+    with pytest.raises(LoomUsageError, match="known: anthropic, openai;"):
+        resolve_backend("other/x")
+
+
+def test_a_broken_registration_does_not_touch_the_built_ins_or_plain_names(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    register(tmp_path, monkeypatch, "[loom.backends]\nclaude- = loom_plugin_fixture:missing\n")
+    assert isinstance(resolve_backend("claude-x", api_key="k").backend, AnthropicBackend)
+    assert isinstance(resolve_backend("gpt-4o", api_key="k").backend, OpenAIChatBackend)
+    assert resolve_backend("anthropic/claude-x", api_key="k").model == "claude-x"

@@ -10,14 +10,15 @@ from __future__ import annotations
 
 import asyncio
 import threading
-from typing import Any, ClassVar
+from typing import Any
 
 import httpx
 import pytest
-from contract import API_KEY, BackendContract, chat
 
 from loom_backends import OpenAIClientBackend
-from loom_backends.testing import FakeLLMServer
+from loom_backends.testing import CONTRACT_API_KEY as API_KEY
+from loom_backends.testing import BackendContract, FakeLLMServer
+from loom_backends.testing import contract_request as chat
 from loom_protocol import Backend, ErrorCode, LoomUsageError
 
 
@@ -125,21 +126,13 @@ class SDKContract(BackendContract):
         raise NotImplementedError
 
 
-class TestSyncSDKClientCalledSync(SDKContract):
-    mode: ClassVar[str] = "sync"
-
+class TestSyncSDKClient(SDKContract):
     def make_backend(self, port: int, *, api_key: str | None, timeout: float) -> Backend:
         client = FakeOpenAI(f"http://127.0.0.1:{port}/v1", api_key, timeout)
         return _Closing(OpenAIClientBackend(client), client.http.close)
 
 
-class TestSyncSDKClientCalledAsync(TestSyncSDKClientCalledSync):
-    mode: ClassVar[str] = "async"
-
-
 class TestAsyncSDKClient(SDKContract):
-    mode: ClassVar[str] = "async"
-
     def make_backend(self, port: int, *, api_key: str | None, timeout: float) -> Backend:
         client = FakeAsyncOpenAI(f"http://127.0.0.1:{port}/v1", api_key, timeout)
         return _Closing(OpenAIClientBackend(client), None, client.http.aclose)
@@ -151,19 +144,13 @@ class _Closing:
     def __init__(self, backend: OpenAIClientBackend, close: Any, aclose: Any = None) -> None:
         self.backend, self._close, self._aclose = backend, close, aclose
 
-    def complete(self, request: Any) -> Any:
-        return self.backend.complete(request)
-
     async def acomplete(self, request: Any) -> Any:
         return await self.backend.acomplete(request)
 
-    def close(self) -> None:
-        self.backend.close()
-        if self._close is not None:
-            self._close()
-
     async def aclose(self) -> None:
         await self.backend.aclose()
+        if self._close is not None:
+            self._close()
         if self._aclose is not None:
             await self._aclose()
 
@@ -206,32 +193,24 @@ async def test_an_error_is_raised_after_exactly_one_call(server: FakeLLMServer) 
     assert server.request_count == 1
 
 
-async def test_an_async_client_cannot_serve_sync_calls(server: FakeLLMServer) -> None:
-    client = FakeAsyncOpenAI(server.base_url, None, 10.0)
-    try:
-        with pytest.raises(LoomUsageError, match="acomplete"):
-            OpenAIClientBackend(client).complete(chat())
-    finally:
-        await client.http.aclose()
-
-
 def test_an_object_without_create_is_refused() -> None:
     with pytest.raises(LoomUsageError, match=r"\.chat\.completions\.create, got int"):
         OpenAIClientBackend(3)
 
 
-def test_the_client_keeps_its_owner(server: FakeLLMServer) -> None:
+async def test_the_client_keeps_its_owner(server: FakeLLMServer) -> None:
     client = FakeOpenAI(server.base_url, API_KEY, 10.0)
     backend = OpenAIClientBackend(client)
-    backend.complete(chat())
-    backend.close()
-    # close() released only the adapter's threads: the caller's client still works.
-    assert backend.complete(chat()).content == '{"echo": "hello"}'
+    await backend.acomplete(chat())
+    await backend.aclose()
+    # aclose() released only the adapter's threads: the caller's client still works.
+    assert (await backend.acomplete(chat())).content == '{"echo": "hello"}'
     assert API_KEY not in repr(backend)
+    await backend.aclose()
     client.http.close()
 
 
-def test_an_unexpected_sdk_exception_is_a_provider_error() -> None:
+async def test_an_unexpected_sdk_exception_is_a_provider_error() -> None:
     from loom_protocol import BackendError
 
     class Broken:
@@ -241,8 +220,10 @@ def test_an_unexpected_sdk_exception_is_a_provider_error() -> None:
                 def create(**body: Any) -> Any:
                     raise KeyError("boom")
 
+    backend = OpenAIClientBackend(Broken())
     with pytest.raises(BackendError) as caught:
-        OpenAIClientBackend(Broken()).complete(chat())
+        await backend.acomplete(chat())
+    await backend.aclose()
     assert caught.value.code is ErrorCode.PROVIDER_ERROR
     assert not caught.value.retryable
     assert "KeyError" in caught.value.error.message

@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 
-from loom_backends.testing import FakeLLMServer, RecordedRequest
+from loom_backends.testing import FakeBackend, FakeLLMServer, RecordedRequest
 from loom_core import TaskLoom
 
 
@@ -24,16 +24,27 @@ def server() -> Iterator[FakeLLMServer]:
         yield srv
 
 
+@pytest.fixture
+def fake() -> FakeBackend:
+    """The same answers as ``server``, in process: for engine tests where sockets are not the
+    point (the loom does not own it, so closing the loom leaves it as it is)."""
+    return FakeBackend(echo_json)
+
+
 LoomFactory = Callable[..., TaskLoom[Any]]
 
 
 def _factory(tmp_path: Path, made: list[TaskLoom[Any]]) -> LoomFactory:
-    def factory(srv: FakeLLMServer, **kwargs: Any) -> TaskLoom[Any]:
+    def factory(srv: FakeLLMServer | FakeBackend, **kwargs: Any) -> TaskLoom[Any]:
         kwargs.setdefault("prompt_template", "{{ text }}")
         kwargs.setdefault("db_path", tmp_path / "loom.db")
-        kwargs.setdefault("api_key", "sk-test-secret-key")
         model = kwargs.pop("model", "fake-model")
-        loom: TaskLoom[Any] = TaskLoom(model, base_url=srv.base_url, **kwargs)
+        if isinstance(srv, FakeBackend):
+            kwargs.setdefault("backend", srv)
+        else:
+            kwargs.setdefault("api_key", "sk-test-secret-key")
+            kwargs.setdefault("base_url", srv.base_url)
+        loom: TaskLoom[Any] = TaskLoom(model, **kwargs)
         made.append(loom)
         return loom
 
@@ -42,7 +53,7 @@ def _factory(tmp_path: Path, made: list[TaskLoom[Any]]) -> LoomFactory:
 
 @pytest.fixture
 def make_loom(tmp_path: Path) -> Iterator[LoomFactory]:
-    """Build looms against a server; every loom made is closed after the test."""
+    """Build looms against a server (or a FakeBackend); every loom made is closed after the test."""
     made: list[TaskLoom[Any]] = []
     yield _factory(tmp_path, made)
     for loom in made:

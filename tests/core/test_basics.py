@@ -1,4 +1,4 @@
-"""The seed's examples, output kinds, events and batch helpers, over real HTTP."""
+"""The seed's examples, output kinds, events and batch helpers, over real HTTP or in process."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ from typing import Any
 import pytest
 from pydantic import BaseModel
 
-from loom_backends.testing import FakeLLMServer, FakeReply, RecordedRequest
+from loom_backends.testing import FakeBackend, FakeLLMServer, FakeReply, RecordedRequest
 from loom_core import TaskLoom
 from loom_protocol import BatchResult, ErrorCode, TaskResult, parse_stream_event
 
@@ -48,16 +48,16 @@ def test_seed_first_example(make_loom: LoomFactory) -> None:
         assert srv.requests[0].headers["authorization"] == "Bearer sk-test-secret-key"
 
 
-def test_response_model_dict_and_text(make_loom: LoomFactory, server: FakeLLMServer) -> None:
-    as_dict = make_loom(server, response_model=dict)
+def test_response_model_dict_and_text(make_loom: LoomFactory, fake: FakeBackend) -> None:
+    as_dict = make_loom(fake, response_model=dict)
     result = as_dict.process("hello")
     assert result.is_success and result.data == {"text": "hello"}
-    assert server.requests[-1].body["response_format"] == {"type": "json_object"}
+    assert fake.requests[-1].body["response_format"] == {"type": "json_object"}
 
-    as_text = make_loom(server)
+    as_text = make_loom(fake)
     result = as_text.process({"text": "plain"})
     assert result.is_success and result.data == json.dumps({"text": "plain"})
-    assert "response_format" not in server.requests[-1].body
+    assert "response_format" not in fake.requests[-1].body
 
 
 def test_text_output_keeps_reasoning_apart(make_loom: LoomFactory) -> None:
@@ -102,9 +102,9 @@ def test_results_carry_usage_attempts_latency_model(make_loom: LoomFactory) -> N
 
 
 def test_stream_events_are_typed_and_serializable(
-    make_loom: LoomFactory, server: FakeLLMServer
+    make_loom: LoomFactory, fake: FakeBackend
 ) -> None:
-    loom = make_loom(server, response_model=dict)
+    loom = make_loom(fake, response_model=dict)
     inputs = [f"item {i}" for i in range(6)] + [42]
     events = list(loom.stream_events(inputs, task_name="events", max_workers=3))
     assert events[0].type == "batch_start"
@@ -123,9 +123,9 @@ def test_stream_events_are_typed_and_serializable(
 
 
 async def test_astream_events_with_unknown_total(
-    amake_loom: LoomFactory, server: FakeLLMServer
+    amake_loom: LoomFactory, fake: FakeBackend
 ) -> None:
-    loom = amake_loom(server, response_model=dict)
+    loom = amake_loom(fake, response_model=dict)
 
     def gen() -> Any:
         yield from ("a", "b", "c")
@@ -137,27 +137,27 @@ async def test_astream_events_with_unknown_total(
 
 
 def test_stream_events_report_a_failing_input_iterable(
-    make_loom: LoomFactory, server: FakeLLMServer
+    make_loom: LoomFactory, fake: FakeBackend
 ) -> None:
     def broken() -> Any:
         yield "fine"
         raise RuntimeError("the input file is corrupt")
 
-    events = list(make_loom(server).stream_events(broken()))
+    events = list(make_loom(fake).stream_events(broken()))
     assert events[-1].type == "batch_error"
     assert "the input file is corrupt" in events[-1].error.message
     assert sum(e.type == "task_result" for e in events) == 1
 
 
 def test_map_raises_what_the_input_iterable_raises(
-    make_loom: LoomFactory, server: FakeLLMServer
+    make_loom: LoomFactory, fake: FakeBackend
 ) -> None:
     def broken() -> Any:
         yield "fine"
         raise RuntimeError("the input file is corrupt")
 
     with pytest.raises(RuntimeError, match="corrupt"):
-        make_loom(server).map(broken())
+        make_loom(fake).map(broken())
 
 
 def test_progress_bar_and_pandas(
@@ -173,8 +173,8 @@ def test_progress_bar_and_pandas(
     assert frame["error_code"][2] == ErrorCode.INPUT_INVALID.value
 
 
-def test_context_managers_close(make_loom: LoomFactory, server: FakeLLMServer) -> None:
-    loom = make_loom(server)
+def test_context_managers_close(make_loom: LoomFactory, fake: FakeBackend) -> None:
+    loom = make_loom(fake)
     with loom as entered:
         assert entered is loom
         assert loom.process("a").is_success
@@ -183,9 +183,9 @@ def test_context_managers_close(make_loom: LoomFactory, server: FakeLLMServer) -
 
 
 async def test_async_context_manager_and_aprocess(
-    amake_loom: LoomFactory, server: FakeLLMServer
+    amake_loom: LoomFactory, fake: FakeBackend
 ) -> None:
-    loom = amake_loom(server, response_model=dict)
+    loom = amake_loom(fake, response_model=dict)
     async with loom:
         result: TaskResult[Any] = await loom.aprocess({"text": "async"})
         assert result.data == {"text": "async"}

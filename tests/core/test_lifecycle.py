@@ -215,12 +215,6 @@ class FatalBackend:
     async def aclose(self) -> None:
         return None
 
-    def complete(self, request: ChatRequest) -> ChatResponse:
-        raise NotImplementedError("async only")
-
-    def close(self) -> None:
-        return None
-
 
 class Fatal(BaseException):
     """Not an Exception: the engine must not turn it into a result, nor lose it."""
@@ -389,12 +383,6 @@ class ClosingBackend:
         return ChatResponse(content='{"ok": true}')
 
     async def aclose(self) -> None:
-        return None
-
-    def complete(self, request: ChatRequest) -> ChatResponse:
-        raise NotImplementedError("async only")
-
-    def close(self) -> None:
         return None
 
 

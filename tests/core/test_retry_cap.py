@@ -178,13 +178,7 @@ class AskingBackend:
             )
         return ChatResponse(content='{"ok": true}')
 
-    def complete(self, request: ChatRequest) -> ChatResponse:
-        raise NotImplementedError("async only")
-
     async def aclose(self) -> None:
-        return None
-
-    def close(self) -> None:
         return None
 
 

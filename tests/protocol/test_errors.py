@@ -8,6 +8,7 @@ import pickle
 import pytest
 
 from loom_protocol import (
+    PROTOCOL_VERSION,
     Backend,
     BackendError,
     ChatRequest,
@@ -114,14 +115,8 @@ def test_tree_is_drawn_in_the_errors_module_docstring() -> None:
 
 
 class _EchoBackend:
-    def complete(self, request: ChatRequest) -> ChatResponse:
-        return ChatResponse(content=str(request.messages[-1].content), model=request.model)
-
     async def acomplete(self, request: ChatRequest) -> ChatResponse:
-        return self.complete(request)
-
-    def close(self) -> None:
-        pass
+        return ChatResponse(content=str(request.messages[-1].content), model=request.model)
 
     async def aclose(self) -> None:
         pass
@@ -138,3 +133,10 @@ class _SyncOnly:
 def test_backend_protocol_is_structural() -> None:
     assert isinstance(_EchoBackend(), Backend)
     assert not isinstance(_SyncOnly(), Backend)
+
+
+def test_backend_protocol_is_async_only() -> None:
+    # PROTOCOL_VERSION 2.0: acomplete + aclose are the whole contract.
+    members = {name for name in vars(Backend) if not name.startswith("_")}
+    assert members == {"acomplete", "aclose"}
+    assert PROTOCOL_VERSION == "2.0"

@@ -3,21 +3,38 @@
 Depends on loom-protocol, httpx and the httpx-aiohttp transport; never imports loom-store,
 loom-core, or a provider SDK. Every backend implements :class:`loom_protocol.Backend`, raises
 only :class:`loom_protocol.BackendError` (classified by one error table: see
-:func:`error_for_status`) and never retries: the engine owns retries.
+:func:`error_for_status`) and never retries: the engine owns retries. Backends are asyncio
+only (``acomplete`` / ``aclose``); a blocking function or SDK client runs in a worker thread.
 
 ``loom_backends.testing`` holds :class:`~loom_backends.testing.FakeLLMServer`, a real local
-OpenAI- and Anthropic-compatible server for tests and benchmarks.
+OpenAI- and Anthropic-compatible server for tests and benchmarks, its in-process twin
+:class:`~loom_backends.testing.FakeBackend`, and :class:`~loom_backends.testing.BackendContract`,
+the conformance suite a third-party backend subclasses.
 """
 
 from ._anthropic import AnthropicBackend
 from ._callable import CallableBackend, OpenAIClientBackend
+from ._defaults import (
+    ANTHROPIC_API_KEY_ENV,
+    ANTHROPIC_BASE_URL_ENV,
+    DEFAULT_MAX_CONNECTIONS,
+    DEFAULT_TIMEOUT,
+    OPENAI_API_KEY_ENV,
+    OPENAI_BASE_URL_ENV,
+)
 from ._errors import error_for_status, error_for_transport, parse_retry_after
 from ._openai import OpenAIChatBackend
 from ._resolve import ENTRY_POINT_GROUP, ResolvedBackend, resolve_backend
 from ._version import __version__ as __version__
 
 __all__ = [
+    "ANTHROPIC_API_KEY_ENV",
+    "ANTHROPIC_BASE_URL_ENV",
+    "DEFAULT_MAX_CONNECTIONS",
+    "DEFAULT_TIMEOUT",
     "ENTRY_POINT_GROUP",
+    "OPENAI_API_KEY_ENV",
+    "OPENAI_BASE_URL_ENV",
     "AnthropicBackend",
     "CallableBackend",
     "OpenAIChatBackend",

@@ -22,6 +22,12 @@ from loom_protocol import (
     check_int,
 )
 
+from ._defaults import (
+    ANTHROPIC_API_KEY_ENV,
+    ANTHROPIC_BASE_URL_ENV,
+    DEFAULT_MAX_CONNECTIONS,
+    DEFAULT_TIMEOUT,
+)
 from ._errors import bad_answer_error
 from ._http import HTTPBackend
 from ._openai import usage_from
@@ -182,7 +188,6 @@ class AnthropicBackend(HTTPBackend):
         headers: Extra headers sent with every request (e.g. ``anthropic-beta``).
         anthropic_version: The ``anthropic-version`` header.
         default_max_tokens: ``max_tokens`` when the request sets none (the API requires one).
-        transport: An httpx transport for the sync client.
         async_transport: An httpx async transport; by default the aiohttp transport.
     """
 
@@ -194,8 +199,8 @@ class AnthropicBackend(HTTPBackend):
         "top_p": (0.0, 1.0),
     }
 
-    _ENV_BASE_URL = "ANTHROPIC_BASE_URL"
-    _ENV_API_KEY = "ANTHROPIC_API_KEY"
+    _ENV_BASE_URL = ANTHROPIC_BASE_URL_ENV
+    _ENV_API_KEY = ANTHROPIC_API_KEY_ENV
     _DEFAULT_BASE_URL = "https://api.anthropic.com"
     _KEYED_HOST = "api.anthropic.com"
 
@@ -204,12 +209,11 @@ class AnthropicBackend(HTTPBackend):
         base_url: str | None = None,
         api_key: str | None = None,
         *,
-        timeout: float = 60.0,
-        max_connections: int = 512,
+        timeout: float = DEFAULT_TIMEOUT,
+        max_connections: int = DEFAULT_MAX_CONNECTIONS,
         headers: Mapping[str, str] | None = None,
         anthropic_version: str = "2023-06-01",
         default_max_tokens: int = 4096,
-        transport: httpx.BaseTransport | None = None,
         async_transport: httpx.AsyncBaseTransport | None = None,
     ) -> None:
         check_int("AnthropicBackend: default_max_tokens", default_max_tokens, 1)
@@ -221,7 +225,6 @@ class AnthropicBackend(HTTPBackend):
             timeout=timeout,
             max_connections=max_connections,
             headers=headers,
-            transport=transport,
             async_transport=async_transport,
         )
 

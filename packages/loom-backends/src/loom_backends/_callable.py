@@ -8,7 +8,7 @@ import inspect
 import json
 import threading
 import traceback
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, ClassVar, TypeVar, cast
 
@@ -21,7 +21,7 @@ from ._errors import (
     bad_answer_error,
     error_for_status,
     error_for_transport,
-    redact,
+    redacted,
     transport_error,
 )
 from ._openai import build_openai_body, parse_openai_answer
@@ -69,20 +69,6 @@ def _is_async_callable(fn: object) -> bool:
     )
 
 
-def _run_coroutine_sync(awaitable: Awaitable[_T], pool: WorkerPool) -> _T:
-    async def wrapper() -> _T:
-        return await awaitable
-
-    try:
-        asyncio.get_running_loop()
-    except RuntimeError:
-        return asyncio.run(wrapper())
-    # Called from sync code inside a running loop: that loop cannot run the coroutine for us,
-    # so a private thread gets its own loop.
-    with ThreadPoolExecutor(1, thread_name_prefix="loom-backend-sync") as executor:
-        return executor.submit(asyncio.run, wrapper()).result()
-
-
 def _callable_error(exc: Exception, who: str = "the backend function") -> BackendError:
     if isinstance(exc, BackendError):
         return exc
@@ -115,8 +101,9 @@ class CallableBackend:
     """A backend around a Python function from :class:`~loom_protocol.ChatRequest` to an answer.
 
     For local models, custom providers and tests. ``fn`` may be sync or async and returns a
-    ``str`` (the answer text) or a :class:`~loom_protocol.ChatResponse`. From ``acomplete`` a
-    sync ``fn`` runs in a private thread pool (threads start on demand, up to 256).
+    ``str`` (the answer text) or a :class:`~loom_protocol.ChatResponse`. A sync ``fn`` runs in
+    a private thread pool (threads start on demand, up to 256), so a blocking call never stalls
+    the event loop.
 
     A :class:`~loom_protocol.BackendError` raised by ``fn`` passes through unchanged, so a
     function can ask for a retry; any other exception becomes a non-retryable provider_error
@@ -133,16 +120,6 @@ class CallableBackend:
         self._is_async = _is_async_callable(fn)
         self._pool = WorkerPool("loom-callable")
 
-    def complete(self, request: ChatRequest) -> ChatResponse:
-        """Call the function and wait for its answer."""
-        try:
-            value = self._fn(request)
-            if inspect.isawaitable(value):
-                value = _run_coroutine_sync(value, self._pool)
-        except Exception as exc:
-            raise _callable_error(exc) from None
-        return _as_response(value)
-
     async def acomplete(self, request: ChatRequest) -> ChatResponse:
         """Call the function from asyncio (a sync function in a worker thread)."""
         try:
@@ -155,10 +132,6 @@ class CallableBackend:
         except Exception as exc:
             raise _callable_error(exc) from None
         return _as_response(value)
-
-    def close(self) -> None:
-        """Release the worker threads."""
-        self._pool.shutdown()
 
     async def aclose(self) -> None:
         """Release the worker threads."""
@@ -181,11 +154,11 @@ def _sdk_error(exc: Exception, secrets: tuple[str | None, ...]) -> BackendError:
         )
     names = {cls.__name__ for cls in type(exc).__mro__}
     if "APITimeoutError" in names:
-        return _redacted(
+        return redacted(
             transport_error(ErrorCode.PROVIDER_TIMEOUT, "the provider timed out", exc), secrets
         )
     if "APIConnectionError" in names:
-        return _redacted(
+        return redacted(
             transport_error(ErrorCode.PROVIDER_UNAVAILABLE, "could not reach the provider", exc),
             secrets,
         )
@@ -210,17 +183,7 @@ def _sdk_error(exc: Exception, secrets: tuple[str | None, ...]) -> BackendError:
         )
     if isinstance(exc, httpx.HTTPError | OSError):
         return error_for_transport(exc, secrets=secrets)
-    return _redacted(_callable_error(exc, "the SDK client"), secrets)
-
-
-def _redacted(error: BackendError, secrets: tuple[str | None, ...]) -> BackendError:
-    clean = error.error.model_copy(
-        update={
-            "message": redact(error.error.message, secrets),
-            "detail": redact(error.error.detail or "", secrets) or None,
-        }
-    )
-    return BackendError(clean, retry_after=error.retry_after)
+    return redacted(_callable_error(exc, "the SDK client"), secrets)
 
 
 def _answer_dict(value: object) -> dict[str, Any]:
@@ -250,7 +213,7 @@ class OpenAIClientBackend:
     The engine owns retries: when the client has ``with_options`` (the OpenAI SDK does), the
     backend uses ``client.with_options(max_retries=0)`` so one engine attempt is one call. A
     sync client called from ``acomplete`` runs in a private thread pool, once per attempt.
-    The caller keeps ownership of the client: ``close()`` does not close it.
+    The caller keeps ownership of the client: ``aclose()`` does not close it.
 
     ``extra_body`` is handed to ``create`` as its own ``extra_body=`` argument, which the SDK
     merges into the request body.
@@ -288,20 +251,6 @@ class OpenAIClientBackend:
         data = _answer_dict(value)
         return parse_openai_answer(data, json.dumps(data, default=str), 200, self._secrets)
 
-    def complete(self, request: ChatRequest) -> ChatResponse:
-        """Call ``create`` once and wait for its answer (sync clients only)."""
-        if self._is_async:
-            raise LoomUsageError(
-                "OpenAIClientBackend: an async SDK client (AsyncOpenAI) cannot serve a "
-                "synchronous call; use acomplete(), or pass a sync client"
-            )
-        body = build_openai_body(request, keep_extra_body=True)
-        try:
-            value = self._create(**body)
-        except Exception as exc:
-            raise _sdk_error(exc, self._secrets) from None
-        return self._finish(value)
-
     async def acomplete(self, request: ChatRequest) -> ChatResponse:
         """Await ``create`` (async client) or run it in a worker thread (sync client)."""
         body = build_openai_body(request, keep_extra_body=True)
@@ -315,10 +264,6 @@ class OpenAIClientBackend:
         except Exception as exc:
             raise _sdk_error(exc, self._secrets) from None
         return self._finish(value)
-
-    def close(self) -> None:
-        """Release the worker threads (the SDK client stays open: it belongs to the caller)."""
-        self._pool.shutdown()
 
     async def aclose(self) -> None:
         """Release the worker threads (the SDK client stays open: it belongs to the caller)."""

@@ -18,13 +18,11 @@ anything else          provider_error            no
 
 from __future__ import annotations
 
-import asyncio
 import json
 import math
 import time
 from collections.abc import Iterable, Mapping
 from email.utils import parsedate_to_datetime
-from typing import Any
 
 import aiohttp
 import httpx
@@ -38,6 +36,7 @@ __all__ = [
     "error_for_transport",
     "parse_retry_after",
     "redact",
+    "redacted",
     "transport_error",
 ]
 
@@ -225,25 +224,15 @@ def bad_answer_error(
     )
 
 
-def _aiohttp_cause(exc: BaseException) -> BackendError | None:
-    """Classify an aiohttp exception found in ``exc``'s cause chain.
-
-    httpx-aiohttp maps every ``aiohttp.ClientConnectionError`` (a refused connection included)
-    to ``httpx.ConnectTimeout``, so its mapping cannot tell "refused" from "timed out": the
-    original aiohttp exception, kept as ``__cause__``, can.
-    """
-    seen: set[int] = set()
-    cause: BaseException | None = exc
-    while cause is not None and id(cause) not in seen:
-        seen.add(id(cause))
-        if isinstance(cause, (aiohttp.ServerTimeoutError, asyncio.TimeoutError)):
-            return transport_error(ErrorCode.PROVIDER_TIMEOUT, "the provider timed out", cause)
-        if isinstance(cause, (aiohttp.ClientConnectionError, aiohttp.ClientPayloadError)):
-            return transport_error(
-                ErrorCode.PROVIDER_UNAVAILABLE, "could not reach the provider", cause
-            )
-        cause = cause.__cause__
-    return None
+def _transport_code(exc: BaseException) -> tuple[ErrorCode, str]:
+    """The table's row for a call that got no answer: aiohttp's, httpx's or the socket's."""
+    # aiohttp's timeouts are TimeoutErrors (its ServerTimeoutError also a connection error):
+    # test them first.
+    if isinstance(exc, TimeoutError | httpx.TimeoutException):
+        return ErrorCode.PROVIDER_TIMEOUT, "the provider timed out"
+    if isinstance(exc, aiohttp.ClientError | httpx.TransportError | ConnectionError):
+        return ErrorCode.PROVIDER_UNAVAILABLE, "could not reach the provider"
+    return ErrorCode.PROVIDER_ERROR, "the provider call failed"
 
 
 def transport_error(code: ErrorCode, reason: str, exc: BaseException) -> BackendError:
@@ -260,37 +249,23 @@ def transport_error(code: ErrorCode, reason: str, exc: BaseException) -> Backend
 
 
 def error_for_transport(exc: BaseException, *, secrets: Iterable[str | None] = ()) -> BackendError:
-    """Turn an httpx or aiohttp exception (no answer received) into a BackendError.
+    """Turn the exception of a call that got no answer into a BackendError: the one boundary.
 
-    Timeouts become provider_timeout; refused or reset connections and broken bodies become
+    The exception is classified by its own type, whatever raised it (the aiohttp pool, an
+    injected httpx transport, an SDK's httpx client, the socket): timeouts become
+    provider_timeout; refused or reset connections and broken bodies become
     provider_unavailable; both are retryable. Anything else is a non-retryable provider_error.
     """
-    error = _aiohttp_cause(exc)
-    if error is None:
-        if isinstance(exc, httpx.TimeoutException):
-            error = transport_error(ErrorCode.PROVIDER_TIMEOUT, "the provider timed out", exc)
-        elif isinstance(exc, (httpx.TransportError, ConnectionError)):
-            error = transport_error(
-                ErrorCode.PROVIDER_UNAVAILABLE, "could not reach the provider", exc
-            )
-        else:
-            error = transport_error(ErrorCode.PROVIDER_ERROR, "the provider call failed", exc)
+    code, reason = _transport_code(exc)
+    return redacted(transport_error(code, reason, exc), secrets)
+
+
+def redacted(error: BackendError, secrets: Iterable[str | None]) -> BackendError:
+    """``error`` with every secret (and URL credential) masked in its message and detail."""
     secrets = tuple(secrets)
-    if any(s and s in (error.error.message + (error.error.detail or "")) for s in secrets):
-        clean = error.error.model_copy(
-            update={
-                "message": redact(error.error.message, secrets),
-                "detail": redact(error.error.detail or "", secrets) or None,
-            }
-        )
-        error = BackendError(clean, retry_after=error.retry_after)
-    return error
-
-
-def json_object(body: str) -> dict[str, Any] | None:
-    """``body`` parsed as a JSON object, or ``None`` when it is not one."""
-    try:
-        data = json.loads(body)
-    except ValueError:
-        return None
-    return data if isinstance(data, dict) else None
+    message = redact(error.error.message, secrets)
+    detail = redact(error.error.detail or "", secrets) or None
+    if message == error.error.message and detail == error.error.detail:
+        return error
+    clean = error.error.model_copy(update={"message": message, "detail": detail})
+    return BackendError(clean, retry_after=error.retry_after)

@@ -1,9 +1,9 @@
 """The HTTP core shared by the OpenAI-compatible and Anthropic backends.
 
-Sync and async twins share one core: a subclass only builds the request body and parses the
-answer (plain functions, no I/O); this class owns the clients and does the I/O. Every failure
-leaves as a :class:`~loom_protocol.BackendError` (see ``_errors``): no httpx or aiohttp
-exception reaches the caller.
+A subclass only builds the request body and parses the answer (plain functions, no I/O); this
+class owns the connection pools (one per event loop) and does the I/O, asyncio only. Every
+failure leaves as a :class:`~loom_protocol.BackendError`, mapped in one place
+(``_errors.error_for_transport``): no httpx or aiohttp exception reaches the caller.
 """
 
 from __future__ import annotations
@@ -35,6 +35,7 @@ from loom_protocol import (
     redact_url,
 )
 
+from ._defaults import DEFAULT_MAX_CONNECTIONS, DEFAULT_TIMEOUT
 from ._errors import bad_answer_error, error_for_status, error_for_transport
 from ._transport import BufferedAiohttpTransport
 from ._version import __version__ as _VERSION
@@ -112,10 +113,9 @@ class HTTPBackend:
         base_url: str | None = None,
         api_key: str | None = None,
         *,
-        timeout: float = 60.0,
-        max_connections: int = 512,
+        timeout: float = DEFAULT_TIMEOUT,
+        max_connections: int = DEFAULT_MAX_CONNECTIONS,
         headers: Mapping[str, str] | None = None,
-        transport: httpx.BaseTransport | None = None,
         async_transport: httpx.AsyncBaseTransport | None = None,
     ) -> None:
         name = type(self).__name__
@@ -188,10 +188,8 @@ class HTTPBackend:
             *(value for key, value in custom.items() if is_secret_name(key)),
             *query_secrets,
         )
-        self._transport = transport
         self._async_transport = async_transport
         self._lock = threading.Lock()
-        self._client: httpx.Client | None = None
         # One async transport (connection pool) per event loop: an aiohttp session and its
         # connections belong to the loop that created them, and the engine calls us from its
         # own loop and from users' loops (FastAPI's, asyncio.run in a notebook cell...).
@@ -246,21 +244,6 @@ class HTTPBackend:
         data = parse_json_answer(status, content, headers, self._secrets)
         return self._parse_answer(data, content, status)
 
-    def _sync_client(self) -> httpx.Client:
-        client = self._client
-        if client is None:
-            with self._lock:
-                client = self._client
-                if client is None:
-                    client = httpx.Client(
-                        headers=self._headers,
-                        timeout=self._timeout,
-                        limits=self._limits,
-                        transport=self._transport,
-                    )
-                    self._client = client
-        return client
-
     def _loop_transport(self) -> httpx.AsyncBaseTransport:
         loop = asyncio.get_running_loop()
         transport = self._async_transports.get(loop)
@@ -293,20 +276,6 @@ class HTTPBackend:
             guard = self._guards.pop(loop, None)
             if guard is not None:
                 guard.discard()
-
-    def complete(self, request: ChatRequest) -> ChatResponse:
-        """Send one request and wait for the answer.
-
-        Raises:
-            BackendError: For every failure, classified by the one error table.
-        """
-        content = self._encode(request)
-        client = self._sync_client()
-        try:
-            response = client.post(self._url, content=content)
-        except Exception as exc:
-            raise error_for_transport(exc, secrets=self._secrets) from None
-        return self._decode(response.status_code, response.content, response.headers)
 
     async def acomplete(self, request: ChatRequest) -> ChatResponse:
         """Send one request from asyncio, on a client owned by the running loop.
@@ -342,39 +311,22 @@ class HTTPBackend:
             raise error_for_transport(exc, secrets=self._secrets) from None
         return self._decode(status, body, headers)
 
-    def close(self) -> None:
-        """Close the sync client and forget the async connections of loops that are closed.
-
-        The backend stays usable: the next call opens a new client. Async connections of
-        loops still running are closed by :meth:`aclose`, called from each of those loops.
-        """
-        with self._lock:
-            client, self._client = self._client, None
-            self._forget_closed_loops()
-        if client is not None:
-            client.close()
-
     async def aclose(self) -> None:
-        """Close the running loop's connections and the sync client.
+        """Close the running loop's connections; forget those of loops already closed.
 
-        Call it from every event loop that used :meth:`acomplete` before that loop ends. The
-        backend stays usable: a later call opens new connections.
+        Call it from every event loop that used :meth:`acomplete` before that loop ends (a
+        loop ended by ``asyncio.run`` closes its pool by itself). The backend stays usable: a
+        later call opens new connections.
         """
         loop = asyncio.get_running_loop()
         with self._lock:
             transport = self._async_transports.pop(loop, None)
             guard = self._guards.pop(loop, None)
-        self.close()
+            self._forget_closed_loops()
         if guard is not None:
             guard.discard()
         if transport is not None:
             await transport.aclose()
-
-    def __enter__(self) -> Self:
-        return self
-
-    def __exit__(self, *exc_info: object) -> None:
-        self.close()
 
     async def __aenter__(self) -> Self:
         return self

@@ -10,6 +10,7 @@ from typing import Any, ClassVar
 
 from loom_protocol import ChatRequest, ChatResponse, Message, TextPart, Usage
 
+from ._defaults import OPENAI_API_KEY_ENV, OPENAI_BASE_URL_ENV
 from ._errors import bad_answer_error
 from ._http import HTTPBackend
 from ._params import OPENAI_CHAT_PARAMS, merge_params
@@ -142,15 +143,15 @@ class OpenAIChatBackend(HTTPBackend):
         timeout: Seconds allowed for each network phase (connect, write, wait for the answer).
         max_connections: Size of each connection pool; match the engine's in-flight limit.
         headers: Extra headers sent with every request.
-        transport: An httpx transport for the sync client (tests, proxies).
-        async_transport: An httpx async transport; by default the aiohttp transport.
+        async_transport: An httpx async transport (tests, proxies); by default Loom's aiohttp
+            connection pool, one per event loop.
     """
 
     #: The generation parameters this backend accepts (see ``_params``).
     generation_params: ClassVar[frozenset[str]] = OPENAI_CHAT_PARAMS
 
-    _ENV_BASE_URL = "OPENAI_BASE_URL"
-    _ENV_API_KEY = "OPENAI_API_KEY"
+    _ENV_BASE_URL = OPENAI_BASE_URL_ENV
+    _ENV_API_KEY = OPENAI_API_KEY_ENV
     _DEFAULT_BASE_URL = "https://api.openai.com/v1"
     _KEYED_HOST = "api.openai.com"
 

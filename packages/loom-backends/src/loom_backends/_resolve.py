@@ -1,8 +1,17 @@
-"""``resolve_backend``: from a model name (or an explicit backend or client) to a backend."""
+"""``resolve_backend``: from a model name (or an explicit backend or client) to a backend.
+
+Model names are routed through one registry of backend factories, keyed like the
+``loom.backends`` entry-point group: a key ``"name"`` serves ``"name/<model>"`` (the prefix
+is stripped). The built-in backends are entries of that registry, shaped like entry points
+and loaded the same way; they are found without scanning the installed distributions (a
+model name without ``/`` never pays for that scan), and they win a clash. One more built-in
+key, ``"claude-"``, serves every model name starting with it, unchanged.
+"""
 
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from importlib.metadata import entry_points
 from typing import Any, NamedTuple
 
@@ -18,6 +27,7 @@ from loom_protocol import (
 
 from ._anthropic import AnthropicBackend
 from ._callable import OpenAIClientBackend
+from ._defaults import DEFAULT_MAX_CONNECTIONS, DEFAULT_TIMEOUT, OPENAI_BASE_URL_ENV
 from ._openai import OpenAIChatBackend
 
 __all__ = ["ENTRY_POINT_GROUP", "ResolvedBackend", "resolve_backend"]
@@ -26,7 +36,26 @@ __all__ = ["ENTRY_POINT_GROUP", "ResolvedBackend", "resolve_backend"]
 #: model prefix they serve (``"mistral"`` serves ``"mistral/<model>"``).
 ENTRY_POINT_GROUP = "loom.backends"
 
-_BUILT_IN_PREFIXES = ("anthropic", "openai")
+
+class _BuiltIn(NamedTuple):
+    """A built-in registry entry, shaped like an ``importlib.metadata.EntryPoint``."""
+
+    name: str
+    value: str
+    factory: Callable[..., Backend]
+
+    def load(self) -> Callable[..., Backend]:
+        return self.factory
+
+
+_BUILT_IN: dict[str, _BuiltIn] = {
+    entry.name: entry
+    for entry in (
+        _BuiltIn("anthropic", "loom_backends:AnthropicBackend", AnthropicBackend),
+        _BuiltIn("openai", "loom_backends:OpenAIChatBackend", OpenAIChatBackend),
+        _BuiltIn("claude-", "loom_backends:AnthropicBackend", AnthropicBackend),
+    )
+}
 
 
 class ResolvedBackend(NamedTuple):
@@ -46,7 +75,16 @@ def _is_backend(obj: object) -> bool:
 
 
 def _registered() -> dict[str, Any]:
+    """The ``loom.backends`` entry points, by name (built-ins are not scanned for)."""
     return {ep.name: ep for ep in entry_points(group=ENTRY_POINT_GROUP)}
+
+
+def _name_route(model: str) -> _BuiltIn | None:
+    """The built-in entry whose ``-``-ending key starts ``model``, if any."""
+    for key, entry in _BUILT_IN.items():
+        if key.endswith("-") and model.startswith(key):
+            return entry
+    return None
 
 
 def resolve_backend(
@@ -56,8 +94,8 @@ def resolve_backend(
     base_url: str | None = None,
     api_key: str | None = None,
     *,
-    timeout: float = 60.0,
-    max_connections: int = 512,
+    timeout: float = DEFAULT_TIMEOUT,
+    max_connections: int = DEFAULT_MAX_CONNECTIONS,
 ) -> ResolvedBackend:
     """Choose the backend for ``model``.
 
@@ -68,7 +106,8 @@ def resolve_backend(
       model unchanged;
     * ``openai/<m>`` → :class:`OpenAIChatBackend`, model ``<m>``;
     * ``<prefix>/<m>`` with ``<prefix>`` registered in the ``loom.backends`` entry-point group →
-      ``factory(base_url=..., api_key=..., timeout=..., max_connections=...)``, model ``<m>``;
+      ``factory(base_url=..., api_key=..., timeout=..., max_connections=...)``, model ``<m>``
+      (the built-ins are entries of the same registry and win a clash);
     * any other ``<prefix>/<m>`` → :class:`OpenAIChatBackend` with the model unchanged when a
       base URL is known (argument or ``OPENAI_BASE_URL``; vLLM and Together model ids contain
       ``/``), else :class:`~loom_protocol.LoomUsageError`;
@@ -96,8 +135,8 @@ def resolve_backend(
     if backend is not None:
         if not _is_backend(backend):
             raise LoomUsageError(
-                f"backend must implement the Backend protocol (complete, acomplete, close, "
-                f"aclose), got {type(backend).__name__}"
+                f"backend must implement the Backend protocol (acomplete, aclose), "
+                f"got {type(backend).__name__}"
             )
         return ResolvedBackend(backend, model)
     if client is not None:
@@ -118,21 +157,22 @@ def resolve_backend(
     }
     prefix, slash, rest = model.partition("/")
     if not slash:
-        if model.startswith("claude-"):
-            return ResolvedBackend(AnthropicBackend(**http), model)
+        named = _name_route(model)
+        if named is not None:
+            return ResolvedBackend(_from_entry_point(named.name, named, http), model)
         return ResolvedBackend(OpenAIChatBackend(**http), model)
     if not prefix or not rest:
         raise LoomUsageError(f"model {model!r} has an empty part around '/'")
-    if prefix == "anthropic":
-        return ResolvedBackend(AnthropicBackend(**http), rest)
-    if prefix == "openai":
-        return ResolvedBackend(OpenAIChatBackend(**http), rest)
+    entry = _BUILT_IN.get(prefix) if not prefix.endswith("-") else None
+    if entry is not None:
+        return ResolvedBackend(_from_entry_point(prefix, entry, http), rest)
     registered = _registered()
     if prefix in registered:
         return ResolvedBackend(_from_entry_point(prefix, registered[prefix], http), rest)
-    if base_url or os.environ.get("OPENAI_BASE_URL"):
+    if base_url or os.environ.get(OPENAI_BASE_URL_ENV):
         return ResolvedBackend(OpenAIChatBackend(**http), model)
-    known = ", ".join([*_BUILT_IN_PREFIXES, *sorted(registered)])
+    prefixes = [name for name in _BUILT_IN if not name.endswith("-")]
+    known = ", ".join([*prefixes, *sorted(k for k in registered if k not in _BUILT_IN)])
     raise LoomUsageError(
         f"unknown backend prefix {prefix!r} in model {model!r}; known: {known}; pass "
         f"base_url=... for an OpenAI-compatible server whose model ids contain '/'"
@@ -140,7 +180,10 @@ def resolve_backend(
 
 
 def _from_entry_point(prefix: str, entry_point: Any, http: dict[str, Any]) -> Backend:
-    where = f"entry point {prefix!r} ({entry_point.value}) in group {ENTRY_POINT_GROUP!r}"
+    if isinstance(entry_point, _BuiltIn):
+        where = f"built-in backend {prefix!r} ({entry_point.value})"
+    else:
+        where = f"entry point {prefix!r} ({entry_point.value}) in group {ENTRY_POINT_GROUP!r}"
     try:
         factory = entry_point.load()
     except Exception as exc:
@@ -156,6 +199,6 @@ def _from_entry_point(prefix: str, entry_point: Any, http: dict[str, Any]) -> Ba
     if not _is_backend(made):
         raise LoomUsageError(
             f"{where} returned {type(made).__name__}, which does not implement the Backend "
-            f"protocol (complete, acomplete, close, aclose)"
+            f"protocol (acomplete, aclose)"
         )
     return made  # type: ignore[no-any-return]

@@ -1,12 +1,12 @@
-"""The async transport: httpx's request/response API over an aiohttp connection pool.
+"""The default async transport: an aiohttp connection pool behind httpx's configuration.
 
 httpx's own async pool collapses beyond a few dozen requests in flight (see
 ``scripts/bench_backends.py``); aiohttp's holds up. ``httpx_aiohttp.AiohttpTransport`` bridges
-the two but streams every body through an async iterator and maps a refused connection to
-``httpx.ConnectTimeout``. This subclass keeps its configuration (TLS, limits, session
-lifecycle) and replaces the request path: the body is read in one go (an LLM answer is needed
-whole anyway), timeouts objects are cached, and aiohttp's exceptions map to the right httpx
-exception (refused → ``ConnectError``, slow answer → ``ReadTimeout``).
+the two but streams every body through an async iterator. This subclass keeps its
+configuration (TLS, limits, session lifecycle) and adds :meth:`send_bytes`, the backends' one
+request path: the body is read in one go (an LLM answer is needed whole anyway) and timeout
+objects are cached. Its failures leave as aiohttp's own exceptions; the backend maps them to
+``BackendError`` in one place (``_errors.error_for_transport``), with no httpx hop between.
 """
 
 from __future__ import annotations
@@ -21,31 +21,9 @@ from httpx_aiohttp import AiohttpTransport
 
 __all__ = ["BufferedAiohttpTransport"]
 
-# Hop-by-hop or re-encoded headers that must not describe the already-decoded body we hand
-# to httpx (aiohttp decompresses, so httpx must not try again).
-_DROP = frozenset({"content-encoding", "transfer-encoding", "content-length"})
-
-
-def _httpx_error(exc: BaseException) -> httpx.TransportError:
-    """The httpx exception that says what the aiohttp (or socket) exception meant."""
-    message = str(exc) or type(exc).__name__
-    if isinstance(exc, aiohttp.ConnectionTimeoutError):
-        return httpx.ConnectTimeout(message)
-    if isinstance(exc, aiohttp.ServerTimeoutError | TimeoutError):
-        return httpx.ReadTimeout(message)
-    if isinstance(exc, aiohttp.ClientProxyConnectionError | aiohttp.ClientHttpProxyError):
-        return httpx.ProxyError(message)
-    if isinstance(exc, aiohttp.ClientConnectorError):
-        return httpx.ConnectError(message)
-    if isinstance(exc, aiohttp.ServerDisconnectedError | aiohttp.ClientPayloadError):
-        return httpx.RemoteProtocolError(message)
-    if isinstance(exc, aiohttp.InvalidURL | aiohttp.NonHttpUrlClientError):
-        return httpx.UnsupportedProtocol(message)
-    return httpx.ReadError(message)
-
 
 class BufferedAiohttpTransport(AiohttpTransport):
-    """An httpx async transport on aiohttp that reads each response body whole.
+    """An aiohttp connection pool configured like an httpx transport; reads bodies whole.
 
     One instance belongs to one event loop (its aiohttp session is created lazily on the
     first request, on the running loop). Proxies come from the environment
@@ -116,45 +94,20 @@ class BufferedAiohttpTransport(AiohttpTransport):
             The status, the reason phrase, the (case-insensitive) headers and the body.
 
         Raises:
-            httpx.TransportError: The subclass that says what went wrong (see the module).
+            aiohttp.ClientError: The connection failed, timed out or broke mid-answer.
+            TimeoutError: No answer in time.
         """
         session = self.client
         if not isinstance(session, aiohttp.ClientSession):
             session = self.client = self.get_client()
-        try:
-            async with session.request(
-                method,
-                str(url),
-                headers=headers,
-                data=content,
-                allow_redirects=False,
-                timeout=self._timeout(timeouts),
-                proxy=self._proxy_for(url),
-            ) as answer:
-                body = await answer.read()
-                return answer.status, answer.reason, answer.headers, body
-        except aiohttp.ClientError as exc:
-            raise _httpx_error(exc) from exc
-        except TimeoutError as exc:
-            raise _httpx_error(exc) from exc
-
-    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
-        """Send ``request`` and return the response with its body already read."""
-        try:
-            content = request.content
-        except httpx.RequestNotRead:  # a streaming request body: read it first
-            content = await request.aread()
-        status, reason, answer_headers, body = await self.send_bytes(
-            request.method,
-            request.url,
-            [(k, v) for k, v in request.headers.multi_items() if k != "host"],
-            content or None,
-            request.extensions.get("timeout") or {},
-        )
-        headers = [(k, v) for k, v in answer_headers.items() if k.lower() not in _DROP]
-        extensions: dict[str, Any] = {"http_version": b"HTTP/1.1"}
-        if reason:
-            extensions["reason_phrase"] = reason.encode("latin-1", "replace")
-        return httpx.Response(
-            status, headers=headers, content=body, request=request, extensions=extensions
-        )
+        async with session.request(
+            method,
+            str(url),
+            headers=headers,
+            data=content,
+            allow_redirects=False,
+            timeout=self._timeout(timeouts),
+            proxy=self._proxy_for(url),
+        ) as answer:
+            body = await answer.read()
+            return answer.status, answer.reason, answer.headers, body

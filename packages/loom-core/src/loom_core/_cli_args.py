@@ -9,11 +9,17 @@ import platform
 import sys
 from typing import Any
 
-from ._defaults import DEFAULT_MAX_WORKERS
+from loom_backends import (
+    ANTHROPIC_API_KEY_ENV,
+    DEFAULT_TIMEOUT,
+    OPENAI_API_KEY_ENV,
+    OPENAI_BASE_URL_ENV,
+)
+
+from ._defaults import DEFAULT_DB, DEFAULT_MAX_WORKERS
 
 __all__ = ["CONFIG_HELP", "DEFAULT_DB", "build_parser", "version_text"]
 
-DEFAULT_DB = ".loom.db"
 
 _PACKAGES = ("loom-core", "loom-protocol", "loom-backends", "loom-store")
 
@@ -120,8 +126,9 @@ def build_parser() -> argparse.ArgumentParser:
             "only the rest."
         ),
         epilog=(
-            "The API key is read from the environment (OPENAI_API_KEY, or ANTHROPIC_API_KEY for "
-            "anthropic/ and claude- models; --api-key-env NAME for another variable) and is "
+            f"The API key is read from the environment ({OPENAI_API_KEY_ENV}, or "
+            f"{ANTHROPIC_API_KEY_ENV} for anthropic/ and claude- models; --api-key-env NAME "
+            "for another variable) and is "
             "never printed. Exit status: 0 all succeeded, 1 some failed, 2 usage error, "
             "130 interrupted."
         ),
@@ -168,7 +175,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--timeout",
         type=_positive_float,
         metavar="SECONDS",
-        help="seconds one provider call may take (default: 60)",
+        help=f"seconds one provider call may take (default: {DEFAULT_TIMEOUT:g})",
     )
     run.add_argument(
         "--max-retries",
@@ -187,11 +194,11 @@ def build_parser() -> argparse.ArgumentParser:
         help="local image paths (the inputs' 'images') must lie inside DIR; relative ones "
         "resolve against it",
     )
-    run.add_argument("--base-url", help="the provider's base URL (default: OPENAI_BASE_URL)")
+    run.add_argument("--base-url", help=f"the provider's base URL (default: {OPENAI_BASE_URL_ENV})")
     run.add_argument(
         "--api-key-env",
         metavar="NAME",
-        help="the environment variable holding the API key (default: OPENAI_API_KEY)",
+        help=f"the environment variable holding the API key (default: {OPENAI_API_KEY_ENV})",
     )
     run.add_argument(
         "--output",

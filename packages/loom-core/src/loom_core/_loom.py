@@ -13,7 +13,7 @@ import warnings
 from collections.abc import AsyncIterable, AsyncIterator, Iterable, Iterator, Sized
 from typing import Any, Generic, TypeVar
 
-from loom_backends import resolve_backend
+from loom_backends import DEFAULT_TIMEOUT, resolve_backend
 from loom_protocol import (
     MAX_TIMEOUT,
     Backend,
@@ -37,7 +37,7 @@ from ._config import (
     refuse_batch_args,
     split_generation_params,
 )
-from ._defaults import DEFAULT_MAX_WORKERS
+from ._defaults import DEFAULT_DB, DEFAULT_MAX_WORKERS
 from ._delivery import BatchEvents, ResultCollector
 from ._inputs import records_of
 from ._lifetime import ABORT_WAIT, end_runs
@@ -114,7 +114,7 @@ class TaskLoom(Generic[T]):
         auto_repair_json: bool = True,
         max_retries: int = 3,
         client: Any | None = None,
-        db_path: str | os.PathLike[str] = ".loom.db",
+        db_path: str | os.PathLike[str] = DEFAULT_DB,
         *,
         backend: Backend | None = None,
         base_url: str | None = None,
@@ -122,7 +122,7 @@ class TaskLoom(Generic[T]):
         store: ResultStore | str | None = None,
         rpm: float | None = None,
         tpm: float | None = None,
-        timeout: float = 60.0,
+        timeout: float = DEFAULT_TIMEOUT,
         max_retry_wait: float = DEFAULT_MAX_RETRY_WAIT,
         image_root: str | os.PathLike[str] | None = None,
         **llm_kwargs: Any,
@@ -590,7 +590,6 @@ class TaskLoom(Generic[T]):
             if self._owns_backend:
                 with contextlib.suppress(LoomClosedError):
                     self._bridge.run(self._backend.aclose())
-                self._backend.close()
         finally:
             self._bridge.close()
 

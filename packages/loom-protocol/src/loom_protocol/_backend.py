@@ -11,24 +11,21 @@ __all__ = ["Backend"]
 
 @runtime_checkable
 class Backend(Protocol):
-    """A provider adapter.
+    """A provider adapter: asyncio only.
 
     Implementations raise :class:`~loom_protocol.BackendError` for every failure of the call
     (never a transport library's own exception) and do not retry: the engine owns retries.
+    There is no synchronous half: a synchronous caller goes through the engine's own loop
+    thread (``TaskLoom``), and an adapter around blocking code runs it in a worker thread.
     """
 
-    def complete(self, request: ChatRequest) -> ChatResponse:
-        """Send one request and wait for the answer."""
-        ...
-
     async def acomplete(self, request: ChatRequest) -> ChatResponse:
-        """Send one request from asyncio."""
-        ...
-
-    def close(self) -> None:
-        """Release connections held for synchronous use."""
+        """Send one request and await the answer."""
         ...
 
     async def aclose(self) -> None:
-        """Release every connection, sync and async."""
+        """Release what the running event loop holds (connections, worker threads).
+
+        The backend stays usable: a later call opens new resources.
+        """
         ...

@@ -9,7 +9,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import gc
-import inspect
 import json
 import math
 import random
@@ -31,8 +30,9 @@ from ._replies import (
     RecordedRequest,
     break_json,
     default_handler,
-    render_answer,
+    handler_reply,
     render_error,
+    reply_payload,
 )
 
 __all__ = ["HOST", "Config", "Handler", "ServerCore", "child_main"]
@@ -204,16 +204,7 @@ class ServerCore:
                 await self._pause(pause)
                 return self._send(where, anthropic, 503, {}, "fake overload")
         try:
-            reply = self.handler(record)
-            if inspect.isawaitable(reply):
-                reply = await reply
-            if isinstance(reply, str):
-                reply = FakeReply(content=reply)
-            if not isinstance(reply, FakeReply):
-                raise TypeError(
-                    f"a FakeLLMServer handler must return str or FakeReply, got "
-                    f"{type(reply).__name__}"
-                )
+            reply = await handler_reply(self.handler, record)
         except Exception as exc:
             detail = "".join(traceback.format_exception(exc))
             return self._send(
@@ -222,19 +213,13 @@ class ServerCore:
         if faults is not None and reply.status == 200 and reply.body is None:
             reply = self._apply_faults(reply, faults, broken, cut)
         await self._pause(pause + reply.delay)
-        if reply.body is not None:
-            text = reply.body if isinstance(reply.body, str) else json.dumps(reply.body)
-            content_type = "text/plain" if isinstance(reply.body, str) else "application/json"
-            return self._respond(where, reply.status, dict(reply.headers or {}), text, content_type)
-        if reply.status != 200:
-            message = reply.content or f"fake HTTP {reply.status}"
-            return self._send(where, anthropic, reply.status, dict(reply.headers or {}), message)
-        with self.lock:
-            self.serial += 1
-            serial = self.serial
-        answer = render_answer(anthropic, body, reply, self.config.model, serial)
+        serial = 0
+        if reply.status == 200 and reply.body is None:
+            with self.lock:
+                self.serial += 1
+                serial = self.serial
         return self._respond(
-            where, 200, dict(reply.headers or {}), json.dumps(answer), "application/json"
+            where, *reply_payload(anthropic, body, reply, self.config.model, serial)
         )
 
     @staticmethod

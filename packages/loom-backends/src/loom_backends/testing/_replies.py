@@ -2,16 +2,24 @@
 
 from __future__ import annotations
 
+import inspect
 import json
 import math
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
 from loom_protocol import LoomUsageError, redact_url
 
-__all__ = ["FakeReply", "FaultPlan", "RecordedRequest", "render_answer"]
+__all__ = [
+    "FakeReply",
+    "FaultPlan",
+    "RecordedRequest",
+    "handler_reply",
+    "render_answer",
+    "reply_payload",
+]
 
 _SECRET_HEADERS = frozenset({"authorization", "x-api-key", "api-key", "proxy-authorization"})
 
@@ -271,6 +279,39 @@ def render_answer(
             "total_tokens": prompt + completion,
         },
     }
+
+
+async def handler_reply(
+    handler: Callable[[RecordedRequest], Any], record: RecordedRequest
+) -> FakeReply:
+    """Call a FakeLLMServer-style handler; its answer as a FakeReply (it may raise)."""
+    reply = handler(record)
+    if inspect.isawaitable(reply):
+        reply = await reply
+    if isinstance(reply, str):
+        return FakeReply(content=reply)
+    if not isinstance(reply, FakeReply):
+        raise TypeError(
+            f"a FakeLLMServer handler must return str or FakeReply, got {type(reply).__name__}"
+        )
+    return reply
+
+
+def reply_payload(
+    anthropic: bool, request_body: dict[str, Any], reply: FakeReply, model: str, serial: int
+) -> tuple[int, dict[str, str], str, str]:
+    """What to send for ``reply``: the status, headers, body text and content type."""
+    headers = dict(reply.headers or {})
+    if reply.body is not None:
+        if isinstance(reply.body, str):
+            return reply.status, headers, reply.body, "text/plain"
+        return reply.status, headers, json.dumps(reply.body), "application/json"
+    if reply.status != 200:
+        message = reply.content or f"fake HTTP {reply.status}"
+        error = render_error(anthropic, reply.status, message)
+        return reply.status, headers, json.dumps(error), "application/json"
+    answer = render_answer(anthropic, request_body, reply, model, serial)
+    return 200, headers, json.dumps(answer), "application/json"
 
 
 def default_handler(request: RecordedRequest) -> str:

@@ -1,8 +1,10 @@
-"""The conformance suite every HTTP-speaking backend passes.
+"""BackendContract: the conformance suite every Loom backend passes, shipped for third parties.
 
-A subclass says how to build its backend against a local port (``make_backend``), whether
-it is driven sync or async (``mode``) and which wire format the server sees
-(``anthropic``). Every test runs against a real :class:`FakeLLMServer` on 127.0.0.1.
+A backend registered under the ``loom.backends`` entry-point group subclasses it in its own
+tests, as langchain's partner packages do with its standard tests (see docs/testing.md). The
+suite needs pytest (``loom-backends[testing]``) and pytest-asyncio (``asyncio_mode = "auto"``,
+or mark the class) and brings its own fixtures: a :class:`FakeLLMServer` per test class and a
+closed local port.
 """
 
 from __future__ import annotations
@@ -10,14 +12,14 @@ from __future__ import annotations
 import base64
 import email.utils
 import logging
+import socket
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager
 from typing import Any, ClassVar
 
 import pytest
 
-from loom_backends.testing import FakeLLMServer, FakeReply, RecordedRequest
 from loom_protocol import (
     Backend,
     BackendError,
@@ -29,13 +31,19 @@ from loom_protocol import (
     TextPart,
 )
 
+from ._replies import FakeReply, RecordedRequest
+from ._server import FakeLLMServer
+
+__all__ = ["CONTRACT_API_KEY", "ERROR_ROWS", "BackendContract", "contract_request"]
+
 #: A recognisable fake key: no test may find it in an error, a repr or a log record.
-API_KEY = "sk-loom-test-SECRET-0123456789abcdef"
+CONTRACT_API_KEY = "sk-loom-test-SECRET-0123456789abcdef"
 
 PNG = base64.b64encode(b"\x89PNG\r\n\x1a\n" + b"\x00" * 16).decode()
 
 
-def chat(text: str = "hello", **kwargs: Any) -> ChatRequest:
+def contract_request(text: str = "hello", **kwargs: Any) -> ChatRequest:
+    """A request with a system prompt and one user message (``kwargs`` go to ChatRequest)."""
     return ChatRequest(
         model="test-model",
         messages=[Message(role="system", content="be brief"), Message(role="user", content=text)],
@@ -43,6 +51,7 @@ def chat(text: str = "hello", **kwargs: Any) -> ChatRequest:
     )
 
 
+#: The error table every backend follows: (status, code, retryable).
 ERROR_ROWS = [
     (401, ErrorCode.PROVIDER_AUTH, False),
     (403, ErrorCode.PROVIDER_AUTH, False),
@@ -60,47 +69,102 @@ ERROR_ROWS = [
 
 
 class BackendContract:
-    """Subclass per backend and implement :meth:`make_backend`."""
+    """Subclass per backend, name the subclass ``Test...`` and implement :meth:`make_backend`.
 
-    #: "sync" drives ``complete``, "async" drives ``acomplete``.
-    mode: ClassVar[str] = "async"
-    #: The server sees Anthropic's Messages format instead of OpenAI's.
-    anthropic: ClassVar[bool] = False
+    Every test builds the backend against a :class:`FakeLLMServer` (or a closed port), drives
+    ``acomplete`` and closes it with ``aclose``: answers, generation parameters, images,
+    JSON formats, a 5 MB answer, the whole error table, ``Retry-After``, timeouts, refused
+    connections and the rule that a credential never shows in an error, a repr or a log.
+    """
+
+    #: The wire format the server sees: ``"openai"`` (``/v1/chat/completions``) or
+    #: ``"anthropic"`` (``/v1/messages``).
+    wire_format: ClassVar[str] = "openai"
+    #: ``False`` for a backend that answers without a socket (:class:`FakeBackend`): the test
+    #: of a refused connection is skipped.
+    sends_http: ClassVar[bool] = True
 
     def make_backend(self, port: int, *, api_key: str | None, timeout: float) -> Backend:
+        """Build the backend under test, talking to ``http://127.0.0.1:<port>``.
+
+        Args:
+            port: The server's port (or a closed one).
+            api_key: The key to send (``CONTRACT_API_KEY``, which must never show anywhere).
+            timeout: Seconds allowed per call.
+        """
         raise NotImplementedError
+
+    # -- fixtures -----------------------------------------------------------------------------
+
+    @pytest.fixture(scope="class")
+    @classmethod
+    def contract_server(cls) -> Iterator[FakeLLMServer]:
+        """One server per test class (starting one per test adds up over the error table)."""
+        with FakeLLMServer() as server:
+            yield server
+
+    @pytest.fixture
+    def server(self, contract_server: FakeLLMServer) -> Iterator[FakeLLMServer]:
+        """The class's server with the echo handler and an empty record."""
+        contract_server.handler = None
+        contract_server.clear()
+        yield contract_server
+        contract_server.handler = None
+
+    @pytest.fixture
+    def closed_port(self) -> int:
+        """A local port nothing listens on (bound then released)."""
+        with socket.socket() as sock:
+            sock.bind(("127.0.0.1", 0))
+            return int(sock.getsockname()[1])
 
     # -- helpers ------------------------------------------------------------------------------
 
+    @property
+    def anthropic(self) -> bool:
+        """Whether the server sees Anthropic's Messages format."""
+        return self.wire_format == "anthropic"
+
+    def needs_http(self) -> None:
+        """Skip the running test for a backend without a socket."""
+        if not self.sends_http:
+            pytest.skip("the backend sends no HTTP request")
+
     @asynccontextmanager
     async def built(
-        self, port: int, *, api_key: str | None = API_KEY, timeout: float = 10.0
+        self,
+        port: int,
+        *,
+        api_key: str | None = CONTRACT_API_KEY,
+        timeout: float = 10.0,  # noqa: ASYNC109 - the backend's own
     ) -> AsyncIterator[Backend]:
+        """The backend from :meth:`make_backend`, closed with ``aclose`` afterwards."""
         backend = self.make_backend(port, api_key=api_key, timeout=timeout)
         try:
             yield backend
         finally:
             await backend.aclose()
-            backend.close()
-
-    async def call(self, backend: Backend, request: ChatRequest) -> ChatResponse:
-        if self.mode == "sync":
-            return backend.complete(request)
-        return await backend.acomplete(request)
 
     async def ask(self, server: FakeLLMServer, request: ChatRequest | None = None) -> ChatResponse:
+        """One call through a fresh backend; its answer."""
         async with self.built(server.port) as backend:
-            return await self.call(backend, request or chat())
+            return await backend.acomplete(request or contract_request())
 
     async def fail(
-        self, port: int, request: ChatRequest | None = None, *, timeout: float = 10.0
+        self,
+        port: int,
+        request: ChatRequest | None = None,
+        *,
+        timeout: float = 10.0,  # noqa: ASYNC109 - the backend's own
     ) -> BackendError:
+        """One call that must raise BackendError; the error."""
         async with self.built(port, timeout=timeout) as backend:
             with pytest.raises(BackendError) as caught:
-                await self.call(backend, request or chat())
+                await backend.acomplete(request or contract_request())
         return caught.value
 
     def only_request(self, server: FakeLLMServer) -> RecordedRequest:
+        """The one request the server received."""
         requests = server.requests
         assert len(requests) == 1, requests
         return requests[0]
@@ -109,7 +173,7 @@ class BackendContract:
 
     async def test_text_answer(self, server: FakeLLMServer) -> None:
         server.handler = lambda req: f"answer to {req.last_user_text}"
-        response = await self.ask(server, chat("what?"))
+        response = await self.ask(server, contract_request("what?"))
         assert response.content == "answer to what?"
         assert response.finish_reason == "stop"
         assert response.model == "fake-model"
@@ -123,12 +187,14 @@ class BackendContract:
         await self.ask(server)
         headers = self.only_request(server).headers
         if self.anthropic:
-            assert headers["x-api-key"] == API_KEY
+            assert headers["x-api-key"] == CONTRACT_API_KEY
         else:
-            assert headers["authorization"] == f"Bearer {API_KEY}"
+            assert headers["authorization"] == f"Bearer {CONTRACT_API_KEY}"
 
     async def test_generation_parameters_reach_the_server(self, server: FakeLLMServer) -> None:
-        await self.ask(server, chat(temperature=0.25, max_tokens=77, params={"top_p": 0.5}))
+        await self.ask(
+            server, contract_request(temperature=0.25, max_tokens=77, params={"top_p": 0.5})
+        )
         body = self.only_request(server).body
         assert body["temperature"] == 0.25
         assert body["max_tokens"] == 77
@@ -202,7 +268,7 @@ class BackendContract:
             "type": "json_schema",
             "json_schema": {"name": "Person", "schema": schema},
         }
-        await self.ask(server, chat(response_format=response_format))
+        await self.ask(server, contract_request(response_format=response_format))
         seen = self.only_request(server)
         if self.anthropic:
             assert "response_format" not in seen.body
@@ -262,6 +328,7 @@ class BackendContract:
         assert time.monotonic() - started < 4.5
 
     async def test_refused_connection(self, closed_port: int) -> None:
+        self.needs_http()
         error = await self.fail(closed_port)
         assert error.code is ErrorCode.PROVIDER_UNAVAILABLE
         assert error.retryable
@@ -286,17 +353,19 @@ class BackendContract:
     ) -> None:
         caplog.set_level(logging.DEBUG)
         # A provider that echoes the rejected key back, in its message and its body.
-        server.handler = lambda req: FakeReply(f"invalid key {API_KEY}", status=401)
-        errors = [await self.fail(server.port), await self.fail(closed_port)]
-        server.handler = lambda req: FakeReply(body=f"<p>{API_KEY}</p>")
+        server.handler = lambda req: FakeReply(f"invalid key {CONTRACT_API_KEY}", status=401)
+        errors = [await self.fail(server.port)]
+        if self.sends_http:
+            errors.append(await self.fail(closed_port))
+        server.handler = lambda req: FakeReply(body=f"<p>{CONTRACT_API_KEY}</p>")
         errors.append(await self.fail(server.port))
         server.handler = lambda req: FakeReply("late", delay=3.0)
         errors.append(await self.fail(server.port, timeout=0.3))
         for error in errors:
             for text in (str(error), repr(error), str(error.error), error.error.model_dump_json()):
-                assert API_KEY not in text
+                assert CONTRACT_API_KEY not in text
         async with self.built(server.port) as backend:
-            assert API_KEY not in repr(backend)
-            assert API_KEY not in str(backend)
+            assert CONTRACT_API_KEY not in repr(backend)
+            assert CONTRACT_API_KEY not in str(backend)
         for record in caplog.records:
-            assert API_KEY not in record.getMessage()
+            assert CONTRACT_API_KEY not in record.getMessage()
