@@ -22,6 +22,8 @@ from collections.abc import Sequence
 from datetime import datetime
 from typing import TYPE_CHECKING, Protocol
 
+from loom_protocol import StoreError
+
 if TYPE_CHECKING:
     from sqlalchemy.engine import URL, Connection
     from sqlalchemy.sql.dml import Insert
@@ -113,15 +115,26 @@ class Dialect(ABC):
 
 
 def dialect_for(backend: str) -> Dialect | None:
-    """The dialect of SQLAlchemy's backend name ``backend``; ``None`` when there is none."""
+    """The dialect of SQLAlchemy's backend name ``backend``; ``None`` when there is none.
+
+    Raises:
+        StoreError: the dialect's module exists but fails to import.
+    """
     if not _NAME_RE.fullmatch(backend):
         return None
     module_name = f"{__package__}.dialects.{backend}"
+    problem = None
     try:
         module = importlib.import_module(module_name)
     except ModuleNotFoundError as exc:
         if exc.name == module_name:
             return None
-        raise
+        problem = f"{type(exc).__name__}: {exc}"
+    except Exception as exc:  # a broken install: said plainly, not as the import's traceback
+        problem = f"{type(exc).__name__}: {exc}"
+    if problem is not None:
+        raise StoreError(
+            f"the store's {backend!r} dialect ({module_name}) cannot be loaded: {problem}"
+        )
     dialect = getattr(module, "DIALECT", None)
     return dialect if isinstance(dialect, Dialect) else None
