@@ -6,8 +6,9 @@ import asyncio
 import concurrent.futures
 import json
 import logging
+import typing
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, TypeVar
 
 from pydantic import ConfigDict, TypeAdapter, ValidationError
 
@@ -34,7 +35,32 @@ def _usage(counts: dict[str, int] | None) -> Usage | None:
     return Usage.model_validate(counts)
 
 
-def _cached(task_id: str, hit: CachedHit[Any], input_data: dict[str, Any]) -> TaskResult[Any]:
+# Where each field of a hit sits: the layout is CachedHit's (loom-store), named here, not
+# counted. Hits are validated as plain tuples of CachedHit's field types (_hit_type): building
+# a NamedTuple per hit cost ~0.3 µs of the ~1.2 µs validation (measured).
+_POSITION, _DATA, _USAGE, _RAW_OUTPUT, _REASONING, _ATTEMPTS, _LATENCY_MS, _MODEL = (
+    CachedHit._fields.index(name)
+    for name in (
+        "position",
+        "data",
+        "usage",
+        "raw_output",
+        "reasoning",
+        "attempts",
+        "latency_ms",
+        "model",
+    )
+)
+
+
+def _hit_type(data_type: Any) -> Any:
+    """``CachedHit[data_type]`` as a plain tuple type: the same fields, types and order."""
+    hints = typing.get_type_hints(CachedHit, include_extras=True)
+    fields = (hints[name] for name in CachedHit._fields)
+    return tuple[tuple(data_type if isinstance(t, TypeVar) else t for t in fields)]  # type: ignore[misc]
+
+
+def _cached(task_id: str, hit: tuple[Any, ...], input_data: dict[str, Any]) -> TaskResult[Any]:
     """The cached, successful result of a validated hit (the trusted constructor).
 
     ``input_data`` is copied (its top level, as validation copies a fresh result's): the
@@ -44,16 +70,16 @@ def _cached(task_id: str, hit: CachedHit[Any], input_data: dict[str, Any]) -> Ta
         {
             "task_id": task_id,
             "is_success": True,
-            "data": hit.data,
+            "data": hit[_DATA],
             "error": None,
             "input_data": input_data.copy(),
-            "raw_output": hit.raw_output,
-            "reasoning": hit.reasoning,
+            "raw_output": hit[_RAW_OUTPUT],
+            "reasoning": hit[_REASONING],
             "cached": True,
-            "attempts": hit.attempts,
-            "usage": _usage(hit.usage),
-            "latency_ms": hit.latency_ms,
-            "model": hit.model,
+            "attempts": hit[_ATTEMPTS],
+            "usage": _usage(hit[_USAGE]),
+            "latency_ms": hit[_LATENCY_MS],
+            "model": hit[_MODEL],
         }
     )
 
@@ -78,13 +104,14 @@ class ResultCache:
         self.config_fp = config_fp
         self.output = output
         data_type: Any = {"text": str, "dict": dict[str, Any]}.get(output.kind, output.model)
-        # The elements of ResultStore.get_hits, validated in one pass. Usage is read as its
-        # plain counts (its model validator, a Python call per hit, only fills a total the
-        # engine always stores) and built by the trusted constructor. Only keys go through
-        # pydantic's string cache: the values of hits are mostly distinct, and looking each
+        # The elements of ResultStore.get_hits (CachedHit), validated in one pass. Usage is
+        # read as its plain counts (its model validator, a Python call per hit, only fills a
+        # total the engine always stores) and built by the trusted constructor. Only keys go
+        # through pydantic's string cache: the values of hits are mostly distinct, and looking each
         # one up in the cache cost ~10 % of the validation (measured).
-        self._hits: TypeAdapter[list[CachedHit[Any]]] = TypeAdapter(
-            list[CachedHit[data_type]],
+        element: Any = _hit_type(data_type)
+        self._hits: TypeAdapter[list[tuple[Any, ...]]] = TypeAdapter(
+            list[element],
             config=ConfigDict(cache_strings="keys"),
         )
 
@@ -135,7 +162,7 @@ class ResultCache:
         ids = task_ids if start == 0 and end == len(task_ids) else task_ids[start:end]
         text = await asyncio.to_thread(self.store.get_hits, self.task_name, ids, self.config_fp)
         for hit in self._hits.validate_json(text):
-            at = start + hit.position
+            at = start + hit[_POSITION]
             found[at] = _cached(task_ids[at], hit, inputs[at])
 
     async def _read_apart(
