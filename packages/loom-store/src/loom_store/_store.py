@@ -62,10 +62,12 @@ class ResultStore(RunRegistry):
             lock before failing.
 
     Raises:
-        StoreError: the folder of a SQLite file does not exist, the URL is invalid or
-            unreachable, the dialect is neither SQLite nor PostgreSQL, or the database was
-            written by a newer (or unknown) schema version.
-        LoomUsageError: ``target`` or ``busy_timeout_s`` is not usable.
+        StoreError: the database cannot be used from here: the folder of a SQLite file does
+            not exist, the driver is not installed, the server is unreachable or refuses the
+            login, or the database was written by a newer (or unknown) schema version.
+        LoomUsageError: ``target`` or ``busy_timeout_s`` is not usable: not a path or URL,
+            a URL that does not parse, or a database other than SQLite and PostgreSQL (each
+            database is a module of ``loom_store.dialects``).
     """
 
     # -- results -------------------------------------------------------------------------
