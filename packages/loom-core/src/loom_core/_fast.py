@@ -11,8 +11,8 @@ the validating constructor is used instead.
 Only Loom's own models get this (``TaskResult`` and ``Usage`` of loom-protocol); the data of a
 cached result, an instance of the caller's ``response_model``, is always built by pydantic's
 own validation. Measured again after the store's dialect split (issue 12), resuming 100,000
-cached results: 61,293 and 42,459 results/s with the validating constructors against 71,771 and
-77,840/s with these (interleaved runs on a shared machine; +17 % at the least), so they stay.
+cached results on a quiet machine: 83,067 and 85,097 results/s with the validating
+constructors against 108,897 and 126,311/s with these (+28 % at the least), so they stay.
 """
 
 from __future__ import annotations

@@ -5,8 +5,8 @@ CPython's collector, at its default generation-0 threshold of 700 surviving allo
 runs a full collection every time the survivors grow by a quarter, walking every object in
 the process, again and again. Measured on a resumed run of 100,000 cached results: 21,000
 results/s with the default threshold, 54,000/s with 50,000, 59,000/s with the collector off;
-measured again after the store's dialect split (issue 12): 43,651 results/s without this
-policy against 71,771/s with it (+64 %).
+measured again after the store's dialect split (issue 12), on a quiet machine: 54,148 and
+57,988 results/s without this policy against 108,897 and 126,311/s with it (about 2x).
 
 The collector is process-wide, so the policy is kept narrow, so as not to surprise an
 application that embeds Loom:
