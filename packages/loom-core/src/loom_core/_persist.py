@@ -142,12 +142,13 @@ class ResultCache:
                 exc.error_count(),
             )
             dropped = await self._read_apart(task_ids, inputs, 0, len(task_ids), found)
-            _log.warning(
-                "task %r: %d stored result(s) no longer validate against the response model; "
-                "they are recomputed",
-                self.task_name,
-                dropped,
-            )
+            if dropped:
+                _log.warning(
+                    "task %r: %d stored result(s) no longer validate against the response model; "
+                    "they are recomputed",
+                    self.task_name,
+                    dropped,
+                )
         return found
 
     async def _read(
