@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+from collections.abc import Sequence
 from pathlib import Path
 
 import pytest
@@ -233,6 +234,38 @@ def test_bad_rows_spread_over_a_large_chunk_are_recomputed_alone(
     assert [r.data for r in again[:300]] == [r.data for r in first]
     assert again[301].cached and again[301].data == first[8].data
     assert again[300].data == first[7].data
+
+
+class CountingStore(ResultStore):
+    """Counts the engine's cache reads and the ids each asked for."""
+
+    def __init__(self, target: Path) -> None:
+        super().__init__(target)
+        self.reads: list[int] = []
+
+    def get_hits(self, task_name: str, task_ids: Sequence[str], config_fp: str) -> str:
+        self.reads.append(len(task_ids))
+        return super().get_hits(task_name, task_ids, config_fp)
+
+
+def test_one_bad_row_costs_a_few_reads_not_one_per_row(
+    make_loom: LoomFactory, server: FakeLLMServer, tmp_path: Path
+) -> None:
+    inputs = [{"text": f"doc {i}"} for i in range(256)]
+    first = make_loom(server, response_model=Doc).map(inputs, task_name="few-reads")
+    store = CountingStore(tmp_path / "loom.db")
+    try:
+        [row] = [r for r in store.iter_results("few-reads") if r.task_id == first[100].task_id]
+        store.put_many([dataclasses.replace(row, data="{not json")])
+        loom = make_loom(server, response_model=Doc, store=store)
+        again = loom.map(inputs, task_name="few-reads")
+        assert [r.cached for r in again] == [i != 100 for i in range(256)]
+        # A read per chunk (the engine reads in at most two chunks here), then two halves per
+        # level down to the bad id (2 x 8 levels for 256 ids): not one read per row.
+        assert len(store.reads) <= 2 + 2 * 8, store.reads
+        assert sum(store.reads) <= 256 * 3
+    finally:
+        store.close()
 
 
 @pytest.mark.parametrize("cached", [False, True], ids=["fresh", "cached"])
