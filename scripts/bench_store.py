@@ -14,7 +14,7 @@ On a fresh SQLite file in a temporary folder (and, with ``--postgres`` or when
 * the same from 8 threads, each waiting on its future (fewer rows in flight);
 * ``put_many`` in batches of 2000 (the ceiling the writer's group commit approaches);
 * ``get_many`` ids/s: all the ids looked up in chunks of 1000 (every one a hit);
-* ``get_hits_json`` ids/s: the same, through the engine's cache-hit lookup.
+* ``get_hits`` ids/s: the same, through the engine's cache-hit lookup.
 
 Targets (2-core machine): >= 20,000 upserts/s through the writer from asyncio, >= 100,000 ids/s
 for get_many. Prints PASS/FAIL per target and the machine's load average (the machine is shared:
@@ -143,16 +143,16 @@ def bench_get_many(store: ResultStore, rows: list[ResultRow], chunk: int = 1000)
     return len(ids) / elapsed
 
 
-def bench_get_hits_json(store: ResultStore, rows: list[ResultRow], chunk: int = 1000) -> float:
+def bench_get_hits(store: ResultStore, rows: list[ResultRow], chunk: int = 1000) -> float:
     ids = [r.task_id for r in rows]
     task_name, config_fp = rows[0].task_name, rows[0].config_fp
     found = 0
     start = time.perf_counter()
     for i in range(0, len(ids), chunk):
-        found += len(json.loads(store.get_hits_json(task_name, ids[i : i + chunk], config_fp)))
+        found += len(json.loads(store.get_hits(task_name, ids[i : i + chunk], config_fp)))
     elapsed = time.perf_counter() - start
     if found != len(ids):
-        raise SystemExit(f"get_hits_json found {found} of {len(ids)} rows: the store lost rows")
+        raise SystemExit(f"get_hits found {found} of {len(ids)} rows: the store lost rows")
     return len(ids) / elapsed
 
 
@@ -185,7 +185,7 @@ def run_suite(
         threads = bench_writer_threads(store, thread_rows, 8)
         put_many = bench_put_many(store, batch_rows)
         get_many = bench_get_many(store, native_rows)
-        hits_json = bench_get_hits_json(store, native_rows)
+        hits_json = bench_get_hits(store, native_rows)
         for name, count in (("bench-asubmit", n), ("bench-wrap-future", n)):
             if store.stats(name).succeeded != count:
                 raise SystemExit(f"the writer lost rows of {name}")
@@ -203,7 +203,7 @@ def run_suite(
         f"   get_many, chunks of 1000:                      {get_many:>9,.0f} ids/s      "
         f"{verdict(get_many, GET_MANY_TARGET, judged)}"
     )
-    print(f"   get_hits_json, chunks of 1000 (json.loads incl.): {hits_json:>6,.0f} ids/s")
+    print(f"   get_hits, chunks of 1000 (json.loads incl.): {hits_json:>6,.0f} ids/s")
     print(
         f"   ratios: asubmit / put_many {native / put_many:.2f}, "
         f"wrap_future / asubmit {wrapped / native:.2f}"

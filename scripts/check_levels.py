@@ -11,6 +11,7 @@ in ``src/`` (top-level, inside functions and classes, under ``if TYPE_CHECKING:`
   sibling, a third-party distribution not in the row, or an extra-only one outside an extra);
 * an import of a higher-level Loom package or of a same-level sibling;
 * an import of a third-party module the package does not declare (or may not use at all);
+* an import cycle between modules of one package (see ``import_cycles.py`` for what counts);
 * a package directory that the table does not know, a missing or unreadable pyproject.toml,
   a missing ``src/<import_name>/``, a module that does not parse.
 
@@ -30,6 +31,8 @@ import sys
 import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
+
+from import_cycles import find_cycles, module_name
 
 
 @dataclass(frozen=True)
@@ -230,9 +233,29 @@ class Checker:
                         f"src/ of {dist} holds {entry.name!r}, but its only import name is "
                         f"{row.import_name!r}",
                     )
+        trees: dict[str, tuple[Path, ast.Module]] = {}
         for path in sorted(src.rglob("*.py*")) if src.is_dir() else []:
             if path.suffix in (".py", ".pyi") and "__pycache__" not in path.parts:
-                self.check_module(path, src, dist, row, declared)
+                tree = self.check_module(path, src, dist, row, declared)
+                if tree is not None and path.suffix == ".py":
+                    trees[module_name(path, src)] = (path, tree)
+        self.check_cycles(row, trees)
+
+    def check_cycles(self, row: Row, trees: dict[str, tuple[Path, ast.Module]]) -> None:
+        """Report each import cycle among the package's modules, at its first import."""
+        for cycle in find_cycles(trees):
+            names = " -> ".join([cycle[0].source, *(edge.target for edge in cycle)])
+            where = "; ".join(
+                f"{edge.source} imports {edge.target} at {self.rel(edge.path)}:{edge.line}"
+                for edge in cycle
+            )
+            self.report(
+                cycle[0].path,
+                cycle[0].line,
+                f"import cycle in {row.import_name}: {names} ({where}); move what they share "
+                "into a module of its own (an import needed only for annotations may go under "
+                "`if TYPE_CHECKING:`)",
+            )
 
     def read_requirements(self, pkg_dir: Path, dist: str, row: Row) -> set[str] | None:
         """Check the declarations; return the declared names, or None if unreadable."""
@@ -335,14 +358,17 @@ class Checker:
 
     # -- imports --------------------------------------------------------------------------
 
-    def check_module(self, path: Path, src: Path, dist: str, row: Row, declared: set[str]) -> None:
+    def check_module(
+        self, path: Path, src: Path, dist: str, row: Row, declared: set[str]
+    ) -> ast.Module | None:
+        """Check one module's imports; return its tree (``None`` when it does not parse)."""
         self.modules_checked += 1
         try:
             tree = ast.parse(path.read_bytes(), filename=str(path))
         except (SyntaxError, ValueError) as exc:
             line = getattr(exc, "lineno", None) or 1
             self.report(path, line, f"cannot parse: {exc.__class__.__name__}: {exc}")
-            return
+            return None
         parts = path.relative_to(src).with_suffix("").parts
         # The package a relative import starts from: the module's own package.
         package = list(parts if parts[-1] == "__init__" else parts[:-1])
@@ -361,6 +387,7 @@ class Checker:
             message = self.judge(dist, row, declared, site)
             if message:
                 self.report(path, site.line, message)
+        return tree
 
     def judge(self, dist: str, row: Row, declared: set[str], site: ImportSite) -> str | None:
         """The violation message for one import, or None when it is allowed."""

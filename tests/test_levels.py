@@ -110,6 +110,69 @@ def test_root_that_is_not_a_directory(tmp_path: Path) -> None:
     assert "not a directory" in run.stderr
 
 
+# -- planted import cycles inside a package --------------------------------------------------
+
+
+STORE = "packages/loom-store/src/loom_store"
+
+
+def test_two_modules_importing_each_other(tree: Path) -> None:
+    pkg = src(tree, "loom-store")
+    plant(pkg / "_aa.py", '"""Planted."""\n\nfrom ._bb import B\n\nA = 1\n')
+    plant(pkg / "_bb.py", '"""Planted."""\n\nfrom loom_store import _aa\n\nB = _aa\n')
+    run = check(tree)
+    assert_caught(
+        run,
+        f"{STORE}/_aa.py:3",
+        "import cycle in loom_store: loom_store._aa -> loom_store._bb -> loom_store._aa",
+        f"loom_store._bb imports loom_store._aa at {STORE}/_bb.py:3",
+    )
+    assert len([line for line in run.stdout.splitlines() if "import cycle" in line]) == 1
+
+
+def test_a_lazy_import_inside_a_function_still_closes_a_cycle(tree: Path) -> None:
+    # The shape loom-store had: the writer imported the store, the store the writer lazily.
+    pkg = src(tree, "loom-store")
+    plant(pkg / "_aa.py", '"""Planted."""\n\nfrom ._bb import B\n')
+    plant(
+        pkg / "_bb.py",
+        '"""Planted."""\n\n\nclass B:\n    def make(self) -> object:\n'
+        "        from ._cc import C\n\n        return C\n",
+    )
+    plant(pkg / "_cc.py", '"""Planted."""\n\nimport loom_store._aa\n\nC = loom_store._aa\n')
+    assert_caught(
+        check(tree),
+        f"{STORE}/_aa.py:3",
+        "loom_store._aa -> loom_store._bb -> loom_store._cc -> loom_store._aa",
+        f"loom_store._bb imports loom_store._cc at {STORE}/_bb.py:6",
+        f"loom_store._cc imports loom_store._aa at {STORE}/_cc.py:3",
+    )
+
+
+def test_a_cycle_through_the_package_init(tree: Path) -> None:
+    # __init__ imports _store; a module importing back from the package closes a cycle.
+    line = append(src(tree, "loom-store") / "_writer.py", "from loom_store import ResultStore")
+    init = (src(tree, "loom-store") / "__init__.py").read_text(encoding="utf-8").splitlines()
+    at = next(i for i, text in enumerate(init, start=1) if text.startswith("from ._writer"))
+    assert_caught(
+        check(tree),
+        f"{STORE}/__init__.py:{at}",
+        "import cycle in loom_store: loom_store -> loom_store._writer -> loom_store",
+        f"loom_store._writer imports loom_store at {STORE}/_writer.py:{line}",
+    )
+
+
+def test_imports_under_type_checking_make_no_cycle(tree: Path) -> None:
+    pkg = src(tree, "loom-store")
+    plant(pkg / "_aa.py", '"""Planted."""\n\nfrom ._bb import B\n')
+    plant(
+        pkg / "_bb.py",
+        '"""Planted."""\n\nfrom typing import TYPE_CHECKING\n\nif TYPE_CHECKING:\n'
+        "    from ._aa import A\n\nB = 1\n",
+    )
+    assert_clean(check(tree))
+
+
 # -- planted import violations ---------------------------------------------------------------
 
 

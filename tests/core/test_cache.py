@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+from collections.abc import Sequence
 from pathlib import Path
 
 import pytest
@@ -206,6 +207,81 @@ def test_a_stored_row_that_no_longer_validates_is_recomputed_alone(
     assert [r.cached for r in again] == [i != 5 for i in range(len(INPUTS))]
     assert [r.data for r in again] == [r.data for r in first]
     assert again[5].is_success and isinstance(again[5].data, Doc)
+
+
+def test_bad_rows_spread_over_a_large_chunk_are_recomputed_alone(
+    make_loom: LoomFactory, server: FakeLLMServer, tmp_path: Path
+) -> None:
+    # The chunk is read again in halves: every good row is still served, each bad one redone,
+    # an input given twice is answered at both places.
+    inputs = [{"text": f"doc {i}"} for i in range(300)]
+    loom = make_loom(server, response_model=Doc)
+    first = loom.map(inputs, task_name="bad-rows", max_workers=8)
+    bad = {0, 7, 150, 151, 299}
+    bad_ids = {first[i].task_id for i in bad}
+    store = ResultStore(tmp_path / "loom.db")
+    try:
+        rows = [r for r in store.iter_results("bad-rows") if r.task_id in bad_ids]
+        broken = ["{not json", '{"not": "a Doc"}', '"text"', "[1, 2", "null"]
+        store.put_many([dataclasses.replace(r, data=d) for r, d in zip(rows, broken, strict=True)])
+    finally:
+        store.close()
+    sent = server.request_count
+
+    again = loom.map([*inputs, inputs[7], inputs[8]], task_name="bad-rows", max_workers=8)
+    assert server.request_count == sent + len(bad)
+    assert [r.cached for r in again[:300]] == [i not in bad for i in range(300)]
+    assert [r.data for r in again[:300]] == [r.data for r in first]
+    assert again[301].cached and again[301].data == first[8].data
+    assert again[300].data == first[7].data
+
+
+class CountingStore(ResultStore):
+    """Counts the engine's cache reads and the ids each asked for."""
+
+    def __init__(self, target: Path) -> None:
+        super().__init__(target)
+        self.reads: list[int] = []
+
+    def get_hits(self, task_name: str, task_ids: Sequence[str], config_fp: str) -> str:
+        self.reads.append(len(task_ids))
+        return super().get_hits(task_name, task_ids, config_fp)
+
+
+def test_one_bad_row_costs_a_few_reads_not_one_per_row(
+    make_loom: LoomFactory, server: FakeLLMServer, tmp_path: Path
+) -> None:
+    inputs = [{"text": f"doc {i}"} for i in range(256)]
+    first = make_loom(server, response_model=Doc).map(inputs, task_name="few-reads")
+    store = CountingStore(tmp_path / "loom.db")
+    try:
+        [row] = [r for r in store.iter_results("few-reads") if r.task_id == first[100].task_id]
+        store.put_many([dataclasses.replace(row, data="{not json")])
+        loom = make_loom(server, response_model=Doc, store=store)
+        again = loom.map(inputs, task_name="few-reads")
+        assert [r.cached for r in again] == [i != 100 for i in range(256)]
+        # A read per chunk (the engine reads in at most two chunks here), then two halves per
+        # level down to the bad id (2 x 8 levels for 256 ids): not one read per row.
+        assert len(store.reads) <= 2 + 2 * 8, store.reads
+        assert sum(store.reads) <= 256 * 3
+    finally:
+        store.close()
+
+
+@pytest.mark.parametrize("cached", [False, True], ids=["fresh", "cached"])
+def test_a_result_does_not_share_the_callers_input_dict(
+    make_loom: LoomFactory, server: FakeLLMServer, cached: bool
+) -> None:
+    loom = make_loom(server, response_model=Doc)
+    if cached:
+        loom.map([{"text": "doc 0"}], task_name="own-input")
+    given = {"text": "doc 0"}
+    [result] = loom.map([given], task_name="own-input")
+    assert result.cached is cached
+    given["text"] = "changed by the caller"
+    given["added"] = 1
+    assert result.input_data == {"text": "doc 0"}
+    assert result.input_data is not given
 
 
 @pytest.mark.parametrize("response_model", [Doc, dict, None], ids=["model", "dict", "text"])

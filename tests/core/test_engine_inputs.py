@@ -118,7 +118,7 @@ class NotAModel:
         ({"max_tokens": 0}, "max_tokens"),
         ({"max_retries": -1}, "max_retries"),
         ({"rpm": 0}, "rpm"),
-        ({"store": "postgresql+psycopg://u:hunter2@127.0.0.1:1/none"}, "store"),
+        ({"store": "nosuchdb://u:hunter2@127.0.0.1:1/none"}, "not supported"),
     ],
     ids=lambda v: str(v)[:40],
 )

@@ -46,6 +46,17 @@ def test_never_lowers_and_leaves_a_disabled_collector_alone() -> None:
     policy.exit()
 
 
+@pytest.mark.parametrize("tuned", [600, 1_000, 10_000])
+def test_a_threshold_the_application_set_is_left_alone(tuned: int) -> None:
+    # Only CPython's own default is replaced: a host that tuned its collector keeps it.
+    gc.set_threshold(tuned, 10, 10)
+    policy = _RelaxedGC()
+    policy.enter()
+    assert gc.get_threshold() == (tuned, 10, 10)
+    policy.exit()
+    assert gc.get_threshold() == (tuned, 10, 10)
+
+
 def test_a_change_made_by_the_application_meanwhile_is_kept() -> None:
     gc.set_threshold(700, 10, 10)
     policy = _RelaxedGC()

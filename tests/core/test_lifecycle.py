@@ -80,11 +80,11 @@ class LookupFailsStore(ResultStore):
         self.fail_from = fail_from
         self.calls = 0
 
-    def get_hits_json(self, task_name: str, task_ids: Sequence[str], config_fp: str) -> str:
+    def get_hits(self, task_name: str, task_ids: Sequence[str], config_fp: str) -> str:
         self.calls += 1
         if self.calls >= self.fail_from:
             raise RuntimeError("disk I/O error (injected)")
-        return super().get_hits_json(task_name, task_ids, config_fp)
+        return super().get_hits(task_name, task_ids, config_fp)
 
 
 # -- item 3: whatever fails inside the engine ends the batch ----------------------------------

@@ -178,7 +178,7 @@ def test_a_store_fallback_is_a_warning(
     assert not batch[0].cached  # recomputed
     warnings = loom_records(caplog, "loom.store", logging.WARNING)
     assert len(warnings) == 2
-    assert "one by one" in warnings[0].getMessage()
+    assert "reading it again in parts" in warnings[0].getMessage()
     assert "1 stored result(s) no longer validate" in warnings[1].getMessage()
     assert_clean(caplog)
 

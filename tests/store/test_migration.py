@@ -166,7 +166,7 @@ def test_a_01_store_is_upgraded_and_every_row_is_found(
                 for r in expected
                 if (r.task_name, r.config_fp) == (name, fp) and r.status == "succeeded"
             }
-            assert len(store.get_hits(name, ids, fp)) == len(served)
+            assert len(json.loads(store.get_hits(name, ids, fp))) == len(served)
 
         # The runs, with last_run_at: the latest of registration and last row write.
         runs = {

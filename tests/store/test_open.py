@@ -120,9 +120,24 @@ def test_unreachable_url_hides_the_password() -> None:
 @pytest.mark.parametrize(
     ("url", "message"),
     [
-        ("nosuchdb://user:hunter2pw@host/db", "unknown database dialect 'nosuchdb'"),
-        ("mysql+nosuchdriver://user:hunter2pw@host/db", "unknown database dialect"),
+        ("nosuchdb://user:hunter2pw@host/db", "dialect 'nosuchdb' is not supported"),
+        ("mysql+nosuchdriver://user:hunter2pw@host/db", "dialect 'mysql' is not supported"),
+        ("sqlite+nosuchdriver:///x.db", "unknown database dialect 'sqlite.nosuchdriver'"),
         ("postgresql+psycopg://user:hunter2pw@host:notaport/db", "not a valid store URL"),
+    ],
+)
+def test_urls_the_store_cannot_use_are_usage_errors_without_secrets(url: str, message: str) -> None:
+    # Told from the target alone: the caller's mistake, not a failing database.
+    with pytest.raises(LoomUsageError, match=message) as caught:
+        ResultStore(url)
+    assert not isinstance(caught.value, StoreError)
+    assert "hunter2pw" not in _full_text(caught.value)
+    assert caught.value.__cause__ is None and caught.value.__context__ is None
+
+
+@pytest.mark.parametrize(
+    ("url", "message"),
+    [
         (
             "postgresql+psycopg://127.0.0.1:1/db?password=hunter2pw&connect_timeout=x",
             "bad value for connect_timeout",
@@ -130,7 +145,7 @@ def test_unreachable_url_hides_the_password() -> None:
         ("postgresql+psycopg://127.0.0.1:1/db?password=hunter2pw", "Connection refused"),
     ],
 )
-def test_bad_urls_are_store_errors_without_secrets(url: str, message: str) -> None:
+def test_unreachable_databases_are_store_errors_without_secrets(url: str, message: str) -> None:
     with pytest.raises(StoreError, match=message) as caught:
         ResultStore(url)
     assert "hunter2pw" not in _full_text(caught.value)
@@ -138,10 +153,10 @@ def test_bad_urls_are_store_errors_without_secrets(url: str, message: str) -> No
     assert caught.value.__cause__ is None and caught.value.__context__ is None
 
 
-def test_unsupported_dialect_is_refused(tmp_path: Path) -> None:
+def test_unsupported_dialect_is_refused() -> None:
     pytest.importorskip("sqlalchemy.dialects.mysql")
-    # The dialect imports (SQLAlchemy ships it) but the driver does not: a clear message.
-    with pytest.raises(StoreError, match=r"driver is not installed|not supported") as caught:
+    # SQLAlchemy knows MySQL, the store does not: refused before any driver is imported.
+    with pytest.raises(LoomUsageError, match="dialect 'mysql' is not supported") as caught:
         ResultStore("mysql+pymysql://root:hunter2pw@127.0.0.1:1/x")
     assert "hunter2pw" not in _full_text(caught.value)
 

@@ -23,6 +23,7 @@ from loom_protocol import (
     BatchErrorEvent,
     ErrorCode,
     LoomUsageError,
+    StoreError,
     SummaryCounter,
     TaskResult,
     TaskResultEvent,
@@ -176,6 +177,9 @@ def run(
                 )
             except LoomUsageError as exc:
                 raise CliUsageError(str(exc)) from None
+            except StoreError as exc:
+                # Before anything was sent: --db names a store that cannot be opened.
+                raise CliUsageError(f"the result store cannot be used: {exc}") from None
         for warning in caught:
             stderr.write(f"loom: warning: {warning.message}\n")
         merger = _InOrder(source, output, progress)

@@ -15,7 +15,7 @@ from typing import Any
 
 from pydantic import BaseModel
 
-from loom_protocol import LoomUsageError
+from loom_protocol import LoomUsageError, StoreError
 
 from ._cli_files import check_not_an_input, store_file
 from ._cli_io import InputSource
@@ -135,6 +135,9 @@ def build_loom(args: argparse.Namespace, template: str, response_model: Any) -> 
         )
     except LoomUsageError as exc:
         raise CliUsageError(str(exc)) from None
+    except StoreError as exc:
+        # Before anything was sent: the command line names a store that cannot be opened.
+        raise CliUsageError(f"the result store cannot be used: {exc}") from None
 
 
 def _schema_file(spec: str | None) -> str | None:

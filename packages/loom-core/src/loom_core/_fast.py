@@ -7,6 +7,12 @@ validated by pydantic against their types as a whole chunk, so they need no seco
 validation, only the instance state pydantic expects. At import, each fast path is compared
 with the validating constructor; if a pydantic release ever lays instances out differently,
 the validating constructor is used instead.
+
+Only Loom's own models get this (``TaskResult`` and ``Usage`` of loom-protocol); the data of a
+cached result, an instance of the caller's ``response_model``, is always built by pydantic's
+own validation. Measured again after the store's dialect split (issue 12), resuming 100,000
+cached results on a quiet machine: 83,067 and 85,097 results/s with the validating
+constructors against 108,897 and 126,311/s with these (+28 % at the least), so they stay.
 """
 
 from __future__ import annotations

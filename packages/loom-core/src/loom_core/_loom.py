@@ -19,7 +19,6 @@ from loom_protocol import (
     Backend,
     BatchResult,
     LoomUsageError,
-    StoreError,
     StreamEvent,
     TaskResult,
     check_int,
@@ -101,8 +100,10 @@ class TaskLoom(Generic[T]):
     Raises:
         LoomUsageError: A template that does not parse, an unusable response_model, an unknown
             backend prefix, a bad timeout or base_url, no API key for the official OpenAI or
-            Anthropic endpoint, an unknown or invalid generation parameter, or an unreachable
-            store.
+            Anthropic endpoint, an unknown or invalid generation parameter, or a ``store``
+            URL that is malformed or names a database the store does not run on.
+        StoreError: An explicit ``store`` that cannot be opened (unreachable, failing, or
+            written by a newer loom-store).
     """
 
     def __init__(
@@ -245,10 +246,10 @@ class TaskLoom(Generic[T]):
             if self._closed:  # close() may have released the store already
                 raise LoomClosedError("this TaskLoom is closed")
             if self._store is None:
-                try:
-                    self._store = ResultStore(self._store_target)
-                except StoreError as exc:
-                    raise LoomUsageError(f"the result store cannot be used: {exc}") from exc
+                # A StoreError (the database cannot be opened or fails) reaches the caller as
+                # it is: a dead database is not misuse. A target the store cannot use at all
+                # (a malformed URL, an unsupported dialect) is the store's LoomUsageError.
+                self._store = ResultStore(self._store_target)
                 self._owns_store = True
             if self._writer is None:
                 self._writer = StoreWriter(self._store)
@@ -261,11 +262,8 @@ class TaskLoom(Generic[T]):
         store, writer = self._open_store()
         others: list[str] = []
         if task_name not in self._registered:
-            try:
-                others = store.other_configs(task_name, self.config_fp)
-                store.register_run(task_name, self.config_fp, self.config.as_dict())
-            except StoreError as exc:
-                raise LoomUsageError(f"the result store cannot be used: {exc}") from exc
+            others = store.other_configs(task_name, self.config_fp)
+            store.register_run(task_name, self.config_fp, self.config.as_dict())
             self._registered.add(task_name)
         return ResultCache(store, writer, task_name, self.config_fp, self._output), others
 

@@ -7,6 +7,11 @@ loom-backends or loom-core.
   and the run registry (which configurations a task name has been run with, and when last).
 * :class:`StoreWriter` writes rows on one background thread with group commit; a row's future
   completes only after its transaction committed.
+* :class:`CachedHit` is the layout of one element of ``ResultStore.get_hits``, the engine's
+  cache read.
+
+Everything that differs between databases is one module of ``loom_store.dialects`` behind the
+``Dialect`` interface (``_dialect.py``).
 """
 
 import logging as _logging

@@ -6,13 +6,14 @@ refuses a version newer than this code's (``upgrade loom-store``) or an unknown 
 upgrades an older one in place with :func:`migrate`.
 
 :func:`migrate` runs inside the transaction that creates the schema, after the version was read
-again under that transaction's lock (SQLite: ``BEGIN IMMEDIATE``; PostgreSQL:
-``pg_advisory_xact_lock``): of several processes opening an old store at once, the first
-migrates and the others, waiting on the lock, then find the new version and do nothing. The
-whole upgrade is that one transaction (DDL is transactional on both databases), so a failure
-at any step leaves the old store exactly as it was.
+again under that transaction's lock (the dialect's ``lock_schema``: SQLite's
+``BEGIN IMMEDIATE``, PostgreSQL's ``pg_advisory_xact_lock``): of several processes opening an
+old store at once, the first migrates and the others, waiting on the lock, then find the new
+version and do nothing. The whole upgrade is that one transaction (DDL is transactional on both
+databases), so a failure at any step leaves the old store exactly as it was.
 
-Version 1 → 2 (results keyed by configuration too):
+Version 1 → 2 (results keyed by configuration too; the per-database statements are the
+dialect's ``upgrade_v1_to_v2``):
 
 * SQLite cannot change a primary key in place: the table is rebuilt the documented way
   (create the new table, copy every row, drop the old one, rename the new one), and
@@ -31,12 +32,12 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from sqlalchemy import MetaData, Table, inspect, select, text
+from sqlalchemy import inspect, select, text
 from sqlalchemy.engine import Connection
 
 from loom_protocol import LoomError, StoreError
 
-from ._connect import StoreTarget
+from ._dialect import Dialect
 from ._schema import (
     OLDEST_MIGRATED_VERSION,
     SCHEMA_VERSION,
@@ -46,18 +47,13 @@ from ._schema import (
     results_table,
     runs_table,
 )
+from ._target import StoreTarget
 
 __all__ = ["Migration", "migrate", "prepare_schema"]
 
 logger = logging.getLogger("loom.store")
 
-# Serializes schema creation and upgrades across processes on PostgreSQL (SQLite has
-# BEGIN IMMEDIATE).
-_PG_SCHEMA_LOCK_KEY = 0x4C4F4F4D  # "LOOM"
-
 _SELECT_VERSION = select(meta_table.c.value).where(meta_table.c.key == SCHEMA_VERSION_KEY)
-
-_OLD_INDEX = "ix_loom_results_config"
 
 
 @dataclass(frozen=True)
@@ -92,10 +88,7 @@ def prepare_schema(t: StoreTarget, wrap: Callable[[str, BaseException], StoreErr
             # Under the write lock the version is read again: another process may have
             # created or upgraded the schema meanwhile.
             with t.write_engine.begin() as conn:
-                if t.dialect == "postgresql":
-                    conn.execute(
-                        text("SELECT pg_advisory_xact_lock(:k)"), {"k": _PG_SCHEMA_LOCK_KEY}
-                    )
+                t.dialect.lock_schema(conn)
                 version = None
                 if inspect(conn).has_table(meta_table.name):
                     version = conn.execute(_SELECT_VERSION).scalar_one_or_none()
@@ -177,7 +170,7 @@ def _migrate_or_explain(
     )
 
 
-def migrate(conn: Connection, dialect: str, found: int, url: str) -> Migration:
+def migrate(conn: Connection, dialect: Dialect, found: int, url: str) -> Migration:
     """Upgrade the store on ``conn`` (inside its open transaction) from version ``found``.
 
     Raises:
@@ -198,10 +191,7 @@ def migrate(conn: Connection, dialect: str, found: int, url: str) -> Migration:
         rows,
         runs,
     )
-    if dialect == "sqlite":
-        _sqlite_v1_to_v2(conn, has_results=has_results, has_runs=has_runs)
-    else:
-        _postgres_v1_to_v2(conn, has_results=has_results, has_runs=has_runs)
+    dialect.upgrade_v1_to_v2(conn, has_results=has_results, has_runs=has_runs)
     conn.execute(
         text("UPDATE loom_meta SET value = :v WHERE key = :k"),
         {"v": str(SCHEMA_VERSION), "k": SCHEMA_VERSION_KEY},
@@ -211,55 +201,3 @@ def migrate(conn: Connection, dialect: str, found: int, url: str) -> Migration:
 
 def _count(conn: Connection, table: str) -> int:
     return int(conn.execute(text(f"SELECT COUNT(*) FROM {table}")).scalar_one())
-
-
-# The latest of a run's registration and its last row write (the rows are already in the new
-# table, whose primary key serves the probe per run).
-_LAST_RUN = (
-    "SELECT MAX(x.updated_at) FROM loom_results AS x "
-    "WHERE x.task_name = r.task_name AND x.config_fp = r.config_fp"
-)
-
-
-def _sqlite_v1_to_v2(conn: Connection, *, has_results: bool, has_runs: bool) -> None:
-    scratch = MetaData()
-    conn.exec_driver_sql(f"DROP INDEX IF EXISTS {_OLD_INDEX}")
-    if has_results:
-        new: Table = results_table.to_metadata(scratch, name="loom_results_new")
-        new.create(conn)
-        columns = ", ".join(c.name for c in results_table.c)
-        conn.exec_driver_sql(
-            f"INSERT INTO loom_results_new ({columns}) SELECT {columns} FROM loom_results"
-        )
-        conn.exec_driver_sql("DROP TABLE loom_results")
-        conn.exec_driver_sql("ALTER TABLE loom_results_new RENAME TO loom_results")
-    if has_runs:
-        runs_new: Table = runs_table.to_metadata(scratch, name="loom_runs_new")
-        runs_new.create(conn)
-        # Timestamps are ISO text on SQLite: the text order is the time order.
-        last_run = f"MAX(r.created_at, COALESCE(({_LAST_RUN}), r.created_at))"
-        if not has_results:
-            last_run = "r.created_at"
-        conn.exec_driver_sql(
-            "INSERT INTO loom_runs_new (task_name, config_fp, config, created_at, last_run_at) "
-            f"SELECT r.task_name, r.config_fp, r.config, r.created_at, {last_run} "
-            "FROM loom_runs AS r"
-        )
-        conn.exec_driver_sql("DROP TABLE loom_runs")
-        conn.exec_driver_sql("ALTER TABLE loom_runs_new RENAME TO loom_runs")
-
-
-def _postgres_v1_to_v2(conn: Connection, *, has_results: bool, has_runs: bool) -> None:
-    conn.exec_driver_sql(f"DROP INDEX IF EXISTS {_OLD_INDEX}")
-    if has_results:
-        old_key = inspect(conn).get_pk_constraint(results_table.name).get("name")
-        drop = f'DROP CONSTRAINT "{old_key}", ' if old_key else ""
-        conn.exec_driver_sql(
-            f"ALTER TABLE loom_results {drop}"
-            "ADD CONSTRAINT pk_loom_results PRIMARY KEY (task_name, config_fp, task_id)"
-        )
-    if has_runs:
-        conn.exec_driver_sql("ALTER TABLE loom_runs ADD COLUMN last_run_at TIMESTAMPTZ")
-        last_run = f"GREATEST(r.created_at, ({_LAST_RUN}))" if has_results else "r.created_at"
-        conn.exec_driver_sql(f"UPDATE loom_runs AS r SET last_run_at = {last_run}")
-        conn.exec_driver_sql("ALTER TABLE loom_runs ALTER COLUMN last_run_at SET NOT NULL")

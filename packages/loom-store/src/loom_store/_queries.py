@@ -9,12 +9,11 @@ from typing import Any
 
 from sqlalchemy import ColumnElement, Select, select, text, tuple_
 from sqlalchemy.engine import Connection
-from sqlalchemy.sql.dml import Insert
 
-from loom_protocol import LoomUsageError, StoreError
+from loom_protocol import LoomUsageError
 
 from ._rows import ConfigInfo
-from ._schema import results_table, runs_table
+from ._schema import results_table
 
 __all__ = [
     "OTHER_CONFIGS",
@@ -23,26 +22,9 @@ __all__ = [
     "config_infos",
     "distinct_by_seek",
     "error_code",
-    "insert_run_statement",
     "page_query",
     "task_filter",
 ]
-
-
-def insert_run_statement(dialect: str, url: str) -> Insert:
-    """Insert-if-new of a run, in the dialect's own syntax."""
-    if dialect == "sqlite":
-        from sqlalchemy.dialects.sqlite import insert
-    elif dialect == "postgresql":
-        from sqlalchemy.dialects.postgresql import insert  # type: ignore[assignment]
-    else:
-        raise StoreError(
-            f"cannot open store {url}: dialect {dialect!r} is not supported; "
-            "loom-store runs on SQLite and PostgreSQL"
-        )
-    return insert(runs_table).on_conflict_do_nothing(
-        index_elements=[runs_table.c.task_name, runs_table.c.config_fp]
-    )
 
 
 def task_filter(task_name: str, config_fp: str | None) -> list[ColumnElement[bool]]:

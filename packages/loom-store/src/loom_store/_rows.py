@@ -7,7 +7,9 @@ import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, fields
 from datetime import datetime
-from typing import Any, Literal, NamedTuple
+from typing import Any, Generic, Literal, NamedTuple, TypeVar
+
+from pydantic import NonNegativeFloat, NonNegativeInt
 
 from loom_protocol import LoomUsageError
 
@@ -20,6 +22,8 @@ __all__ = [
     "TaskStats",
     "row_from_values",
 ]
+
+D = TypeVar("D")
 
 #: The two values of ``ResultRow.status``.
 STATUSES: tuple[str, ...] = ("succeeded", "failed")
@@ -241,19 +245,21 @@ class TaskStats:
     config_fp: str | None = None
 
 
-class CachedHit(NamedTuple):
-    """What serving a cached result needs of a succeeded row, and nothing more.
+class CachedHit(NamedTuple, Generic[D]):
+    """One cache hit: what serving a stored result needs of a succeeded row, and nothing more.
 
-    Returned by :meth:`ResultStore.get_hits`, the lean twin of ``get_many`` for the engine's
-    hottest path (a resumed run answers every input from here): no input, error or
-    timestamps to read, parse or copy.
+    The layout of an element of :meth:`ResultStore.get_hits`'s JSON array, defined here once:
+    the dialects build their SQL from these fields, and the engine validates the array as
+    ``list[CachedHit[its data type]]`` in one pydantic pass. ``position`` is the index of
+    the hit's id in the ids asked for; ``data`` is the stored JSON value, validated as ``D``;
+    ``usage`` the stored token counts.
     """
 
-    task_id: str
-    data: str | None
+    position: NonNegativeInt
+    data: D
+    usage: dict[str, NonNegativeInt] | None
     raw_output: str | None
     reasoning: str | None
-    usage: str | None
-    attempts: int
-    latency_ms: float | None
+    attempts: NonNegativeInt
+    latency_ms: NonNegativeFloat | None
     model: str | None

@@ -59,8 +59,9 @@ SCHEMA_VERSION_KEY = "schema_version"
 class UTCDateTime(TypeDecorator[datetime]):
     """A timestamp that is always timezone-aware UTC in Python.
 
-    PostgreSQL stores ``timestamptz``; SQLite, which has no timezone type, stores naive UTC text
-    (``YYYY-MM-DD HH:MM:SS.ffffff``), read back with UTC attached.
+    PostgreSQL stores ``timestamptz``; a database without a timezone type (SQLite) stores the
+    UTC wall time (SQLite: the text ``YYYY-MM-DD HH:MM:SS.ffffff``), read back with UTC
+    attached. No dialect is named here: a new database needs no edit of the schema.
     """
 
     impl = DateTime(timezone=True)
@@ -71,8 +72,8 @@ class UTCDateTime(TypeDecorator[datetime]):
             return None
         if value.tzinfo is None:
             raise ValueError(f"naive datetime {value!r} given to the store; use UTC")
-        value = value.astimezone(UTC)
-        return value.replace(tzinfo=None) if dialect.name == "sqlite" else value
+        # A driver without a timezone type drops the zone and keeps the wall time: UTC.
+        return value.astimezone(UTC)
 
     def process_result_value(self, value: Any, dialect: Dialect) -> datetime | None:
         if value is None:

@@ -2,63 +2,32 @@
 
 from __future__ import annotations
 
-import contextlib
-import json
-import math
-import os
-import re
-import threading
-import weakref
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Iterator, Sequence
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from sqlalchemy import func, select
-from sqlalchemy.exc import DataError, DBAPIError, IntegrityError
 
-from loom_protocol import LoomError, LoomUsageError, StoreError, canonical_json
+from loom_protocol import LoomUsageError
 
-from ._checkpoint import WalCheckpointer
-from ._connect import StoreTarget, open_target
-from ._hotpath import hot_path_for
-from ._migrate import prepare_schema
 from ._queries import (
-    OTHER_CONFIGS,
     check_ids,
     check_name,
-    config_infos,
     distinct_by_seek,
     error_code,
-    insert_run_statement,
     page_query,
     task_filter,
 )
-from ._rows import (
-    STATUSES,
-    CachedHit,
-    ConfigInfo,
-    ResultRow,
-    RunRecord,
-    TaskStats,
-    row_from_values,
-)
-from ._schema import (
-    results_table,
-    runs_table,
-)
-from ._secrets import scrub_config
+from ._rows import STATUSES, ResultRow, TaskStats, row_from_values
+from ._runs import RunRegistry
+from ._schema import results_table, runs_table
+from ._writer import StoreWriter
 
-if TYPE_CHECKING:
-    from ._writer import StoreWriter
-
-__all__ = ["GET_MANY_CHUNK", "ResultStore", "RowRejectedError"]
+__all__ = ["GET_MANY_CHUNK", "ResultStore"]
 
 #: Ids per ``get_many`` query: far below every backend's bound-parameter limit (SQLite's
 #: historical 999) while large enough that a query's fixed cost is shared by many rows.
 GET_MANY_CHUNK = 500
-
-_ROW_DETAIL_RE = re.compile(r"DETAIL:\s+Failing row contains \(.*\)\.?", re.DOTALL)
-_MAX_DETAIL = 2000
 
 _COLUMNS = tuple(results_table.c)
 # _row_from_db builds a ResultRow positionally from a row of loom_results.
@@ -66,20 +35,12 @@ if tuple(c.name for c in _COLUMNS) != tuple(ResultRow.__dataclass_fields__):  # 
     raise RuntimeError("loom_results columns and ResultRow fields are out of order")
 
 
-class RowRejectedError(StoreError):
-    """The database refused the rows themselves (a constraint, a value it cannot store).
-
-    Unlike a lost connection or a lock timeout, retrying other rows may succeed; the writer
-    uses this to isolate the offending submission from the rest of its group.
-    """
-
-
 def _row_from_db(values: Sequence[Any]) -> ResultRow:
     # Column order of loom_results is the field order of ResultRow.
     return row_from_values(values)
 
 
-class ResultStore:
+class ResultStore(RunRegistry):
     """Where Loom keeps every task's result, keyed by (task name, configuration, task id).
 
     Every configuration a task name is run with keeps its own rows, so switching back to an
@@ -101,60 +62,13 @@ class ResultStore:
             lock before failing.
 
     Raises:
-        StoreError: the folder of a SQLite file does not exist, the URL is invalid or
-            unreachable, the dialect is neither SQLite nor PostgreSQL, or the database was
-            written by a newer (or unknown) schema version.
-        LoomUsageError: ``target`` or ``busy_timeout_s`` is not usable.
+        StoreError: the database cannot be used from here: the folder of a SQLite file does
+            not exist, the driver is not installed, the server is unreachable or refuses the
+            login, or the database was written by a newer (or unknown) schema version.
+        LoomUsageError: ``target`` or ``busy_timeout_s`` is not usable: not a path or URL,
+            a URL that does not parse, or a database other than SQLite and PostgreSQL (each
+            database is a module of ``loom_store.dialects``).
     """
-
-    def __init__(
-        self, target: str | os.PathLike[str] = ".loom.db", *, busy_timeout_s: float = 30.0
-    ) -> None:
-        if (
-            isinstance(busy_timeout_s, bool)
-            or not isinstance(busy_timeout_s, int | float)
-            or not math.isfinite(busy_timeout_s)
-            or busy_timeout_s <= 0
-        ):
-            raise LoomUsageError(
-                f"busy_timeout_s must be a positive number of seconds, got {busy_timeout_s!r}"
-            )
-        self._busy_timeout_s = float(busy_timeout_s)
-        self._t: StoreTarget = open_target(target, self._busy_timeout_s)
-        self._closed = False
-        self._close_lock = threading.Lock()
-        self._writers: weakref.WeakSet[StoreWriter] = weakref.WeakSet()
-        try:
-            self._insert_run = insert_run_statement(self._t.dialect, self.url)
-            self._hot = hot_path_for(self._t.engine.dialect)
-            prepare_schema(self._t, self._wrap)
-            self._checkpointer = (
-                WalCheckpointer(self._t.engine, self._busy_timeout_s) if self._t.wal else None
-            )
-        except BaseException:
-            self._t.engine.dispose()
-            raise
-
-    # -- facts ---------------------------------------------------------------------------
-
-    @property
-    def url(self) -> str:
-        """The store's URL with its password masked (safe to print or log)."""
-        return self._t.url
-
-    @property
-    def dialect(self) -> str:
-        """The database kind: ``"sqlite"`` or ``"postgresql"``."""
-        return self._t.dialect
-
-    @property
-    def closed(self) -> bool:
-        """Whether :meth:`close` has been called."""
-        return self._closed
-
-    def __repr__(self) -> str:
-        state = ", closed" if self._closed else ""
-        return f"ResultStore({self.url!r}{state})"
 
     # -- results -------------------------------------------------------------------------
 
@@ -178,51 +92,33 @@ class ResultStore:
         with self._op("get_many"), self._t.engine.connect() as conn:
             for start in range(0, len(ids), GET_MANY_CHUNK):
                 chunk = ids[start : start + GET_MANY_CHUNK]
-                for row in self._hot.select_many(conn, task_name, config_fp, chunk):
+                for row in self._d.select_rows(conn, task_name, config_fp, chunk):
                     found[row.task_id] = row
         return found
 
-    def get_hits(self, task_name: str, task_ids: Sequence[str], config_fp: str) -> list[CachedHit]:
-        """The lean twin of :meth:`get_many` for serving cache hits.
+    def get_hits(self, task_name: str, task_ids: Sequence[str], config_fp: str) -> str:
+        """The engine's cache read: the hits among ``task_ids`` as one JSON array text.
 
-        The same rows (succeeded, of ``config_fp``, among ``task_ids``), but only the columns
-        a cached result needs, as :class:`CachedHit` tuples in no particular order.
-        """
-        check_name("task_name", task_name)
-        check_name("config_fp", config_fp)
-        ids = check_ids(task_ids)
-        hits: list[CachedHit] = []
-        if not ids:
-            return hits
-        with self._op("get_hits"), self._t.engine.connect() as conn:
-            for start in range(0, len(ids), GET_MANY_CHUNK):
-                chunk = ids[start : start + GET_MANY_CHUNK]
-                hits.extend(self._hot.select_hits(conn, task_name, config_fp, chunk))
-        return hits
-
-    def get_hits_json(self, task_name: str, task_ids: Sequence[str], config_fp: str) -> str:
-        """The hits of :meth:`get_hits` that have data, as one JSON array text.
-
-        Each element is ``[position, data, usage, raw_output, reasoning, attempts,
-        latency_ms, model]``: ``position`` is the index of the hit's id in ``task_ids`` (an
-        id given twice yields two elements), and ``data`` and ``usage`` are the JSON values
-        stored. A caller can so validate a whole chunk in one pass
-        (``pydantic.TypeAdapter.validate_json``) and match hits to its inputs by position,
-        instead of handling rows and ids one by one. The database builds the text itself,
-        in one query whatever the number of ids: the fastest way to read many hits (on
-        SQLite the whole query runs without holding the GIL).
+        The rows of :meth:`get_many` that have data (succeeded, of ``config_fp``), each a
+        :class:`CachedHit` array ``[position, data, usage, raw_output, reasoning, attempts,
+        latency_ms, model]``: ``position`` is the index of the hit's id in ``task_ids`` (an id
+        given twice yields two elements), ``data`` and ``usage`` the JSON values stored. A
+        caller validates a whole chunk in one pass
+        (``TypeAdapter(list[CachedHit[T]]).validate_json``) and matches hits to its inputs by
+        position. The database builds the text itself, in one query whatever the number of
+        ids: the fastest way to read many hits (on SQLite the query runs without the GIL).
 
         The stored ``data`` and ``usage`` texts are spliced in as they are: a row whose text
-        is not JSON makes the whole array invalid, which the caller's parse reports
-        (:meth:`get_hits` then tells the rows apart).
+        is not JSON makes the whole array invalid, which the caller's parse reports (asking
+        again for fewer ids then tells the rows apart).
         """
         check_name("task_name", task_name)
         check_name("config_fp", config_fp)
         ids = check_ids(task_ids, dedupe=False)  # positions refer to the caller's list
         if not ids:
             return "[]"
-        with self._op("get_hits_json"), self._t.engine.connect() as conn:
-            text = self._hot.select_hits_json(conn, task_name, config_fp, ids)
+        with self._op("get_hits"), self._t.engine.connect() as conn:
+            text = self._d.select_hits(conn, task_name, config_fp, ids)
         return "[]" if text is None else text
 
     def put_many(self, rows: Sequence[ResultRow]) -> None:
@@ -251,7 +147,7 @@ class ResultStore:
         if not latest:
             return
         with self._op("put_many"), self._t.write_engine.begin() as conn:
-            self._hot.upsert(conn, list(latest.values()), datetime.now(UTC))
+            self._d.upsert(conn, list(latest.values()), datetime.now(UTC))
         if self._checkpointer is not None:
             self._checkpointer.note_write()
 
@@ -378,212 +274,6 @@ class ResultStore:
             n += conn.execute(runs_table.delete().where(*runs_where)).rowcount
         return int(n)
 
-    # -- runs ----------------------------------------------------------------------------
-
-    def register_run(self, task_name: str, config_fp: str, config: Mapping[str, Any]) -> bool:
-        """Record that ``task_name`` runs with the configuration ``config_fp``, now.
-
-        The first registration stores ``config`` and ``created_at``; every registration sets
-        ``last_run_at`` (which :meth:`latest_config` reads). Credentials in ``config`` (keys
-        such as ``api_key``, ``Authorization``, ``token``, ``secret``, ``password``, at any
-        depth, and URL passwords) are replaced by ``"***"`` before it is written.
-
-        Returns:
-            True when this (task_name, config_fp) was not registered before.
-        """
-        check_name("task_name", task_name)
-        check_name("config_fp", config_fp)
-        if not isinstance(config, Mapping):
-            raise LoomUsageError(f"config must be a mapping, got {type(config).__name__}")
-        try:
-            config_json = canonical_json(scrub_config(config))
-        except (TypeError, ValueError) as exc:
-            raise LoomUsageError(f"register_run: config is not JSON: {exc}") from None
-        now = datetime.now(UTC)
-        params = {
-            "task_name": task_name,
-            "config_fp": config_fp,
-            "config": config_json,
-            "created_at": now,
-            "last_run_at": now,
-        }
-        c = runs_table.c
-        touch = (
-            runs_table.update()
-            .where(c.task_name == task_name, c.config_fp == config_fp)
-            .values(last_run_at=now)
-        )
-        with self._op("register_run"), self._t.write_engine.begin() as conn:
-            if self._t.engine.dialect.insert_returning:
-                # psycopg reports no rowcount for INSERT … ON CONFLICT DO NOTHING.
-                stmt = self._insert_run.returning(c.config_fp)
-                inserted = conn.execute(stmt, params).first() is not None
-            else:
-                inserted = conn.execute(self._insert_run, params).rowcount == 1
-            if not inserted:
-                conn.execute(touch)
-        return inserted
-
-    def runs(self, task_name: str) -> list[RunRecord]:
-        """The configurations registered for ``task_name``, oldest first."""
-        check_name("task_name", task_name)
-        c = runs_table.c
-        stmt = (
-            select(c.task_name, c.config_fp, c.config, c.created_at, c.last_run_at)
-            .where(c.task_name == task_name)
-            .order_by(c.created_at, c.config_fp)
-        )
-        with self._op("runs"), self._t.engine.connect() as conn:
-            rows = conn.execute(stmt).all()
-        return [
-            RunRecord(
-                task_name=name,
-                config_fp=fp,
-                config=json.loads(cfg),
-                created_at=at,
-                last_run_at=last,
-            )
-            for name, fp, cfg, at, last in rows
-        ]
-
-    def latest_config(self, task_name: str) -> str | None:
-        """The configuration ``task_name`` was most recently run with.
-
-        The registered configuration with the latest ``last_run_at``; when none is
-        registered (rows written through ``put_many`` alone, or a 0.1 store whose registry is
-        empty), the configuration whose rows were written last; ``None`` when the task name
-        has neither. It is always the last of :meth:`configs`.
-        """
-        check_name("task_name", task_name)
-        c, r = runs_table.c, results_table.c
-        registered = (
-            select(c.config_fp)
-            .where(c.task_name == task_name)
-            .order_by(c.last_run_at.desc(), c.created_at.desc(), c.config_fp.desc())
-            .limit(1)
-        )
-        written = (
-            select(r.config_fp)
-            .where(r.task_name == task_name)
-            .order_by(r.updated_at.desc(), r.config_fp.desc())
-            .limit(1)
-        )
-        with self._op("latest_config"), self._t.engine.connect() as conn:
-            found = conn.execute(registered).scalar_one_or_none()
-            if found is None:
-                found = conn.execute(written).scalar_one_or_none()
-        return found
-
-    def configs(self, task_name: str) -> list[ConfigInfo]:
-        """Every configuration of ``task_name``: registered ones and ones that have rows.
-
-        Each :class:`ConfigInfo` carries the stored config (``None`` if never registered),
-        ``created_at``/``last_run_at`` of its registration, when its rows were last written,
-        and its row counts. Ordered by last activity, oldest first: configurations never
-        registered (by their last row write), then registered ones (by ``last_run_at``), so
-        the last one is :meth:`latest_config`. One scan of the task's rows for the counts.
-        """
-        check_name("task_name", task_name)
-        c, r = runs_table.c, results_table.c
-        run_stmt = select(c.config_fp, c.config, c.created_at, c.last_run_at).where(
-            c.task_name == task_name
-        )
-        count_stmt = (
-            select(r.config_fp, r.status, func.count(), func.max(r.updated_at))
-            .where(r.task_name == task_name)
-            .group_by(r.config_fp, r.status)
-        )
-        with self._op("configs"), self._t.engine.connect() as conn:
-            registered = {fp: (cfg, at, last) for fp, cfg, at, last in conn.execute(run_stmt)}
-            counted = conn.execute(count_stmt).all()
-        return config_infos(task_name, registered, counted)
-
-    def other_configs(self, task_name: str, config_fp: str) -> list[str]:
-        """Config fingerprints other than ``config_fp`` that have rows under ``task_name``.
-
-        Their rows are kept: switching back to one of them is served from the store. The
-        engine tells the user once when this is not empty.
-        """
-        check_name("task_name", task_name)
-        check_name("config_fp", config_fp)
-        params = {"task_name": task_name, "config_fp": config_fp}
-        with self._op("other_configs"), self._t.engine.connect() as conn:
-            return list(conn.execute(OTHER_CONFIGS, params).scalars())
-
-    # -- writer and lifetime -------------------------------------------------------------
-
     def writer(self, *, max_batch: int = 2000) -> StoreWriter:
         """Start a :class:`StoreWriter` on this store (closed with the store)."""
-        from ._writer import StoreWriter
-
         return StoreWriter(self, max_batch=max_batch)
-
-    def close(self) -> None:
-        """Drain and stop this store's writers, then release every connection. Idempotent."""
-        with self._close_lock:
-            if self._closed:
-                return
-            try:
-                for w in list(self._writers):
-                    w.close()
-            finally:
-                self._closed = True
-                if self._checkpointer is not None:
-                    self._checkpointer.stop()
-                self._t.engine.dispose()
-
-    def __enter__(self) -> ResultStore:
-        return self
-
-    def __exit__(self, *_exc: object) -> None:
-        self.close()
-
-    # -- internals -----------------------------------------------------------------------
-
-    def _attach_writer(self, writer: StoreWriter) -> None:
-        self._check_open("start a writer")
-        self._writers.add(writer)
-
-    def _check_open(self, action: str) -> None:
-        if self._closed:
-            raise StoreError(f"{action}: the store {self.url} is closed")
-
-    @contextlib.contextmanager
-    def _op(self, action: str) -> Iterator[None]:
-        """Run one operation: refuse a closed store, wrap every foreign exception."""
-        self._check_open(action)
-        error: StoreError | None = None
-        try:
-            with self._t.serialize():
-                yield
-        except LoomError:
-            raise
-        except Exception as exc:
-            error = self._wrap(action, exc)
-        if error is not None:
-            # Raised outside the except block: the driver's exception (its text unredacted)
-            # is neither the cause nor the context of what the caller sees.
-            raise error
-
-    def _wrap(self, action: str, exc: BaseException) -> StoreError:
-        cause: BaseException = exc
-        if isinstance(exc, DBAPIError) and exc.orig is not None:
-            cause = exc.orig
-        detail = " ".join(str(cause).split()) or type(cause).__name__
-        # PostgreSQL quotes the whole offending row ("DETAIL: Failing row contains (…)"):
-        # a result's content does not belong in an error message or a log line.
-        detail = _ROW_DETAIL_RE.sub("DETAIL: (the row is not shown)", detail)
-        if len(detail) > _MAX_DETAIL:
-            detail = detail[: _MAX_DETAIL - 1] + "…"
-        hint = ""
-        if "database is locked" in detail:
-            hint = (
-                f" (waited busy_timeout_s={self._busy_timeout_s:g} s for another "
-                "connection's write lock)"
-            )
-        message = f"{action} failed on store {self.url}: {type(cause).__name__}: {detail}{hint}"
-        rejected = isinstance(exc, IntegrityError | DataError) or (
-            not isinstance(exc, DBAPIError) and isinstance(exc, ValueError | TypeError)
-        )
-        kind = RowRejectedError if rejected else StoreError
-        return kind(self._t.redact(message))

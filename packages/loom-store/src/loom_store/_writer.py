@@ -34,8 +34,8 @@ from typing import TypeAlias, TypeVar
 
 from loom_protocol import LoomUsageError, StoreError
 
+from ._host import RowRejectedError, WriterHost
 from ._rows import ResultRow
-from ._store import ResultStore, RowRejectedError
 
 __all__ = ["StoreWriter"]
 
@@ -67,7 +67,7 @@ class StoreWriter:
     writers (after draining them).
 
     Args:
-        store: Where the rows go.
+        store: Where the rows go: a :class:`~loom_store.ResultStore`.
         max_batch: The most rows written in one transaction (a ``submit_many`` is never
             split, so one group may exceed it by that call's rows).
 
@@ -76,8 +76,8 @@ class StoreWriter:
         LoomUsageError: ``max_batch`` is not an int >= 1.
     """
 
-    def __init__(self, store: ResultStore, *, max_batch: int = 2000) -> None:
-        if not isinstance(store, ResultStore):
+    def __init__(self, store: WriterHost, *, max_batch: int = 2000) -> None:
+        if not isinstance(store, WriterHost):
             raise LoomUsageError(f"StoreWriter needs a ResultStore, got {type(store).__name__}")
         if isinstance(max_batch, bool) or not isinstance(max_batch, int) or max_batch < 1:
             raise LoomUsageError(f"max_batch must be an int >= 1, got {max_batch!r}")
@@ -90,14 +90,14 @@ class StoreWriter:
         self._submitted = 0  # items (one per submit/submit_many call)
         self._completed = 0
         self._closing = False
-        store._attach_writer(self)
+        store.attach_writer(self)
         # A daemon thread never keeps the interpreter alive; _drain_at_exit still drains it.
         self._thread = threading.Thread(target=self._run, name="loom-store-writer", daemon=True)
         self._thread.start()
         _live_writers.add(self)
 
     @property
-    def store(self) -> ResultStore:
+    def store(self) -> WriterHost:
         """The store rows are written to."""
         return self._store
 
@@ -298,7 +298,8 @@ class StoreWriter:
     def _as_store_error(self, exc: Exception) -> StoreError:
         if isinstance(exc, StoreError):
             return exc
-        return self._store._wrap("writing", exc)
+        # Not the exception's text: only the store redacts secrets, and it wraps all it can.
+        return StoreError(f"writing to store {self._store.url} failed: {type(exc).__name__}")
 
 
 def _settle(outcomes: list[tuple[_Waiter, StoreError | None]]) -> None:

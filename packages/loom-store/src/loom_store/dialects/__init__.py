@@ -1,0 +1,1 @@
+"""One module per database the store runs on, each exposing ``DIALECT`` (see ``_dialect.py``)."""
