@@ -92,7 +92,12 @@ def test_sigkill_never_loses_a_seen_result(tmp_path: Path) -> None:
                 assert ready == "ready\n", child.stderr.read() if child.stderr else ""
                 time.sleep(rng.uniform(0.05, 0.35))
             child.send_signal(signal.SIGKILL)
-            out, err = child.communicate(timeout=60)
+            assert child.stdout is not None and child.stderr is not None
+            # Through the text streams, not communicate(): it reads the pipes' descriptors and
+            # would miss the lines that readline() above already buffered (results seen).
+            with child.stdout, child.stderr:
+                out, err = child.stdout.read(), child.stderr.read()
+            child.wait(timeout=60)
         finally:
             if child.poll() is None:
                 child.kill()

@@ -351,8 +351,14 @@ def test_processes_opening_a_01_store_at_once_upgrade_it_once(
         assert all(child.poll() is None for child in children)
     outputs = []
     for child in children:
-        out, err = child.communicate(timeout=120)
-        assert child.returncode == 0, err
+        assert child.stdout is not None and child.stderr is not None
+        # Read through the same text stream as readline() above, not communicate(): that reads
+        # the pipe's file descriptor and would miss lines readline() already buffered (the
+        # upgrader logs its WARNING right after READY, often before the parent reads READY).
+        with child.stdout, child.stderr:
+            out = child.stdout.read()
+            err = child.stderr.read()
+        assert child.wait(timeout=120) == 0, err
         outputs.append(out)
     upgrades = [line for out in outputs for line in out.splitlines() if "WARNING upgrading" in line]
     assert len(upgrades) == 1, outputs
