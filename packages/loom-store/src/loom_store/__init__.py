@@ -16,6 +16,7 @@ Everything that differs between databases is one module of ``loom_store.dialects
 
 import logging as _logging
 
+from ._base import DEFAULT_TARGET
 from ._rows import CachedHit, ConfigInfo, ResultRow, RunRecord, TaskStats
 from ._schema import SCHEMA_VERSION
 from ._secrets import scrub_config
@@ -30,6 +31,7 @@ __version__ = "0.2.0"
 _logging.getLogger("loom").addHandler(_logging.NullHandler())
 
 __all__ = [
+    "DEFAULT_TARGET",
     "GET_MANY_CHUNK",
     "SCHEMA_VERSION",
     "CachedHit",

@@ -20,7 +20,10 @@ from ._host import ClosableWriter, RowRejectedError
 from ._migrate import prepare_schema
 from ._target import StoreTarget
 
-__all__ = ["StoreBase"]
+__all__ = ["DEFAULT_TARGET", "StoreBase"]
+
+#: The store a bare ``ResultStore()`` opens: a SQLite file in the working directory.
+DEFAULT_TARGET = ".loom.db"
 
 _ROW_DETAIL_RE = re.compile(r"DETAIL:\s+Failing row contains \(.*\)\.?", re.DOTALL)
 _MAX_DETAIL = 2000
@@ -30,7 +33,7 @@ class StoreBase:
     """A store's connection to its database and its lifetime; see ``ResultStore``."""
 
     def __init__(
-        self, target: str | os.PathLike[str] = ".loom.db", *, busy_timeout_s: float = 30.0
+        self, target: str | os.PathLike[str] = DEFAULT_TARGET, *, busy_timeout_s: float = 30.0
     ) -> None:
         if (
             isinstance(busy_timeout_s, bool)
