@@ -306,7 +306,7 @@ async def test_asubmit_errors_and_cancellation(
     with pytest.raises(StoreError, match="ck_loom_results_status") as caught:
         await writer.asubmit(_poisoned(make_row("bad")))
     assert "exploded" not in str(caught.value)  # the row's content stays out of the message
-    with pytest.raises(LoomUsageError, match="asubmit takes a ResultRow"):
+    with pytest.raises(LoomUsageError, match="takes a ResultRow"):
         await writer.asubmit("row")  # type: ignore[arg-type]
 
     with write_lock():

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import concurrent.futures
 import json
 import logging
 import typing
@@ -204,18 +203,17 @@ class ResultCache:
             model=result.model,
         )
 
-    def submit(self, result: TaskResult[Any]) -> concurrent.futures.Future[None]:
-        """Queue ``result``'s row; the future completes once the row has committed."""
-        return self.writer.submit(self.to_row(result))
+    def submit(self, result: TaskResult[Any]) -> asyncio.Future[None]:
+        """Queue ``result``'s row from the running loop; done once the row has committed."""
+        return self.writer.submit_on_loop(self.to_row(result))
 
     @staticmethod
-    def settled(result: TaskResult[Any], write: concurrent.futures.Future[None]) -> TaskResult[Any]:
-        """``result`` once its write finished: unchanged when committed, else a store_error.
+    def settled(result: TaskResult[Any], error: BaseException | None) -> TaskResult[Any]:
+        """``result`` once its write ended (``error``: why it failed): a store_error if it did.
 
         Nothing is handed to a caller before this, so nothing anyone has seen can be lost by
         a crash; a result whose row did not commit says so instead of pretending.
         """
-        error = write.exception()
         if error is None:
             return result
         return result.model_copy(

@@ -149,9 +149,24 @@ class StoreWriter:
         Raises:
             StoreError: the writer is closed, or the row could not be written.
         """
+        await self.submit_on_loop(row)
+
+    def submit_on_loop(self, row: ResultRow) -> asyncio.Future[None]:
+        """Queue one row from a running event loop, without waiting for it.
+
+        Returns:
+            An asyncio future of the running loop, done once the row's transaction has
+            committed (or with a :class:`~loom_protocol.StoreError`). The writer settles all of
+            one group's futures of a loop with a single wake-up of that loop, so a caller that
+            reacts to each commit (a done-callback) needs no thread hand-off of its own.
+
+        Raises:
+            StoreError: the writer is closed.
+            RuntimeError: no event loop is running.
+        """
         if not isinstance(row, ResultRow):
-            raise LoomUsageError(f"asubmit takes a ResultRow, got {type(row).__name__}")
-        await self._enqueue([row], asyncio.get_running_loop().create_future())
+            raise LoomUsageError(f"submit_on_loop takes a ResultRow, got {type(row).__name__}")
+        return self._enqueue([row], asyncio.get_running_loop().create_future())
 
     async def asubmit_many(self, rows: Sequence[ResultRow]) -> None:
         """Queue several rows (one transaction) and wait until they are committed."""
