@@ -9,43 +9,23 @@ import functools
 import inspect
 import os
 import threading
-import warnings
-from collections.abc import AsyncIterable, AsyncIterator, Iterable, Iterator, Sized
+from collections.abc import AsyncIterable, AsyncIterator, Iterable, Iterator
 from typing import Any, Generic, TypeVar
 
-from loom_backends import DEFAULT_TIMEOUT, resolve_backend
-from loom_protocol import (
-    MAX_TIMEOUT,
-    Backend,
-    BatchResult,
-    LoomUsageError,
-    StreamEvent,
-    TaskResult,
-    check_int,
-    check_positive_number,
-    redact_url,
-)
-from loom_store import ResultStore, StoreWriter
+from loom_backends import DEFAULT_TIMEOUT
+from loom_protocol import Backend, BatchResult, StreamEvent, TaskResult, redact_url
+from loom_store import ResultStore
 
-from ._batch import BatchRun
 from ._bridge import LoomClosedError, LoopThread
-from ._config import (
-    LoomConfig,
-    check_param_names,
-    check_param_ranges,
-    refuse_batch_args,
-    split_generation_params,
-)
+from ._build import build_engine
+from ._calls import BatchCall, LoomConfigWarning, batch_call
 from ._defaults import DEFAULT_DB, DEFAULT_MAX_WORKERS
 from ._delivery import BatchEvents, ResultCollector
-from ._inputs import records_of
+from ._drive import Driver
 from ._lifetime import ABORT_WAIT, end_runs
-from ._output import OutputSpec
-from ._persist import ResultCache
-from ._ratelimit import RateLimiter
-from ._render import PromptTemplate
-from ._retry import DEFAULT_MAX_RETRY_WAIT, check_max_retry_wait
-from ._task import TaskRunner
+from ._outbox import Pair
+from ._retry import DEFAULT_MAX_RETRY_WAIT
+from ._session import Session
 
 __all__ = ["LoomConfigWarning", "TaskLoom"]
 
@@ -59,10 +39,6 @@ def _loom_args() -> frozenset[str]:
     """TaskLoom's own argument names, for a did-you-mean on a misspelled one."""
     names = inspect.signature(TaskLoom.__init__).parameters
     return frozenset(n for n in names if n not in ("self", "llm_kwargs"))
-
-
-class LoomConfigWarning(UserWarning):
-    """A task_name holds results of another configuration; they are not served, but recomputed."""
 
 
 class TaskLoom(Generic[T]):
@@ -128,260 +104,62 @@ class TaskLoom(Generic[T]):
         image_root: str | os.PathLike[str] | None = None,
         **llm_kwargs: Any,
     ) -> None:
-        check_int("max_retries", max_retries, 0)
-        seconds = check_positive_number("timeout", timeout, " of seconds", MAX_TIMEOUT)
-        # Arguments of map()/stream() given here are refused before anything else is built.
-        refuse_batch_args(llm_kwargs)
-        max_retry_wait = check_max_retry_wait(max_retry_wait)
-        self._prompt = PromptTemplate(prompt_template, name="prompt_template")
-        self._system = (
-            PromptTemplate(system_prompt, name="system_prompt")
-            if system_prompt is not None
-            else None
-        )
-        self._output = OutputSpec.from_response_model(response_model)
-        temperature, max_tokens, params = split_generation_params(llm_kwargs)
-        resolved = resolve_backend(
+        engine = build_engine(
             model,
+            prompt_template,
+            system_prompt,
+            response_model,
+            auto_repair_json=auto_repair_json,
+            max_retries=max_retries,
             client=client,
             backend=backend,
             base_url=base_url,
             api_key=api_key,
-            timeout=seconds,
-        )
-        known = getattr(resolved.backend, "generation_params", None)
-        check_param_names(
-            llm_kwargs,
-            known if isinstance(known, frozenset | set | tuple | list) else None,
-            type(resolved.backend).__name__,
-            _loom_args(),
-        )
-        check_param_ranges(
-            {**llm_kwargs, "temperature": temperature},
-            getattr(resolved.backend, "parameter_ranges", None),
-            type(resolved.backend).__name__,
-        )
-        self._backend = resolved.backend
-        self._owns_backend = client is None and backend is None
-        self._limiter = RateLimiter(rpm=rpm, tpm=tpm)
-        self.config = LoomConfig(
-            model=model,
-            prompt_template=prompt_template,
-            system_prompt=system_prompt,
-            output=self._output.fingerprint_source,
-            temperature=temperature,
-            max_tokens=max_tokens,
-            params=params,
-        )
-        self.config_fp = self.config.fingerprint
-        self._runner = TaskRunner(
-            backend=self._backend,
-            model=resolved.model,
-            prompt=self._prompt,
-            system=self._system,
-            output=self._output,
-            temperature=temperature,
-            max_tokens=max_tokens,
-            params=params,
-            auto_repair_json=auto_repair_json,
-            max_retries=max_retries,
-            limiter=self._limiter,
-            timeout=seconds,
-            image_root=os.fspath(image_root) if image_root is not None else None,
+            rpm=rpm,
+            tpm=tpm,
+            timeout=timeout,
             max_retry_wait=max_retry_wait,
+            image_root=image_root,
+            llm_kwargs=llm_kwargs,
+            loom_args=_loom_args(),
         )
+        self.config = engine.config
+        self.config_fp = engine.config.fingerprint
+        self._engine = engine
         self._bridge = LoopThread()
-        self._lock = threading.Lock()
-        self._closed = False
-        self._warned: set[str] = set()
-        self._registered: set[str] = set()
-        self._runs: set[BatchRun] = set()
         self._ending: set[asyncio.Future[None]] = set()
-        self._writer: StoreWriter | None = None
-        self._store: ResultStore | None = None
-        self._owns_store = False
-        self._store_target: str | os.PathLike[str] = db_path
-        if isinstance(store, ResultStore):
-            self._store = store
-        elif store is not None:
-            if not isinstance(store, str):
-                raise LoomUsageError(
-                    f"store must be a ResultStore or a URL string, got {type(store).__name__}"
-                )
-            # An explicit store is opened now, so a wrong URL fails at construction.
-            self._store_target = store
-            self._open_store()
-
-    # -- plumbing ----------------------------------------------------------------------------
+        # An explicit store URL is opened now, so a wrong URL fails at construction.
+        self._session = Session(
+            store,
+            db_path,
+            config_fp=self.config_fp,
+            config=self.config.as_dict(),
+            output=engine.output,
+        )
+        self._driver = Driver(engine.runner, self._session, self._bridge)
 
     def __repr__(self) -> str:
         # Never a secret: the backend's repr and the store URL are masked.
-        store = self._store.url if self._store is not None else os.fspath(self._store_target)
         return (
-            f"TaskLoom(model={self.config.model!r}, output={self._output.kind!r}, "
-            f"backend={self._backend!r}, store={redact_url(store)!r})"
+            f"TaskLoom(model={self.config.model!r}, output={self._engine.output.kind!r}, "
+            f"backend={self._engine.backend!r}, store={redact_url(self._session.url)!r})"
         )
 
-    def _check_open(self) -> None:
-        if self._closed:
-            raise LoomClosedError("this TaskLoom is closed")
-
-    def _enter_run(self, run: BatchRun) -> None:
-        """Start ``run`` on the running loop, known to close() (which ends it) until it ends."""
-        with self._lock:
-            if self._closed:
-                raise LoomClosedError("this TaskLoom is closed")
-            self._runs.add(run)
-        run.start()
-
-    async def _leave_run(self, run: BatchRun) -> None:
-        try:
-            await run.aclose()
-        finally:
-            with self._lock:
-                self._runs.discard(run)
-
-    def _open_store(self) -> tuple[ResultStore, StoreWriter]:
-        with self._lock:
-            if self._closed:  # close() may have released the store already
-                raise LoomClosedError("this TaskLoom is closed")
-            if self._store is None:
-                # A StoreError (the database cannot be opened or fails) reaches the caller as
-                # it is: a dead database is not misuse. A target the store cannot use at all
-                # (a malformed URL, an unsupported dialect) is the store's LoomUsageError.
-                self._store = ResultStore(self._store_target)
-                self._owns_store = True
-            if self._writer is None:
-                self._writer = StoreWriter(self._store)
-            return self._store, self._writer
-
-    def _cache_for(self, task_name: str | None) -> tuple[ResultCache | None, list[str]]:
-        """The cache of ``task_name`` (``None``: no store) and its other config fingerprints."""
-        if task_name is None:
-            return None, []
-        store, writer = self._open_store()
-        others: list[str] = []
-        if task_name not in self._registered:
-            others = store.other_configs(task_name, self.config_fp)
-            store.register_run(task_name, self.config_fp, self.config.as_dict())
-            self._registered.add(task_name)
-        return ResultCache(store, writer, task_name, self.config_fp, self._output), others
-
-    def _warn_other_configs(self, task_name: str | None, others: list[str]) -> None:
-        if task_name is None or not others or task_name in self._warned:
-            return
-        self._warned.add(task_name)
-        warnings.warn(
-            f"task_name {task_name!r} holds results of {len(others)} other configuration(s) "
-            "(model, templates, schema or generation parameters differ); their rows are kept "
-            "and served again if you switch back. Inputs this configuration has no result "
-            "for are computed.",
-            LoomConfigWarning,
-            stacklevel=4,
-        )
-
-    @staticmethod
-    def _check_batch_args(task_name: str | None, max_workers: int) -> None:
-        if task_name is not None and (not isinstance(task_name, str) or not task_name):
-            raise LoomUsageError(f"task_name must be a non-empty string or None, got {task_name!r}")
-        if not isinstance(max_workers, int) or isinstance(max_workers, bool) or max_workers < 1:
-            raise LoomUsageError(f"max_workers must be an int >= 1, got {max_workers!r}")
-
-    def _new_run(
-        self,
-        sequence: Inputs,
-        cache: ResultCache | None,
-        max_workers: int,
-        ordered: bool,
-        streamed: bool,
-    ) -> BatchRun:
-        sequence = records_of(sequence)  # a DataFrame: its rows, not its column names
-        if isinstance(sequence, str | bytes | dict):
-            raise LoomUsageError(
-                f"map/stream take an iterable of inputs, got a single {type(sequence).__name__}; "
-                "use process() for one input, or wrap it in a list"
-            )
-        if not isinstance(sequence, Iterable | AsyncIterable):
-            raise LoomUsageError(f"inputs must be iterable, got {type(sequence).__name__}")
-        # A stream's consumer may stop pulling and keep the iterator: its workers then stop
-        # once 2 x max_workers results wait for it (enough to keep every worker busy while
-        # the consumer takes the previous ones). map collects on the loop and never stops.
-        hold = 2 * max_workers if streamed else None
-        return BatchRun(
-            self._runner,
-            sequence,
-            cache=cache,
-            max_workers=max_workers,
-            ordered=ordered,
-            hold=hold,
-        )
-
-    def _open_run(
+    def _call(
         self,
         sequence: Inputs,
         task_name: str | None,
         max_workers: int,
-        ordered: bool,
+        ordered: bool = False,
         *,
         streamed: bool = True,
-    ) -> BatchRun:
-        """A new run, its store opened and registered (blocking I/O: call off the loop)."""
-        cache, others = self._cache_for(task_name)
-        self._warn_other_configs(task_name, others)
-        return self._new_run(sequence, cache, max_workers, ordered, streamed)
+    ) -> BatchCall:
+        """The checked call of a public batch method (called by it: the user is 3 frames up)."""
+        self._session.check_open()
+        return batch_call(sequence, task_name, max_workers, ordered, streamed=streamed, depth=3)
 
-    async def _aopen_run(
-        self,
-        sequence: Inputs,
-        task_name: str | None,
-        max_workers: int,
-        ordered: bool,
-        *,
-        streamed: bool = True,
-    ) -> BatchRun:
-        cache, others = await asyncio.to_thread(self._cache_for, task_name)
-        # Warned here, in the caller's context, not on the helper thread.
-        self._warn_other_configs(task_name, others)
-        return self._new_run(sequence, cache, max_workers, ordered, streamed)
-
-    # -- sync driving of a run on the loom's loop thread -------------------------------------
-
-    def _sync_pairs(self, run: BatchRun) -> Iterator[tuple[int, TaskResult[Any]]]:
-        async def start() -> None:
-            self._enter_run(run)
-
-        self._bridge.run(start())
-        try:
-            while True:
-                batch = self._bridge.run(run.next_batch())
-                if not batch:
-                    return
-                yield from batch
-        finally:
-            # Once the loom is closed, close() has ended the run and stopped the loop.
-            with contextlib.suppress(LoomClosedError):
-                self._bridge.run(self._leave_run(run))
-
-    async def _collect(self, run: BatchRun, collector: ResultCollector) -> None:
-        self._enter_run(run)
-        # The bar also moves while no result arrives (a 429 pause, retries under way).
-        ticker = asyncio.ensure_future(collector.tick()) if collector.bar is not None else None
-        try:
-            while batch := await run.next_batch():
-                collector.add_many(batch)
-        finally:
-            if ticker is not None:
-                ticker.cancel()
-            await self._leave_run(run)
-
-    async def _async_pairs(self, run: BatchRun) -> AsyncIterator[tuple[int, TaskResult[Any]]]:
-        self._enter_run(run)
-        try:
-            while batch := await run.next_batch():
-                for pair in batch:
-                    yield pair
-        finally:
-            await self._leave_run(run)
+    def _collector(self, progress: bool, call: BatchCall) -> ResultCollector:
+        return ResultCollector(progress, call.total, self._engine.runner, self._engine.limiter)
 
     # -- single input ------------------------------------------------------------------------
 
@@ -412,13 +190,11 @@ class TaskLoom(Generic[T]):
             max_workers: Calls in flight at most.
             progress: Show a tqdm progress bar.
         """
-        self._check_open()
-        self._check_batch_args(task_name, max_workers)
-        run = self._open_run(sequence, task_name, max_workers, ordered=False, streamed=False)
-        with ResultCollector(progress, run.total, self._runner, self._limiter) as collector:
+        call = self._call(sequence, task_name, max_workers, streamed=False)
+        with self._collector(progress, call) as collector:
             # Collected on the loop thread, in one call: handing results over to this thread
             # a batch at a time would cost a thread switch per batch and contend for the GIL.
-            self._bridge.run(self._collect(run, collector))
+            self._driver.run(self._driver.collect(call, collector))
         return collector.batch()
 
     async def amap(
@@ -429,11 +205,9 @@ class TaskLoom(Generic[T]):
         progress: bool = False,
     ) -> BatchResult[T]:
         """Async twin of :meth:`map` (also takes an async iterable)."""
-        self._check_open()
-        self._check_batch_args(task_name, max_workers)
-        run = await self._aopen_run(sequence, task_name, max_workers, ordered=False, streamed=False)
-        with ResultCollector(progress, run.total, self._runner, self._limiter) as collector:
-            await self._collect(run, collector)
+        call = self._call(sequence, task_name, max_workers, streamed=False)
+        with self._collector(progress, call) as collector:
+            await self._driver.collect(call, collector)
         return collector.batch()
 
     def stream(
@@ -450,10 +224,8 @@ class TaskLoom(Generic[T]):
         call once ``2 * max_workers`` results wait for it; reading again resumes the batch.
         Closing the loom meanwhile raises ``LoomUsageError`` from the iterator.
         """
-        self._check_open()
-        self._check_batch_args(task_name, max_workers)
-        run = self._open_run(sequence, task_name, max_workers, ordered)
-        return (result for _, result in self._sync_pairs(run))
+        call = self._call(sequence, task_name, max_workers, ordered)
+        return (result for _, result in self._driver.iterate(self._driver.pairs(call)))
 
     def astream(
         self,
@@ -463,15 +235,8 @@ class TaskLoom(Generic[T]):
         ordered: bool = False,
     ) -> AsyncIterator[TaskResult[T]]:
         """Async twin of :meth:`stream`; close it (or cancel its task) to stop early."""
-        self._check_open()
-        self._check_batch_args(task_name, max_workers)
-
-        async def results() -> AsyncIterator[TaskResult[T]]:
-            run = await self._aopen_run(sequence, task_name, max_workers, ordered)
-            async for _, result in self._async_pairs(run):
-                yield result
-
-        return results()
+        call = self._call(sequence, task_name, max_workers, ordered)
+        return _results(self._driver.flat(self._driver.pairs(call)))
 
     def stream_events(
         self,
@@ -480,23 +245,17 @@ class TaskLoom(Generic[T]):
         max_workers: int = DEFAULT_MAX_WORKERS,
         ordered: bool = False,
     ) -> Iterator[StreamEvent]:
-        """Typed events: ``batch_start``, one ``task_result`` per input, ``batch_end``."""
-        self._check_open()
-        self._check_batch_args(task_name, max_workers)
-        run = self._open_run(sequence, task_name, max_workers, ordered)
-        events = BatchEvents(task_name, run.total)
+        """Typed events: ``batch_start``, one ``task_result`` per input, ``batch_end``.
 
-        def generate() -> Iterator[StreamEvent]:
-            yield events.start()
-            try:
-                for index, result in self._sync_pairs(run):
-                    yield events.result(index, result)
-            except Exception as exc:
-                yield events.error(exc)
-                return
-            yield events.end()
-
-        return generate()
+        Once started, an event stream does not raise: what ends the batch early (the store
+        cannot be opened, the loom is closed, the input iterable raises) is its last event,
+        ``batch_error``. Misuse (a bad argument, a closed loom) raises at the call.
+        """
+        call = self._call(sequence, task_name, max_workers, ordered)
+        events = BatchEvents(task_name, call.total)
+        return self._driver.iterate(
+            self._driver.events(call, events), closed=lambda exc: [events.error(exc)]
+        )
 
     def astream_events(
         self,
@@ -506,23 +265,8 @@ class TaskLoom(Generic[T]):
         ordered: bool = False,
     ) -> AsyncIterator[StreamEvent]:
         """Async twin of :meth:`stream_events` (what an SSE endpoint sends)."""
-        self._check_open()
-        self._check_batch_args(task_name, max_workers)
-
-        async def generate() -> AsyncIterator[StreamEvent]:
-            run_total = len(sequence) if isinstance(sequence, Sized) else None
-            events = BatchEvents(task_name, run_total)
-            yield events.start()
-            try:
-                run = await self._aopen_run(sequence, task_name, max_workers, ordered)
-                async for index, result in self._async_pairs(run):
-                    yield events.result(index, result)
-            except Exception as exc:
-                yield events.error(exc)
-                return
-            yield events.end()
-
-        return generate()
+        call = self._call(sequence, task_name, max_workers, ordered)
+        return self._driver.flat(self._driver.events(call, BatchEvents(task_name, call.total)))
 
     # -- closing -----------------------------------------------------------------------------
 
@@ -537,7 +281,7 @@ class TaskLoom(Generic[T]):
         connections finishes on a helper thread. Objects the loom did not create (a
         ``client``, ``backend`` or ``ResultStore`` passed in) are left open for their owner.
         """
-        runs = self._begin_close()
+        runs = self._session.begin_close()
         if runs is None:
             return
         waits, local = end_runs(runs)
@@ -554,7 +298,7 @@ class TaskLoom(Generic[T]):
 
     async def aclose(self) -> None:
         """Async twin of :meth:`close`: await it on the loop that ran the async API."""
-        runs = self._begin_close()
+        runs = self._session.begin_close()
         if runs is None:
             return
         waits, local = end_runs(runs)
@@ -562,32 +306,21 @@ class TaskLoom(Generic[T]):
             await run.aclose()
         if waits:
             await asyncio.wait([asyncio.wrap_future(w) for w in waits], timeout=ABORT_WAIT)
-        if self._owns_backend:
+        if self._engine.owns_backend:
             # This loop's connections, closed on this loop.
-            await self._backend.aclose()
+            await self._engine.backend.aclose()
         if self._bridge.on_loop_thread():
             threading.Thread(target=self._release, name="loom-close", daemon=True).start()
             return
         await asyncio.to_thread(self._release)
 
-    def _begin_close(self) -> list[BatchRun] | None:
-        """Mark the loom closed; the runs to end, or ``None`` when it was already closed."""
-        with self._lock:
-            if self._closed:
-                return None
-            self._closed = True
-            return list(self._runs)
-
     def _release(self) -> None:
         """Drain the writer, release the store and the backend, stop the loop thread."""
         try:
-            if self._writer is not None:
-                self._writer.close()
-            if self._owns_store and self._store is not None:
-                self._store.close()
-            if self._owns_backend:
+            self._session.release()
+            if self._engine.owns_backend:
                 with contextlib.suppress(LoomClosedError):
-                    self._bridge.run(self._backend.aclose())
+                    self._bridge.run(self._engine.backend.aclose())
         finally:
             self._bridge.close()
 
@@ -602,3 +335,12 @@ class TaskLoom(Generic[T]):
 
     async def __aexit__(self, *exc_info: object) -> None:
         await self.aclose()
+
+
+async def _results(pairs: AsyncIterator[Pair]) -> AsyncIterator[TaskResult[Any]]:
+    """The results of ``pairs``, without their input index."""
+    try:
+        async for _, result in pairs:
+            yield result
+    finally:
+        await pairs.aclose()  # type: ignore[attr-defined]

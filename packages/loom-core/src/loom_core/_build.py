@@ -1,0 +1,134 @@
+"""Building a loom's engine from TaskLoom's arguments: every check, then the parts.
+
+Everything that can be wrong with the arguments is found here, before anything is opened: a
+template that does not parse, an unusable response_model, a backend that cannot be resolved,
+an unknown or out-of-range generation parameter.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Collection
+from dataclasses import dataclass
+from typing import Any
+
+from loom_backends import resolve_backend
+from loom_protocol import MAX_TIMEOUT, Backend, check_int, check_positive_number
+
+from ._config import (
+    LoomConfig,
+    check_param_names,
+    check_param_ranges,
+    refuse_batch_args,
+    split_generation_params,
+)
+from ._output import OutputSpec
+from ._ratelimit import RateLimiter
+from ._render import PromptTemplate
+from ._retry import check_max_retry_wait
+from ._task import TaskRunner
+
+__all__ = ["Engine", "build_engine"]
+
+
+@dataclass(frozen=True, slots=True)
+class Engine:
+    """What runs a loom's tasks, and what identifies its results."""
+
+    runner: TaskRunner
+    config: LoomConfig
+    output: OutputSpec
+    backend: Backend
+    #: Whether the loom made the backend (and so closes it), or was given it.
+    owns_backend: bool
+    limiter: RateLimiter
+
+
+def build_engine(
+    model: str,
+    prompt_template: str,
+    system_prompt: str | None,
+    response_model: Any,
+    *,
+    auto_repair_json: bool,
+    max_retries: int,
+    client: Any | None,
+    backend: Backend | None,
+    base_url: str | None,
+    api_key: str | None,
+    rpm: float | None,
+    tpm: float | None,
+    timeout: float,
+    max_retry_wait: float,
+    image_root: str | os.PathLike[str] | None,
+    llm_kwargs: dict[str, Any],
+    loom_args: Collection[str],
+) -> Engine:
+    """Check TaskLoom's arguments and build its engine (see ``TaskLoom`` for each one).
+
+    ``loom_args`` are TaskLoom's own argument names, for a did-you-mean on a misspelled one.
+
+    Raises:
+        LoomUsageError: the first argument found wrong, named.
+    """
+    check_int("max_retries", max_retries, 0)
+    seconds = check_positive_number("timeout", timeout, " of seconds", MAX_TIMEOUT)
+    # Arguments of map()/stream() given here are refused before anything else is built.
+    refuse_batch_args(llm_kwargs)
+    max_retry_wait = check_max_retry_wait(max_retry_wait)
+    prompt = PromptTemplate(prompt_template, name="prompt_template")
+    system = (
+        PromptTemplate(system_prompt, name="system_prompt") if system_prompt is not None else None
+    )
+    output = OutputSpec.from_response_model(response_model)
+    temperature, max_tokens, params = split_generation_params(llm_kwargs)
+    resolved = resolve_backend(
+        model, client=client, backend=backend, base_url=base_url, api_key=api_key, timeout=seconds
+    )
+    name = type(resolved.backend).__name__
+    known = getattr(resolved.backend, "generation_params", None)
+    check_param_names(
+        llm_kwargs,
+        known if isinstance(known, frozenset | set | tuple | list) else None,
+        name,
+        loom_args,
+    )
+    check_param_ranges(
+        {**llm_kwargs, "temperature": temperature},
+        getattr(resolved.backend, "parameter_ranges", None),
+        name,
+    )
+    limiter = RateLimiter(rpm=rpm, tpm=tpm)
+    config = LoomConfig(
+        model=model,
+        prompt_template=prompt_template,
+        system_prompt=system_prompt,
+        output=output.fingerprint_source,
+        temperature=temperature,
+        max_tokens=max_tokens,
+        params=params,
+    )
+    runner = TaskRunner(
+        backend=resolved.backend,
+        model=resolved.model,
+        prompt=prompt,
+        system=system,
+        output=output,
+        temperature=temperature,
+        max_tokens=max_tokens,
+        params=params,
+        auto_repair_json=auto_repair_json,
+        max_retries=max_retries,
+        limiter=limiter,
+        timeout=seconds,
+        image_root=os.fspath(image_root) if image_root is not None else None,
+        max_retry_wait=max_retry_wait,
+    )
+    return Engine(
+        runner=runner,
+        config=config,
+        output=output,
+        backend=resolved.backend,
+        owns_backend=client is None and backend is None,
+        limiter=limiter,
+    )
