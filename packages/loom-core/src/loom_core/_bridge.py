@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
-import contextlib
 import threading
 from collections.abc import Coroutine
 from typing import Any, TypeVar
@@ -19,6 +18,10 @@ from loom_protocol import LoomUsageError
 __all__ = ["LoomClosedError", "LoopThread"]
 
 T = TypeVar("T")
+
+
+#: Seconds a call interrupted in the waiting thread waits for its work on the loop to stop.
+_STOP_WAIT = 10.0
 
 
 class LoomClosedError(LoomUsageError):
@@ -88,7 +91,15 @@ class LoopThread:
         except LoomClosedError:
             coro.close()
             raise
-        future: concurrent.futures.Future[T] = asyncio.run_coroutine_threadsafe(coro, loop)
+        stopped = threading.Event()
+
+        async def tracked() -> T:
+            try:
+                return await coro
+            finally:
+                stopped.set()
+
+        future: concurrent.futures.Future[T] = asyncio.run_coroutine_threadsafe(tracked(), loop)
         try:
             return future.result()
         except concurrent.futures.CancelledError:
@@ -96,11 +107,12 @@ class LoopThread:
                 raise LoomClosedError("the TaskLoom was closed while this call ran") from None
             raise
         except BaseException:
-            # KeyboardInterrupt or the caller's own cancellation: stop the work on the loop.
+            # KeyboardInterrupt or the caller's own cancellation: stop the work on the loop,
+            # and wait until it has stopped (the cancelled future is done at once, the work on
+            # the loop only once its cleanup ran): what the caller does next may rely on it.
             if not future.done():
                 future.cancel()
-                with contextlib.suppress(BaseException):
-                    future.result(timeout=10)
+                stopped.wait(_STOP_WAIT)
             raise
 
     def close(self) -> None:
