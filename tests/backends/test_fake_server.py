@@ -302,16 +302,16 @@ def test_process_mode_needs_a_picklable_handler() -> None:
 @pytest.mark.parametrize(
     ("make", "problem"),
     [
-        (lambda: FakeLLMServer(latency=-1), "latency must be >= 0"),
-        (lambda: FakeLLMServer(jitter=float("inf")), "jitter must be >= 0"),
-        (lambda: FakeLLMServer(rpm_limit=0), "rpm_limit must be a positive int"),
+        (lambda: FakeLLMServer(latency=-1), "latency must be a finite number of seconds >= 0"),
+        (lambda: FakeLLMServer(jitter=float("inf")), "jitter must be a finite number of seconds"),
+        (lambda: FakeLLMServer(rpm_limit=0), "rpm_limit must be an int >= 1, got 0"),
         (lambda: FakeLLMServer(handler="x"), "handler must be callable"),  # type: ignore[arg-type]
         (lambda: FakeLLMServer(faults={"rate_429": 1}), "faults must be a FaultPlan"),  # type: ignore[arg-type]
-        (lambda: FaultPlan(rate_429=1.5), r"rate_429 must be a probability in \[0, 1\]"),
+        (lambda: FaultPlan(rate_429=1.5), r"rate_429 must be a finite number in \[0, 1\]"),
         (lambda: FaultPlan(rate_429=0.6, rate_500=0.6), "must not exceed 1"),
         (lambda: FaultPlan(retry_after=(3.0, 1.0)), "low <= high"),
         (lambda: FakeReply(status=42), "status must be an HTTP status"),
-        (lambda: FakeReply(delay=-1), "delay must be >= 0"),
+        (lambda: FakeReply(delay=-1), "delay must be a finite number of seconds >= 0"),
         (lambda: FakeReply(content=3), "content must be a str or None, got int"),  # type: ignore[arg-type]
     ],
 )

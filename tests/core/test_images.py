@@ -180,7 +180,7 @@ def test_default_cap_is_20_mib(tmp_path: Path) -> None:
 
 @pytest.mark.parametrize("max_bytes", [0, -1, True, 1.5])
 def test_bad_max_bytes_is_a_usage_error(png: Path, max_bytes: Any) -> None:
-    with pytest.raises(LoomUsageError, match="max_bytes must be a positive integer"):
+    with pytest.raises(LoomUsageError, match="max_bytes must be an int >= 1, got"):
         load_image_url(str(png), max_bytes=max_bytes)
 
 

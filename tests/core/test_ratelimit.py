@@ -60,11 +60,11 @@ def test_disabled_limiter_never_waits() -> None:
 @pytest.mark.parametrize("tokens", [-1, 1.5, True, None])
 def test_bad_token_counts(tokens: Any) -> None:
     limiter = RateLimiter(tpm=1000)
-    with pytest.raises(LoomUsageError, match="tokens must be an integer >= 0"):
+    with pytest.raises(LoomUsageError, match="tokens must be an int >= 0"):
         limiter.try_acquire(tokens)
-    with pytest.raises(LoomUsageError, match="estimated must be an integer >= 0"):
+    with pytest.raises(LoomUsageError, match="estimated must be an int >= 0"):
         limiter.record_usage(tokens, 1)
-    with pytest.raises(LoomUsageError, match="actual must be an integer >= 0"):
+    with pytest.raises(LoomUsageError, match="actual must be an int >= 0"):
         limiter.record_usage(1, tokens)
 
 
@@ -195,7 +195,7 @@ def test_pause_applies_without_limits() -> None:
     assert limiter.try_acquire() == 0.0
 
 
-@pytest.mark.parametrize("seconds", [-1.0, math.nan, math.inf, "1"])
+@pytest.mark.parametrize("seconds", [-1.0, math.nan, math.inf, "1", True])
 def test_bad_pause(seconds: Any) -> None:
     with pytest.raises(LoomUsageError, match="pause seconds must be"):
         RateLimiter().pause(seconds)

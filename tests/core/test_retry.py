@@ -86,10 +86,10 @@ def test_longer_backoff_wins_over_a_short_retry_after() -> None:
 @pytest.mark.parametrize(
     ("kwargs", "expected"),
     [
-        ({"attempt": 0}, "attempt must be an integer >= 1, got 0"),
-        ({"attempt": -2}, "attempt must be an integer >= 1"),
-        ({"attempt": 1.5}, "attempt must be an integer >= 1"),
-        ({"attempt": True}, "attempt must be an integer >= 1"),
+        ({"attempt": 0}, "attempt must be an int >= 1, got 0"),
+        ({"attempt": -2}, "attempt must be an int >= 1"),
+        ({"attempt": 1.5}, "attempt must be an int >= 1"),
+        ({"attempt": True}, "attempt must be an int >= 1"),
         ({"attempt": 1, "base": -1.0}, "base must be a finite number >= 0"),
         ({"attempt": 1, "cap": math.inf}, "cap must be a finite number >= 0"),
         ({"attempt": 1, "retry_after": -1.0}, "retry_after must be a finite number >= 0"),

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from typing import Any
 
 import pytest
 
@@ -12,8 +13,13 @@ from loom_protocol import (
     check_header,
     check_http_url,
     check_int,
+    check_non_empty_string,
+    check_non_negative_number,
     check_number,
     check_positive_number,
+    is_int,
+    is_number,
+    shorten,
 )
 
 
@@ -135,3 +141,116 @@ def test_header_accepts_ordinary_values() -> None:
     assert check_header("api_key", "sk-abc DEF\tghi") == "sk-abc DEF\tghi"
     with pytest.raises(LoomUsageError, match="api_key must be a string, got bytes"):
         check_header("api_key", b"sk")
+
+
+# --- bool is never a number -----------------------------------------------------------------
+
+
+class _Count(int):
+    """An int subclass (an IntEnum, numpy's ints are not): still an int."""
+
+
+@pytest.mark.parametrize(
+    ("value", "an_int", "a_number"),
+    [
+        (0, True, True),
+        (-7, True, True),
+        (_Count(3), True, True),
+        (1.5, False, True),
+        (math.nan, False, True),
+        (math.inf, False, True),
+        (True, False, False),
+        (False, False, False),
+        ("1", False, False),
+        (None, False, False),
+    ],
+)
+def test_is_int_and_is_number(value: object, an_int: bool, a_number: bool) -> None:
+    assert is_int(value) is an_int
+    assert is_number(value) is a_number
+
+
+@pytest.mark.parametrize(
+    "check",
+    [
+        lambda v: check_int("n", v),
+        lambda v: check_int("n", v, 0),
+        lambda v: check_positive_number("n", v),
+        lambda v: check_non_negative_number("n", v),
+        lambda v: check_number("n", v, 0.0, 2.0),
+    ],
+)
+@pytest.mark.parametrize("value", [True, False])
+def test_no_check_takes_a_bool_for_a_number(check: Any, value: bool) -> None:
+    with pytest.raises(LoomUsageError, match=rf"n must be .*, got {value}$"):
+        check(value)
+
+
+# --- non-negative numbers -------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("value", [math.nan, math.inf, -math.inf, -1, -0.001, True, "0", None])
+def test_non_negative_number_refuses(value: object) -> None:
+    with pytest.raises(
+        LoomUsageError, match=r"^delay must be a finite number of seconds >= 0, got "
+    ):
+        check_non_negative_number("delay", value, " of seconds")
+
+
+@pytest.mark.parametrize("value", [0, 0.0, 0.001, 7, 1e6])
+def test_non_negative_number_accepts(value: float) -> None:
+    assert check_non_negative_number("delay", value) == float(value)
+    assert type(check_non_negative_number("delay", value)) is float
+
+
+def test_non_negative_number_with_a_maximum() -> None:
+    assert check_non_negative_number("wait", MAX_TIMEOUT, maximum=MAX_TIMEOUT) == MAX_TIMEOUT
+    with pytest.raises(LoomUsageError, match=r"wait must be a finite number >= 0 and <= 86400"):
+        check_non_negative_number("wait", MAX_TIMEOUT + 1, maximum=MAX_TIMEOUT)
+
+
+# --- non-empty strings ----------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("value", ["", None, 3, b"x", ["x"]])
+def test_non_empty_string_refuses(value: object) -> None:
+    with pytest.raises(LoomUsageError, match=r"^task_name must be a non-empty string, got "):
+        check_non_empty_string("task_name", value)
+
+
+def test_non_empty_string_and_blank_strings() -> None:
+    assert check_non_empty_string("task_name", " ") == " "  # a store key: any non-empty text
+    assert check_non_empty_string("model", " m ", allow_blank=False) == " m "
+    for blank in (" ", "\t\n"):
+        with pytest.raises(LoomUsageError, match="model must be a non-empty string, got"):
+            check_non_empty_string("model", blank, allow_blank=False)
+
+
+# --- shorten --------------------------------------------------------------------------------
+
+
+def test_shorten_keeps_a_short_text_as_it_is() -> None:
+    assert shorten("", 4) == ""
+    assert shorten("x" * 60, 60) == "x" * 60
+    assert shorten("a\nb", 10) == "a\nb"  # only the length changes
+
+
+def test_shorten_cuts_to_the_limit_and_marks_the_cut() -> None:
+    text = "abcdefghij" * 10
+    assert shorten(text, 60) == text[:57] + "..."
+    assert len(shorten(text, 60)) == 60
+    assert shorten(text, 4) == "a..."
+
+
+def test_shorten_can_keep_the_end() -> None:
+    path = "/very/long/folder/" * 10 + "cat.png"
+    shown = shorten(path, 30, keep_end=True)
+    assert shown == "..." + path[-27:]
+    assert shown.endswith("cat.png")
+    assert len(shown) == 30
+
+
+@pytest.mark.parametrize("limit", [3, 0, -1, True, 10.0, None])
+def test_shorten_needs_room_for_the_mark(limit: Any) -> None:
+    with pytest.raises(LoomUsageError, match="limit must be an int >= 4, got"):
+        shorten("some text", limit)

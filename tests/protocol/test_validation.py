@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 import pytest
@@ -84,6 +85,30 @@ def test_negative_token_counts_are_rejected(field: str) -> None:
     loc, msg = rejected(exc)
     assert loc == field
     assert "greater than or equal to 0" in msg
+
+
+@pytest.mark.parametrize(
+    ("field", "value"),
+    [("temperature", True), ("temperature", "0.5"), ("max_tokens", True), ("max_tokens", 5.0)],
+)
+def test_a_request_takes_no_bool_or_text_for_a_number(field: str, value: object) -> None:
+    with pytest.raises(ValidationError) as exc:
+        ChatRequest(model="m", messages=USER, **{field: value})
+    assert rejected(exc)[0] == field
+
+
+def test_a_request_takes_an_int_temperature() -> None:
+    assert ChatRequest(model="m", messages=USER, temperature=1).temperature == 1.0
+
+
+@pytest.mark.parametrize("field", ["prompt_tokens", "completion_tokens", "total_tokens"])
+def test_a_bool_is_no_token_count(field: str) -> None:
+    counts: dict[str, Any] = {"prompt_tokens": 1, "completion_tokens": 1, "total_tokens": 2}
+    counts[field] = True
+    with pytest.raises(ValidationError, match=f"{field} must be an int, not a bool"):
+        Usage(**counts)
+    with pytest.raises(ValidationError, match=f"{field} must be an int, not a bool"):
+        Usage.model_validate_json(json.dumps(counts))
 
 
 def test_negative_summary_counts_are_rejected() -> None:

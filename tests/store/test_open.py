@@ -209,7 +209,9 @@ def test_password_never_in_repr_or_url(pg_url: Any, pg_target: Any) -> None:
 
 @pytest.mark.parametrize("bad", [0, -1.0, float("nan"), float("inf"), "30", True])
 def test_bad_busy_timeout(tmp_path: Path, bad: Any) -> None:
-    with pytest.raises(LoomUsageError, match="busy_timeout_s must be a positive number"):
+    with pytest.raises(
+        LoomUsageError, match="busy_timeout_s must be a finite number of seconds > 0"
+    ):
         ResultStore(tmp_path / "x.db", busy_timeout_s=bad)
 
 

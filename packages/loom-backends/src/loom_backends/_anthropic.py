@@ -20,6 +20,7 @@ from loom_protocol import (
     Message,
     TextPart,
     check_int,
+    shorten,
 )
 
 from ._defaults import (
@@ -54,7 +55,7 @@ def _image_block(part: ImagePart) -> dict[str, Any]:
             Error(
                 code=ErrorCode.PROVIDER_BAD_REQUEST,
                 message="an image data: URL has no ',' separating its header from its data",
-                detail=url[:200],
+                detail=shorten(url, 200),
             )
         )
     fields = header.split(";")

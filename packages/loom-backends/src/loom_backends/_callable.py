@@ -14,13 +14,23 @@ from typing import Any, ClassVar, TypeVar, cast
 
 import httpx
 
-from loom_protocol import BackendError, ChatRequest, ChatResponse, Error, ErrorCode, LoomUsageError
+from loom_protocol import (
+    BackendError,
+    ChatRequest,
+    ChatResponse,
+    Error,
+    ErrorCode,
+    LoomUsageError,
+    is_int,
+    shorten,
+)
 
 from ._errors import (
     DETAIL_LIMIT,
     bad_answer_error,
     error_for_status,
     error_for_transport,
+    one_line,
     redacted,
     transport_error,
 )
@@ -72,9 +82,10 @@ def _is_async_callable(fn: object) -> bool:
 def _callable_error(exc: Exception, who: str = "the backend function") -> BackendError:
     if isinstance(exc, BackendError):
         return exc
-    text = " ".join(str(exc).split())[:300]
+    text = one_line(str(exc))
     message = f"{who} raised {type(exc).__name__}" + (f": {text}" if text else "")
-    detail = "".join(traceback.format_exception(exc))[-DETAIL_LIMIT:]
+    # The end of a traceback tells most: the frame that raised, and the exception.
+    detail = shorten("".join(traceback.format_exception(exc)), DETAIL_LIMIT, keep_end=True)
     return BackendError(
         Error(code=ErrorCode.PROVIDER_ERROR, message=message, detail=detail, retryable=False)
     )
@@ -163,7 +174,7 @@ def _sdk_error(exc: Exception, secrets: tuple[str | None, ...]) -> BackendError:
             secrets,
         )
     status = getattr(exc, "status_code", None)
-    if isinstance(status, int) and not isinstance(status, bool):
+    if is_int(status):
         response = getattr(exc, "response", None)
         headers = getattr(response, "headers", None)
         body: str | None = None
@@ -198,7 +209,8 @@ def _answer_dict(value: object) -> dict[str, Any]:
             if isinstance(data, dict):
                 return cast(dict[str, Any], data)
     raise bad_answer_error(
-        f"the SDK client returned {type(value).__name__}, not a chat completion", repr(value)[:500]
+        f"the SDK client returned {type(value).__name__}, not a chat completion",
+        shorten(repr(value), 500),
     )
 
 

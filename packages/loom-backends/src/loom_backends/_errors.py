@@ -27,13 +27,14 @@ from email.utils import parsedate_to_datetime
 import aiohttp
 import httpx
 
-from loom_protocol import BackendError, Error, ErrorCode, redact_text
+from loom_protocol import BackendError, Error, ErrorCode, redact_text, shorten
 
 __all__ = [
     "DETAIL_LIMIT",
     "bad_answer_error",
     "error_for_status",
     "error_for_transport",
+    "one_line",
     "parse_retry_after",
     "redact",
     "redacted",
@@ -62,13 +63,9 @@ def redact(text: str, secrets: Iterable[str | None]) -> str:
     return redact_text(text, secrets)
 
 
-def _truncate(text: str, limit: int) -> str:
-    return text if len(text) <= limit else text[: limit - 15] + "... [truncated]"
-
-
-def _one_line(text: str, limit: int = _MESSAGE_LIMIT) -> str:
-    line = " ".join(text.split())
-    return line if len(line) <= limit else line[: limit - 3] + "..."
+def one_line(text: str, limit: int = _MESSAGE_LIMIT) -> str:
+    """``text`` on one line (whitespace runs become one space), shortened for a message."""
+    return shorten(" ".join(text.split()), limit)
 
 
 def _header(headers: Mapping[str, str], name: str) -> str | None:
@@ -179,13 +176,13 @@ def error_for_status(
     code, retryable = _classify_status(status)
     reason = _REASONS.get(code, f"the provider answered HTTP {status}")
     said = provider_message(body)
-    message = f"{reason}: {_one_line(said)}" if said else reason
+    message = f"{reason}: {one_line(said)}" if said else reason
     retry_after = parse_retry_after(headers) if retryable else None
     return BackendError(
         Error(
             code=code,
             message=redact(message, secrets),
-            detail=redact(_truncate(body, DETAIL_LIMIT), secrets) or None,
+            detail=redact(shorten(body, DETAIL_LIMIT), secrets) or None,
             retryable=retryable,
             status=status if 100 <= status <= 599 else None,
         ),
@@ -212,12 +209,12 @@ def bad_answer_error(
     """
     secrets = tuple(secrets)
     said = provider_message(body)
-    message = f"{problem}: {_one_line(said)}" if said else problem
+    message = f"{problem}: {one_line(said)}" if said else problem
     return BackendError(
         Error(
             code=ErrorCode.PROVIDER_ERROR,
             message=redact(message, secrets),
-            detail=redact(_truncate(body, DETAIL_LIMIT), secrets) or None,
+            detail=redact(shorten(body, DETAIL_LIMIT), secrets) or None,
             retryable=retryable,
             status=status,
         )
@@ -237,7 +234,7 @@ def _transport_code(exc: BaseException) -> tuple[ErrorCode, str]:
 
 def transport_error(code: ErrorCode, reason: str, exc: BaseException) -> BackendError:
     """A BackendError for a call that got no answer; retryable unless code is provider_error."""
-    text = _one_line(str(exc)) or type(exc).__name__
+    text = one_line(str(exc)) or type(exc).__name__
     return BackendError(
         Error(
             code=code,

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import Any, ClassVar
 
-from loom_protocol import ChatRequest, ChatResponse, Message, TextPart, Usage
+from loom_protocol import ChatRequest, ChatResponse, Message, TextPart, Usage, is_int
 
 from ._defaults import OPENAI_API_KEY_ENV, OPENAI_BASE_URL_ENV
 from ._errors import bad_answer_error
@@ -60,13 +60,13 @@ def usage_from(data: Any, prompt_key: str, completion_key: str, *extra_prompt: s
     if not isinstance(data, dict):
         return None
     values = [data.get(prompt_key), data.get(completion_key), *(data.get(k) for k in extra_prompt)]
-    counts = [v if isinstance(v, int) and not isinstance(v, bool) and v >= 0 else 0 for v in values]
-    if not any(isinstance(v, int) for v in values):
+    counts = [v if is_int(v) and v >= 0 else 0 for v in values]
+    if not any(is_int(v) for v in values):
         return None
     prompt = counts[0] + sum(counts[2:])
     completion = counts[1]
     total = data.get("total_tokens")
-    if not isinstance(total, int) or isinstance(total, bool) or total < prompt + completion:
+    if not is_int(total) or total < prompt + completion:
         total = prompt + completion
     # The plain constructor: faster than model_construct for a model this small.
     return Usage(prompt_tokens=prompt, completion_tokens=completion, total_tokens=total)

@@ -22,6 +22,7 @@ from loom_protocol import (
     check_header,
     check_http_url,
     check_int,
+    check_non_empty_string,
     check_positive_number,
 )
 
@@ -124,8 +125,7 @@ def resolve_backend(
             prefix, a registered factory that does not return a backend, a base_url that is
             no usable http(s) URL, or a bad timeout, api_key or max_connections.
     """
-    if not isinstance(model, str) or not model.strip():
-        raise LoomUsageError(f"model must be a non-empty string, got {model!r}")
+    check_non_empty_string("model", model, allow_blank=False)
     if base_url is not None and base_url != "":
         check_http_url("base_url", base_url)
     if api_key is not None:

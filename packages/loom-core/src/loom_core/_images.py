@@ -17,7 +17,7 @@ import stat
 from pathlib import Path
 from typing import Any
 
-from loom_protocol import LoomUsageError
+from loom_protocol import check_int, shorten
 
 __all__ = [
     "DEFAULT_MAX_IMAGE_BYTES",
@@ -147,8 +147,7 @@ def _check_url(ref: str) -> str | None:
 
 def _read_local(ref: str, image_root: str | os.PathLike[str] | None, max_bytes: int) -> str:
     """Read a local image file and return it as a base64 data URL."""
-    if isinstance(max_bytes, bool) or not isinstance(max_bytes, int) or max_bytes <= 0:
-        raise LoomUsageError(f"max_bytes must be a positive integer, got {max_bytes!r}")
+    check_int("max_bytes", max_bytes, 1)
     shown = _show(ref)
     try:
         path = _resolve(ref, image_root)
@@ -220,11 +219,9 @@ def _show(ref: str) -> str:
     """A reference for an error message: quoted, data URLs and very long paths shortened."""
     if ref.startswith("data:"):
         head, _, payload = ref.partition(",")
-        return repr(f"{head[:60]},... ({len(payload):,} chars)")
-    if len(ref) > _MAX_REF_SHOWN:
-        # Keep the end of a long path: the file name is what tells one image from another.
-        return repr("..." + ref[-(_MAX_REF_SHOWN - 3) :])
-    return repr(ref)
+        return repr(f"{shorten(head, 60)},... ({len(payload):,} chars)")
+    # Keep the end of a long path: the file name is what tells one image from another.
+    return repr(shorten(ref, _MAX_REF_SHOWN, keep_end=True))
 
 
 def _os_reason(exc: Exception) -> str:

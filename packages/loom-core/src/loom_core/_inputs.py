@@ -27,6 +27,7 @@ from loom_protocol import (
     Usage,
     canonical_fingerprint,
     fingerprint,
+    shorten,
 )
 
 __all__ = [
@@ -227,7 +228,7 @@ def _reason(exc: Exception) -> str:
     if isinstance(exc, TypeError | ValueError) and text.startswith("fingerprint: "):
         return text.removeprefix("fingerprint: ")
     name = _type_name(exc)
-    return f"{name}: {text[:300]}" if text else name
+    return f"{name}: {shorten(text, 300)}" if text else name
 
 
 class DataFrameRecords(Sized, Iterable[dict[str, Any]]):

@@ -24,7 +24,13 @@ import threading
 import time
 from collections.abc import Callable
 
-from loom_protocol import ChatRequest, ImagePart, LoomUsageError
+from loom_protocol import (
+    ChatRequest,
+    ImagePart,
+    check_int,
+    check_non_negative_number,
+    check_positive_number,
+)
 
 __all__ = ["RateLimiter", "estimate_tokens"]
 
@@ -124,8 +130,9 @@ class RateLimiter:
         *,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
-        _check_limit("rpm", rpm)
-        _check_limit("tpm", tpm)
+        for name, limit in (("rpm", rpm), ("tpm", tpm)):
+            if limit is not None:
+                check_positive_number(name, limit)
         self._clock = clock
         self._lock = threading.Lock()
         now = clock()
@@ -149,7 +156,7 @@ class RateLimiter:
         Raises:
             LoomUsageError: ``tokens`` is not an integer >= 0.
         """
-        _check_tokens(tokens)
+        check_int("tokens", tokens, 0)
         with self._lock:
             now = self._clock()
             if self._paused_until > now:
@@ -191,10 +198,7 @@ class RateLimiter:
         Raises:
             LoomUsageError: ``seconds`` is negative or not finite.
         """
-        if isinstance(seconds, bool) or not isinstance(seconds, int | float):
-            raise LoomUsageError(f"pause seconds must be a number, got {type(seconds).__name__}")
-        if not math.isfinite(seconds) or seconds < 0:
-            raise LoomUsageError(f"pause seconds must be a finite number >= 0, got {seconds!r}")
+        check_non_negative_number("pause seconds", seconds)
         with self._lock:
             until = self._clock() + seconds
             if until <= self._paused_until:
@@ -217,8 +221,8 @@ class RateLimiter:
         Raises:
             LoomUsageError: Either count is not an integer >= 0.
         """
-        _check_tokens(estimated, "estimated")
-        _check_tokens(actual, "actual")
+        check_int("estimated", estimated, 0)
+        check_int("actual", actual, 0)
         if self._tokens is None:
             return
         with self._lock:
@@ -227,17 +231,3 @@ class RateLimiter:
 
     def __repr__(self) -> str:
         return f"RateLimiter(rpm={self.rpm!r}, tpm={self.tpm!r})"
-
-
-def _check_limit(name: str, value: float | None) -> None:
-    if value is None:
-        return
-    if isinstance(value, bool) or not isinstance(value, int | float):
-        raise LoomUsageError(f"{name} must be a number > 0 or None, got {type(value).__name__}")
-    if not math.isfinite(value) or value <= 0:
-        raise LoomUsageError(f"{name} must be a finite number > 0 or None, got {value!r}")
-
-
-def _check_tokens(value: int, name: str = "tokens") -> None:
-    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
-        raise LoomUsageError(f"{name} must be an integer >= 0, got {value!r}")

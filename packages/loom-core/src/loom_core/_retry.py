@@ -5,7 +5,12 @@ from __future__ import annotations
 import math
 import random
 
-from loom_protocol import LoomUsageError, check_positive_number
+from loom_protocol import (
+    check_int,
+    check_non_negative_number,
+    check_positive_number,
+    is_number,
+)
 
 __all__ = ["DEFAULT_MAX_RETRY_WAIT", "asked_wait", "backoff_delay", "check_max_retry_wait"]
 
@@ -52,13 +57,11 @@ def backoff_delay(
         LoomUsageError: ``attempt`` < 1, or a negative or non-finite ``base``, ``cap`` or
             ``retry_after``, or a ``max_wait`` that is not a finite number > 0.
     """
-    if isinstance(attempt, bool) or not isinstance(attempt, int) or attempt < 1:
-        raise LoomUsageError(f"attempt must be an integer >= 1, got {attempt!r}")
+    check_int("attempt", attempt, 1)
     for name, value in (("base", base), ("cap", cap)):
-        if not math.isfinite(value) or value < 0:
-            raise LoomUsageError(f"{name} must be a finite number >= 0, got {value!r}")
-    if retry_after is not None and (not math.isfinite(retry_after) or retry_after < 0):
-        raise LoomUsageError(f"retry_after must be a finite number >= 0, got {retry_after!r}")
+        check_non_negative_number(name, value)
+    if retry_after is not None:
+        check_non_negative_number("retry_after", retry_after)
     if max_wait is not None:
         check_max_retry_wait(max_wait, "max_wait")
         cap = min(cap, max_wait)
@@ -87,8 +90,6 @@ def asked_wait(retry_after: object) -> float | None:
     Backends are third-party code: ``None``, NaN or a non-number ask nothing; a negative wait
     is 0; ``inf`` (a wait too long to write down) stays infinite, so that it is refused.
     """
-    if isinstance(retry_after, bool) or not isinstance(retry_after, int | float):
-        return None
-    if math.isnan(retry_after):
+    if not is_number(retry_after) or math.isnan(retry_after):
         return None
     return max(0.0, float(retry_after))

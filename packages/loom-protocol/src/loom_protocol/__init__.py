@@ -11,8 +11,13 @@ from ._checks import (
     check_header,
     check_http_url,
     check_int,
+    check_non_empty_string,
+    check_non_negative_number,
     check_number,
     check_positive_number,
+    is_int,
+    is_number,
+    shorten,
 )
 from ._errors import BackendError, Error, ErrorCode, LoomError, LoomUsageError, StoreError
 from ._events import (
@@ -77,14 +82,19 @@ __all__ = [
     "check_header",
     "check_http_url",
     "check_int",
+    "check_non_empty_string",
+    "check_non_negative_number",
     "check_number",
     "check_positive_number",
     "data_column",
     "fingerprint",
+    "is_int",
+    "is_number",
     "is_secret_name",
     "parse_stream_event",
     "redact_headers",
     "redact_text",
     "redact_url",
     "redact_value",
+    "shorten",
 ]

@@ -6,6 +6,8 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from ._checks import shorten
+
 __all__ = [
     "ChatRequest",
     "ChatResponse",
@@ -38,8 +40,9 @@ class ImagePart(BaseModel):
     @classmethod
     def _url_scheme(cls, value: str) -> str:
         if not value.startswith(("http://", "https://", "data:")):
-            shown = value if len(value) <= 60 else value[:57] + "..."
-            raise ValueError(f"image url must start with http://, https:// or data:, got {shown!r}")
+            raise ValueError(
+                f"image url must start with http://, https:// or data:, got {shorten(value, 60)!r}"
+            )
         return value
 
 
@@ -55,6 +58,9 @@ class Message(BaseModel):
     content: str | list[ContentPart]
 
 
+_COUNTS = ("prompt_tokens", "completion_tokens", "total_tokens")
+
+
 class Usage(BaseModel):
     """Token counts reported by the provider."""
 
@@ -67,6 +73,11 @@ class Usage(BaseModel):
     @model_validator(mode="before")
     @classmethod
     def _fill_total(cls, data: Any) -> Any:
+        if isinstance(data, dict):
+            # pydantic's lax int takes True as 1; a bool is never a count (loom_protocol.is_int).
+            for name in _COUNTS:
+                if type(data.get(name)) is bool:
+                    raise ValueError(f"{name} must be an int, not a bool")
         # Some providers omit the total; derive it rather than report 0.
         if isinstance(data, dict) and not data.get("total_tokens"):
             prompt = data.get("prompt_tokens") or 0
@@ -100,8 +111,9 @@ class ChatRequest(BaseModel):
 
     model: str = Field(min_length=1)
     messages: list[Message] = Field(min_length=1)
-    temperature: float | None = Field(default=None, ge=0.0, le=2.0)
-    max_tokens: int | None = Field(default=None, gt=0)
+    # Strict: a bool (or a numeric string) is no number here either; an int temperature is fine.
+    temperature: float | None = Field(default=None, ge=0.0, le=2.0, strict=True)
+    max_tokens: int | None = Field(default=None, gt=0, strict=True)
     response_format: dict[str, Any] | None = None
     params: dict[str, Any] = Field(default_factory=dict)
 

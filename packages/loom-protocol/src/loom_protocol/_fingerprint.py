@@ -22,6 +22,8 @@ import math
 from collections.abc import Callable
 from typing import Any
 
+from ._checks import shorten
+
 __all__ = [
     "MAX_INPUT_DEPTH",
     "canonical_fingerprint",
@@ -150,7 +152,7 @@ def _key_text(key: Any) -> str:
             text = repr(key)  # an int of over 4,300 digits refuses even this
         except ValueError:
             text = "(too long to show)"
-        return text if len(text) <= 60 else text[:57] + "..."
+        return shorten(text, 60)
     return "(not shown)"
 
 
@@ -245,7 +247,7 @@ def _message(exc: BaseException) -> str:
         text = str(exc)
     except Exception:
         return _type_name(exc)
-    return text if len(text) <= 200 else text[:197] + "..."
+    return shorten(text, 200)
 
 
 def _copy_dict(
@@ -282,9 +284,7 @@ def _copy_dict(
 def _path(parts: list[str | int]) -> str:
     """``$.a[1].b`` from the parts (innermost first); a very deep one keeps its two ends."""
     names = [
-        f"[{part}]"
-        if isinstance(part, int)
-        else "." + (part if len(part) <= 60 else part[:57] + "...")
+        f"[{part}]" if isinstance(part, int) else "." + shorten(part, 60)
         for part in reversed(parts)
     ]
     if len(names) > 12:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import contextlib
-import math
 import os
 import re
 import threading
@@ -13,7 +12,7 @@ from typing import Self
 
 from sqlalchemy.exc import DataError, DBAPIError, IntegrityError
 
-from loom_protocol import LoomError, LoomUsageError, StoreError
+from loom_protocol import LoomError, StoreError, check_positive_number, shorten
 
 from ._connect import open_target
 from ._host import ClosableWriter, RowRejectedError
@@ -35,16 +34,9 @@ class StoreBase:
     def __init__(
         self, target: str | os.PathLike[str] = DEFAULT_TARGET, *, busy_timeout_s: float = 30.0
     ) -> None:
-        if (
-            isinstance(busy_timeout_s, bool)
-            or not isinstance(busy_timeout_s, int | float)
-            or not math.isfinite(busy_timeout_s)
-            or busy_timeout_s <= 0
-        ):
-            raise LoomUsageError(
-                f"busy_timeout_s must be a positive number of seconds, got {busy_timeout_s!r}"
-            )
-        self._busy_timeout_s = float(busy_timeout_s)
+        self._busy_timeout_s = check_positive_number(
+            "busy_timeout_s", busy_timeout_s, " of seconds"
+        )
         self._t: StoreTarget = open_target(target, self._busy_timeout_s)
         self._closed = False
         self._close_lock = threading.Lock()
@@ -142,8 +134,7 @@ class StoreBase:
         # PostgreSQL quotes the whole offending row ("DETAIL: Failing row contains (…)"):
         # a result's content does not belong in an error message or a log line.
         detail = _ROW_DETAIL_RE.sub("DETAIL: (the row is not shown)", detail)
-        if len(detail) > _MAX_DETAIL:
-            detail = detail[: _MAX_DETAIL - 1] + "…"
+        detail = shorten(detail, _MAX_DETAIL)
         hint = ""
         if "database is locked" in detail:
             hint = (

@@ -18,7 +18,6 @@ from ._schema import results_table
 __all__ = [
     "OTHER_CONFIGS",
     "check_ids",
-    "check_name",
     "config_infos",
     "distinct_by_seek",
     "error_code",
@@ -156,11 +155,6 @@ def error_code(error: str | None) -> str:
     except (ValueError, AttributeError):
         return "unknown"
     return code if isinstance(code, str) and code else "unknown"
-
-
-def check_name(name: str, value: object) -> None:
-    if not isinstance(value, str) or not value:
-        raise LoomUsageError(f"{name} must be a non-empty string, got {value!r}")
 
 
 def check_ids(task_ids: Sequence[str], *, dedupe: bool = True) -> list[str]:

@@ -11,7 +11,12 @@ from typing import Any, Generic, Literal, NamedTuple, TypeVar
 
 from pydantic import NonNegativeFloat, NonNegativeInt
 
-from loom_protocol import LoomUsageError
+from loom_protocol import (
+    LoomUsageError,
+    check_int,
+    check_non_empty_string,
+    check_non_negative_number,
+)
 
 __all__ = [
     "STATUSES",
@@ -109,8 +114,7 @@ class ResultRow:
         """Raise the precise error for a row that failed the fast check in __post_init__."""
         for name in ("task_name", "task_id", "config_fp"):
             value = getattr(self, name)
-            if not isinstance(value, str) or not value:
-                raise LoomUsageError(f"ResultRow.{name} must be a non-empty string, got {value!r}")
+            check_non_empty_string(f"ResultRow.{name}", value)
         if self.status not in STATUSES:
             raise LoomUsageError(
                 f"ResultRow.status must be 'succeeded' or 'failed', got {self.status!r}"
@@ -122,20 +126,10 @@ class ResultRow:
                     f"ResultRow.{name} must be a str (JSON text) or None, "
                     f"got {type(value).__name__}"
                 )
-        if isinstance(self.attempts, bool) or not isinstance(self.attempts, int):
-            raise LoomUsageError(f"ResultRow.attempts must be an int, got {self.attempts!r}")
-        if self.attempts < 0:
-            raise LoomUsageError(f"ResultRow.attempts must be >= 0, got {self.attempts}")
+        check_int("ResultRow.attempts", self.attempts, 0)
         latency = self.latency_ms
-        if latency is not None and (
-            isinstance(latency, bool)
-            or not isinstance(latency, int | float)
-            or not math.isfinite(latency)
-            or latency < 0
-        ):
-            raise LoomUsageError(
-                f"ResultRow.latency_ms must be a finite number >= 0 or None, got {latency!r}"
-            )
+        if latency is not None:
+            check_non_negative_number("ResultRow.latency_ms", latency)
         # Only str subclasses, int subclasses or an int latency get here: normalise them so
         # that what is stored and read back is exactly what was given.
         for name in ("task_name", "task_id", "config_fp", "status", *_TEXT_FIELDS):

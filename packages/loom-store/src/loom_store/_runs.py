@@ -9,10 +9,10 @@ from typing import Any
 
 from sqlalchemy import func, select
 
-from loom_protocol import LoomUsageError, canonical_json
+from loom_protocol import LoomUsageError, canonical_json, check_non_empty_string
 
 from ._base import StoreBase
-from ._queries import OTHER_CONFIGS, check_name, config_infos
+from ._queries import OTHER_CONFIGS, config_infos
 from ._rows import ConfigInfo, RunRecord
 from ._schema import results_table, runs_table
 from ._secrets import scrub_config
@@ -34,8 +34,8 @@ class RunRegistry(StoreBase):
         Returns:
             True when this (task_name, config_fp) was not registered before.
         """
-        check_name("task_name", task_name)
-        check_name("config_fp", config_fp)
+        check_non_empty_string("task_name", task_name)
+        check_non_empty_string("config_fp", config_fp)
         if not isinstance(config, Mapping):
             raise LoomUsageError(f"config must be a mapping, got {type(config).__name__}")
         try:
@@ -69,7 +69,7 @@ class RunRegistry(StoreBase):
 
     def runs(self, task_name: str) -> list[RunRecord]:
         """The configurations registered for ``task_name``, oldest first."""
-        check_name("task_name", task_name)
+        check_non_empty_string("task_name", task_name)
         c = runs_table.c
         stmt = (
             select(c.task_name, c.config_fp, c.config, c.created_at, c.last_run_at)
@@ -97,7 +97,7 @@ class RunRegistry(StoreBase):
         empty), the configuration whose rows were written last; ``None`` when the task name
         has neither. It is always the last of :meth:`configs`.
         """
-        check_name("task_name", task_name)
+        check_non_empty_string("task_name", task_name)
         c, r = runs_table.c, results_table.c
         registered = (
             select(c.config_fp)
@@ -126,7 +126,7 @@ class RunRegistry(StoreBase):
         registered (by their last row write), then registered ones (by ``last_run_at``), so
         the last one is :meth:`latest_config`. One scan of the task's rows for the counts.
         """
-        check_name("task_name", task_name)
+        check_non_empty_string("task_name", task_name)
         c, r = runs_table.c, results_table.c
         run_stmt = select(c.config_fp, c.config, c.created_at, c.last_run_at).where(
             c.task_name == task_name
@@ -147,8 +147,8 @@ class RunRegistry(StoreBase):
         Their rows are kept: switching back to one of them is served from the store. The
         engine tells the user once when this is not empty.
         """
-        check_name("task_name", task_name)
-        check_name("config_fp", config_fp)
+        check_non_empty_string("task_name", task_name)
+        check_non_empty_string("config_fp", config_fp)
         params = {"task_name": task_name, "config_fp": config_fp}
         with self._op("other_configs"), self._t.engine.connect() as conn:
             return list(conn.execute(OTHER_CONFIGS, params).scalars())

@@ -8,11 +8,10 @@ from typing import Any
 
 from sqlalchemy import func, select
 
-from loom_protocol import LoomUsageError
+from loom_protocol import LoomUsageError, check_int, check_non_empty_string
 
 from ._queries import (
     check_ids,
-    check_name,
     distinct_by_seek,
     error_code,
     page_query,
@@ -83,8 +82,8 @@ class ResultStore(RunRegistry):
         Returns:
             The found rows by task id (ids not found are absent).
         """
-        check_name("task_name", task_name)
-        check_name("config_fp", config_fp)
+        check_non_empty_string("task_name", task_name)
+        check_non_empty_string("config_fp", config_fp)
         ids = check_ids(task_ids)
         found: dict[str, ResultRow] = {}
         if not ids:
@@ -112,8 +111,8 @@ class ResultStore(RunRegistry):
         is not JSON makes the whole array invalid, which the caller's parse reports (asking
         again for fewer ids then tells the rows apart).
         """
-        check_name("task_name", task_name)
-        check_name("config_fp", config_fp)
+        check_non_empty_string("task_name", task_name)
+        check_non_empty_string("config_fp", config_fp)
         ids = check_ids(task_ids, dedupe=False)  # positions refer to the caller's list
         if not ids:
             return "[]"
@@ -172,13 +171,12 @@ class ResultStore(RunRegistry):
             config_fp: The configuration whose rows to read; ``None`` for all.
             batch_size: Rows fetched per query.
         """
-        check_name("task_name", task_name)
+        check_non_empty_string("task_name", task_name)
         if config_fp is not None:
-            check_name("config_fp", config_fp)
+            check_non_empty_string("config_fp", config_fp)
         if status is not None and status not in STATUSES:
             raise LoomUsageError(f"status must be 'succeeded', 'failed' or None, got {status!r}")
-        if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
-            raise LoomUsageError(f"batch_size must be an int >= 1, got {batch_size!r}")
+        check_int("batch_size", batch_size, 1)
         self._check_open("iter_results")
         pages = self._pages("iter_results", _COLUMNS, task_name, config_fp, status, batch_size)
         return (_row_from_db(values) for page in pages for values in page)
@@ -213,9 +211,9 @@ class ResultStore(RunRegistry):
             task_name: The task whose rows to count.
             config_fp: Count only this configuration's rows; ``None`` for all of them.
         """
-        check_name("task_name", task_name)
+        check_non_empty_string("task_name", task_name)
         if config_fp is not None:
-            check_name("config_fp", config_fp)
+            check_non_empty_string("config_fp", config_fp)
         c = results_table.c
         counts = {"succeeded": 0, "failed": 0}
         fps: set[str] = set()
@@ -260,9 +258,9 @@ class ResultStore(RunRegistry):
         Returns:
             The number of rows deleted (results plus runs).
         """
-        check_name("task_name", task_name)
+        check_non_empty_string("task_name", task_name)
         if config_fp is not None:
-            check_name("config_fp", config_fp)
+            check_non_empty_string("config_fp", config_fp)
         r = runs_table.c
         runs_where = [r.task_name == task_name]
         if config_fp is not None:

@@ -32,7 +32,13 @@ from collections.abc import Sequence
 from concurrent.futures import Future
 from typing import TypeAlias, TypeVar
 
-from loom_protocol import LoomUsageError, StoreError
+from loom_protocol import (
+    MAX_TIMEOUT,
+    LoomUsageError,
+    StoreError,
+    check_int,
+    check_non_negative_number,
+)
 
 from ._host import RowRejectedError, WriterHost
 from ._rows import ResultRow
@@ -79,10 +85,8 @@ class StoreWriter:
     def __init__(self, store: WriterHost, *, max_batch: int = 2000) -> None:
         if not isinstance(store, WriterHost):
             raise LoomUsageError(f"StoreWriter needs a ResultStore, got {type(store).__name__}")
-        if isinstance(max_batch, bool) or not isinstance(max_batch, int) or max_batch < 1:
-            raise LoomUsageError(f"max_batch must be an int >= 1, got {max_batch!r}")
         self._store = store
-        self._max_batch = max_batch
+        self._max_batch = check_int("max_batch", max_batch, 1)
         self._lock = threading.Lock()
         self._has_work = threading.Condition(self._lock)
         self._progress = threading.Condition(self._lock)
@@ -183,9 +187,11 @@ class StoreWriter:
 
         Raises:
             StoreError: ``timeout`` seconds passed first.
-            LoomUsageError: called from the writer thread itself (it would wait forever).
+            LoomUsageError: called from the writer thread itself (it would wait forever), or a
+                ``timeout`` that is neither ``None`` nor a number of seconds in [0, 86400].
         """
         self._refuse_writer_thread("flush")
+        _check_wait(timeout)
         deadline = None if timeout is None else time.monotonic() + timeout
         with self._lock:
             target = self._submitted
@@ -204,7 +210,10 @@ class StoreWriter:
         Raises:
             StoreError: the queue was not drained within ``timeout`` seconds (the thread keeps
                 draining in the background).
+            LoomUsageError: a ``timeout`` that is neither ``None`` nor a number of seconds in
+                [0, 86400]; nothing is closed then.
         """
+        _check_wait(timeout)
         with self._lock:
             self._closing = True
             self._has_work.notify()
@@ -346,3 +355,9 @@ def _settle_on_loop(batch: list[tuple[asyncio.Future[None], StoreError | None]])
             future.set_result(None)
         else:
             future.set_exception(StoreError(str(exc)))
+
+
+def _check_wait(timeout: float | None) -> None:
+    # A wait of 0 only looks (as Thread.join(0) does); beyond a day, the lock's timer overflows.
+    if timeout is not None:
+        check_non_negative_number("timeout", timeout, " of seconds", MAX_TIMEOUT)

@@ -62,7 +62,7 @@ class FakeBackend:
 
     Attributes:
         api_key: As given; may be changed between calls.
-        timeout: As given; may be changed between calls.
+        timeout: As given, as a float; may be changed between calls (checked again).
     """
 
     #: The generation parameters it accepts: those of the OpenAI-compatible backend.
@@ -79,12 +79,21 @@ class FakeBackend:
         self.handler = handler
         self.api_key = api_key
         self._model = model
-        self.timeout = check_positive_number(
-            "FakeBackend: timeout", timeout, " of seconds", MAX_TIMEOUT
-        )
+        self.timeout = timeout
         self._lock = threading.Lock()
         self._records: list[RecordedRequest] = []
         self._serial = 0
+
+    @property
+    def timeout(self) -> float:
+        """Seconds allowed for one call; settable at any time, checked as at construction."""
+        return self._timeout
+
+    @timeout.setter
+    def timeout(self, timeout: float) -> None:
+        self._timeout = check_positive_number(
+            "FakeBackend: timeout", timeout, " of seconds", MAX_TIMEOUT
+        )
 
     @property
     def handler(self) -> Handler:

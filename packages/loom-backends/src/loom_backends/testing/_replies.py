@@ -10,7 +10,13 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from loom_protocol import LoomUsageError, redact_url
+from loom_protocol import (
+    LoomUsageError,
+    check_non_negative_number,
+    check_number,
+    is_int,
+    redact_url,
+)
 
 __all__ = [
     "FakeReply",
@@ -140,19 +146,13 @@ class FakeReply:
     usage: dict[str, int] | None = None
 
     def __post_init__(self) -> None:
-        if not isinstance(self.status, int) or not 100 <= self.status <= 599:
+        if not is_int(self.status) or not 100 <= self.status <= 599:
             raise LoomUsageError(f"FakeReply.status must be an HTTP status, got {self.status!r}")
-        if not isinstance(self.delay, int | float) or not self.delay >= 0:
-            raise LoomUsageError(f"FakeReply.delay must be >= 0 seconds, got {self.delay!r}")
+        check_non_negative_number("FakeReply.delay", self.delay, " of seconds")
         if self.content is not None and not isinstance(self.content, str):
             raise LoomUsageError(
                 f"FakeReply.content must be a str or None, got {type(self.content).__name__}"
             )
-
-
-def _rate(name: str, value: float) -> None:
-    if not isinstance(value, int | float) or not 0.0 <= value <= 1.0:
-        raise LoomUsageError(f"FaultPlan.{name} must be a probability in [0, 1], got {value!r}")
 
 
 @dataclass(frozen=True)
@@ -182,11 +182,13 @@ class FaultPlan:
 
     def __post_init__(self) -> None:
         for name in ("rate_429", "rate_500", "rate_503", "rate_broken_json", "rate_truncated"):
-            _rate(name, getattr(self, name))
+            check_number(f"FaultPlan.{name}", getattr(self, name), 0.0, 1.0)
         if self.rate_429 + self.rate_500 + self.rate_503 > 1.0 + 1e-9:
             raise LoomUsageError("FaultPlan: rate_429 + rate_500 + rate_503 must not exceed 1")
         low, high = self.retry_after
-        if not (math.isfinite(low) and math.isfinite(high) and 0 <= low <= high):
+        for bound in (low, high):
+            check_non_negative_number("FaultPlan.retry_after", bound, " of seconds")
+        if low > high:
             raise LoomUsageError(
                 f"FaultPlan.retry_after must be (low, high) with 0 <= low <= high, got "
                 f"{self.retry_after!r}"

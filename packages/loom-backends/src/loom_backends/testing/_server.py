@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import math
 import multiprocessing
 import pickle
 import threading
@@ -14,7 +13,7 @@ from typing import Any
 
 import httpx
 
-from loom_protocol import LoomUsageError
+from loom_protocol import LoomUsageError, check_int, check_non_negative_number
 
 from ._app import HOST, Config, Handler, ServerCore, child_main
 from ._replies import FaultPlan, RecordedRequest, default_handler
@@ -71,14 +70,9 @@ class FakeLLMServer:
                 f"FakeLLMServer: handler must be callable, got {type(handler).__name__}"
             )
         for name, value in (("latency", latency), ("jitter", jitter)):
-            if not isinstance(value, int | float) or not (0 <= value < math.inf):
-                raise LoomUsageError(f"FakeLLMServer: {name} must be >= 0 seconds, got {value!r}")
-        if rpm_limit is not None and (
-            isinstance(rpm_limit, bool) or not isinstance(rpm_limit, int) or rpm_limit < 1
-        ):
-            raise LoomUsageError(
-                f"FakeLLMServer: rpm_limit must be a positive int or None, got {rpm_limit!r}"
-            )
+            check_non_negative_number(f"FakeLLMServer: {name}", value, " of seconds")
+        if rpm_limit is not None:
+            check_int("FakeLLMServer: rpm_limit", rpm_limit, 1)
         if faults is not None and not isinstance(faults, FaultPlan):
             raise LoomUsageError(
                 f"FakeLLMServer: faults must be a FaultPlan, got {type(faults).__name__}"
