@@ -1,4 +1,4 @@
-"""OutputSpec (response_model handling, parsing, repair, storage) and split_reasoning."""
+"""The output specs (response_model handling, parsing, repair, storage) and split_reasoning."""
 
 from __future__ import annotations
 
@@ -10,7 +10,9 @@ from typing import Any, Generic, TypeVar
 import pytest
 from pydantic import BaseModel, RootModel, create_model
 
-from loom_core._output import OutputError, OutputSpec, split_reasoning
+from loom_core._extract import split_reasoning
+from loom_core._output import DictSpec, ModelSpec, OutputSpec, TextSpec
+from loom_core._output_errors import OutputError
 from loom_protocol import Error, ErrorCode, LoomUsageError
 
 
@@ -42,22 +44,30 @@ def error_of(spec: OutputSpec, content: str, *, repair: bool = True) -> Error:
 
 
 def test_text_kind() -> None:
-    assert TEXT.kind == "text"
-    assert TEXT.model is None
+    assert isinstance(TEXT, TextSpec)
+    assert TEXT.name == "text"
+    assert TEXT.data_type is str
+    assert not TEXT.expects_object
     assert TEXT.response_format is None
     assert TEXT.fingerprint_source == {"kind": "text", "schema": None}
 
 
 def test_dict_kind() -> None:
-    assert DICT.kind == "dict"
+    assert isinstance(DICT, DictSpec)
+    assert DICT.name == "dict"
+    assert DICT.data_type == dict[str, Any]
+    assert DICT.expects_object
     assert DICT.response_format == {"type": "json_object"}
     assert DICT.fingerprint_source == {"kind": "dict", "schema": None}
 
 
 def test_model_kind() -> None:
     schema = UserProfile.model_json_schema()
-    assert MODEL.kind == "model"
+    assert isinstance(MODEL, ModelSpec)
+    assert MODEL.name == "model"
     assert MODEL.model is UserProfile
+    assert MODEL.data_type is UserProfile
+    assert MODEL.expects_object
     assert MODEL.response_format == {
         "type": "json_schema",
         "json_schema": {"name": "UserProfile", "schema": schema, "strict": False},
@@ -112,6 +122,27 @@ class NoSchema(BaseModel):
 def test_unusable_response_model_is_a_usage_error(response_model: Any, expected: str) -> None:
     with pytest.raises(LoomUsageError, match=expected):
         OutputSpec.from_response_model(response_model)
+
+
+def test_reprs_name_the_spec() -> None:
+    assert repr(TEXT) == "TextSpec()"
+    assert repr(DICT) == "DictSpec()"
+    assert repr(MODEL) == "ModelSpec(UserProfile)"
+
+
+@pytest.mark.parametrize(
+    ("spec", "code"),
+    [
+        (TEXT, ErrorCode.VALIDATION_FAILED),
+        (DICT, ErrorCode.JSON_INVALID),
+        (MODEL, ErrorCode.JSON_INVALID),
+    ],
+)
+def test_a_cut_off_answer(spec: OutputSpec, code: ErrorCode) -> None:
+    error = spec.cut_off().error
+    assert error.code is code
+    assert error.message == "the answer was cut off at the token limit (finish_reason=length)"
+    assert "more concisely" in (error.detail or "")
 
 
 # --- parse: text --------------------------------------------------------------------------------
@@ -290,6 +321,7 @@ def test_many_validation_errors_are_counted_in_the_message() -> None:
 
 def test_root_model_accepts_an_array() -> None:
     spec = OutputSpec.from_response_model(RootModel[list[int]])
+    assert not spec.expects_object
     assert spec.parse("Numbers: [1, 2, 3]", repair=False).root == [1, 2, 3]
     assert spec.parse("[1, 2,", repair=True).root == [1, 2]
 
@@ -370,6 +402,14 @@ def test_feedback_for_a_dict_asks_for_one_object() -> None:
     text = DICT.feedback_message(error)
     assert "expected a JSON object, got an array" in text
     assert "ONLY one valid JSON object" in text
+
+
+def test_feedback_for_a_text_asks_again() -> None:
+    error = Error(code=ErrorCode.VALIDATION_FAILED, message="cut off", detail="too long")
+    assert TEXT.feedback_message(error) == (
+        "Your previous answer could not be used: cut off\n\nDetails:\ntoo long\n\n"
+        "Please answer again."
+    )
 
 
 def test_feedback_detail_is_trimmed() -> None:

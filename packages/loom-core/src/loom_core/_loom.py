@@ -218,7 +218,7 @@ class TaskLoom(Generic[T]):
         # Never a secret: the backend's repr and the store URL are masked.
         store = self._store.url if self._store is not None else os.fspath(self._store_target)
         return (
-            f"TaskLoom(model={self.config.model!r}, output={self._output.kind!r}, "
+            f"TaskLoom(model={self.config.model!r}, output={self._output.name!r}, "
             f"backend={self._backend!r}, store={redact_url(store)!r})"
         )
 
