@@ -87,10 +87,7 @@ class BackendCaller:
         estimate = estimate_tokens(request) if self.limiter.tpm is not None else 0
         limiter = self.limiter
         while True:
-            # acquire() is awaited only when the budget (or a pause) makes this call wait: one
-            # coroutine less per call (scripts/bench.py scenario "overhead").
-            if limiter.try_acquire(estimate) > 0.0:
-                await limiter.acquire(estimate)
+            await limiter.acquire(estimate)
             try:
                 async with asyncio.timeout(self._limit):
                     response = await self.backend.acomplete(request)
