@@ -1,4 +1,4 @@
-"""The output specs (response_model handling, parsing, repair, storage) and split_reasoning."""
+"""The output specs: response_model handling, parsing per kind, storage, cut-off and feedback."""
 
 from __future__ import annotations
 
