@@ -1,4 +1,4 @@
-"""OutputSpec (response_model handling, parsing, repair, storage) and split_reasoning."""
+"""The output specs: response_model handling, parsing per kind, storage, cut-off and feedback."""
 
 from __future__ import annotations
 
@@ -10,7 +10,8 @@ from typing import Any, Generic, TypeVar
 import pytest
 from pydantic import BaseModel, RootModel, create_model
 
-from loom_core._output import OutputError, OutputSpec, split_reasoning
+from loom_core._output import DictSpec, ModelSpec, OutputSpec, TextSpec
+from loom_core._output_errors import OutputError
 from loom_protocol import Error, ErrorCode, LoomUsageError
 
 
@@ -42,22 +43,30 @@ def error_of(spec: OutputSpec, content: str, *, repair: bool = True) -> Error:
 
 
 def test_text_kind() -> None:
-    assert TEXT.kind == "text"
-    assert TEXT.model is None
+    assert isinstance(TEXT, TextSpec)
+    assert TEXT.name == "text"
+    assert TEXT.data_type is str
+    assert not TEXT.expects_object
     assert TEXT.response_format is None
     assert TEXT.fingerprint_source == {"kind": "text", "schema": None}
 
 
 def test_dict_kind() -> None:
-    assert DICT.kind == "dict"
+    assert isinstance(DICT, DictSpec)
+    assert DICT.name == "dict"
+    assert DICT.data_type == dict[str, Any]
+    assert DICT.expects_object
     assert DICT.response_format == {"type": "json_object"}
     assert DICT.fingerprint_source == {"kind": "dict", "schema": None}
 
 
 def test_model_kind() -> None:
     schema = UserProfile.model_json_schema()
-    assert MODEL.kind == "model"
+    assert isinstance(MODEL, ModelSpec)
+    assert MODEL.name == "model"
     assert MODEL.model is UserProfile
+    assert MODEL.data_type is UserProfile
+    assert MODEL.expects_object
     assert MODEL.response_format == {
         "type": "json_schema",
         "json_schema": {"name": "UserProfile", "schema": schema, "strict": False},
@@ -114,150 +123,33 @@ def test_unusable_response_model_is_a_usage_error(response_model: Any, expected:
         OutputSpec.from_response_model(response_model)
 
 
+def test_reprs_name_the_spec() -> None:
+    assert repr(TEXT) == "TextSpec()"
+    assert repr(DICT) == "DictSpec()"
+    assert repr(MODEL) == "ModelSpec(UserProfile)"
+
+
+@pytest.mark.parametrize(
+    ("spec", "code"),
+    [
+        (TEXT, ErrorCode.VALIDATION_FAILED),
+        (DICT, ErrorCode.JSON_INVALID),
+        (MODEL, ErrorCode.JSON_INVALID),
+    ],
+)
+def test_a_cut_off_answer(spec: OutputSpec, code: ErrorCode) -> None:
+    error = spec.cut_off().error
+    assert error.code is code
+    assert error.message == "the answer was cut off at the token limit (finish_reason=length)"
+    assert "more concisely" in (error.detail or "")
+
+
 # --- parse: text --------------------------------------------------------------------------------
 
 
 def test_text_is_stripped_and_never_parsed() -> None:
     assert TEXT.parse("  Hello {not json\n", repair=False) == "Hello {not json"
     assert TEXT.parse("", repair=True) == ""
-
-
-# --- parse: dict --------------------------------------------------------------------------------
-
-
-@pytest.mark.parametrize(
-    "content",
-    [
-        '{"a": 1, "b": "x"}',
-        '  \n{"a": 1, "b": "x"}\n',
-        '```json\n{"a": 1, "b": "x"}\n```',
-        '```JSON\n{"a": 1, "b": "x"}```',
-        '```\n{"a": 1, "b": "x"}\n```',
-        '```{"a": 1, "b": "x"}```',
-        'Sure! Here is the result:\n```json\n{"a": 1, "b": "x"}\n```\nAnything else?',
-        'Here it is: {"a": 1, "b": "x"} -- hope that helps.',
-        '[note] the object is {"a": 1, "b": "x"}',
-    ],
-)
-def test_dict_from_plain_fenced_or_embedded_json(content: str) -> None:
-    assert DICT.parse(content, repair=False) == {"a": 1, "b": "x"}
-
-
-def test_brackets_inside_strings_do_not_end_the_object() -> None:
-    content = 'Result: {"a": "x} ] {", "b": "quote \\" }"} done'
-    assert DICT.parse(content, repair=False) == {"a": "x} ] {", "b": 'quote " }'}
-
-
-def test_valid_json_with_backticks_inside_is_not_unfenced() -> None:
-    content = '{"code": "```python\\nprint(1)\\n```"}'
-    assert DICT.parse(content, repair=False) == {"code": "```python\nprint(1)\n```"}
-
-
-@pytest.mark.parametrize(
-    ("content", "expected"),
-    [
-        ('{"a": 1, "b": [1, 2,],}', {"a": 1, "b": [1, 2]}),  # trailing commas
-        ("{'a': 'x', 'b': 'y z'}", {"a": "x", "b": "y z"}),  # single quotes
-        ("{a: 1, b: 'x'}", {"a": 1, "b": "x"}),  # unquoted keys
-        ('```json\n{"a": 1, "b": [1, 2,],}\n```', {"a": 1, "b": [1, 2]}),
-        ('Answer: {"a": 1,} thanks', {"a": 1}),
-    ],
-)
-def test_dirty_json_is_repaired(content: str, expected: dict[str, Any]) -> None:
-    assert DICT.parse(content, repair=True) == expected
-
-
-def test_single_quotes_repaired() -> None:
-    assert DICT.parse("{'name': 'Bob', 'skills': ['py']}", repair=True) == {
-        "name": "Bob",
-        "skills": ["py"],
-    }
-
-
-@pytest.mark.parametrize(
-    "content",
-    [
-        '{"name": "Ann", "skills": ["Python", "SQ',
-        '```json\n{"name": "Ann", "skills": ["Python", "SQ',
-        'Here you go: {"name": "Ann", "skills": ["Python", "SQ',
-    ],
-)
-def test_truncated_json_is_repaired_when_allowed(content: str) -> None:
-    assert MODEL.parse(content, repair=True) == UserProfile(name="Ann", skills=["Python", "SQ"])
-    error = error_of(MODEL, content, repair=False)
-    assert error.code is ErrorCode.JSON_INVALID
-    assert "JSON repair is disabled" in (error.detail or "")
-
-
-@pytest.mark.parametrize(
-    "content",
-    [
-        '{"a": 1,}',
-        "{'a': 1}",
-        "{a: 1}",
-        '{"a": 1',
-    ],
-)
-def test_repair_false_rejects_dirty_json(content: str) -> None:
-    error = error_of(DICT, content, repair=False)
-    assert error.code is ErrorCode.JSON_INVALID
-    assert error.message.startswith("the answer is not valid JSON (")
-    assert error.detail is not None
-    assert error.detail.startswith("json.loads: ")
-
-
-@pytest.mark.parametrize(
-    "content",
-    [
-        '[{"a": 1}, {"a": 2}]',
-        'The results: [{"a": 1}, {"a": 2}]',
-        '```json\n[{"a": 1}]\n```',
-    ],
-)
-def test_top_level_array_is_an_error_not_its_first_element(content: str) -> None:
-    for repair in (True, False):
-        error = error_of(DICT, content, repair=repair)
-        assert error.code is ErrorCode.VALIDATION_FAILED
-        assert error.message == "expected a JSON object, got an array"
-        error = error_of(MODEL, content, repair=repair)
-        assert error.message == "expected a JSON object, got an array"
-
-
-@pytest.mark.parametrize(
-    ("content", "kind"),
-    [("null", "null"), ("42", "a number"), ('"hello"', "a string"), ("true", "a boolean")],
-)
-def test_non_object_json_is_a_validation_error(content: str, kind: str) -> None:
-    error = error_of(DICT, content)
-    assert error.code is ErrorCode.VALIDATION_FAILED
-    assert error.message == f"expected a JSON object, got {kind}"
-
-
-@pytest.mark.parametrize("content", ["", "   \n "])
-def test_empty_answer_is_json_invalid(content: str) -> None:
-    error = error_of(DICT, content)
-    assert error.code is ErrorCode.JSON_INVALID
-    assert error.message == "the answer is empty"
-
-
-def test_prose_without_json_is_json_invalid_even_with_repair() -> None:
-    error = error_of(DICT, "I am sorry, I cannot help with that.", repair=True)
-    assert error.code is ErrorCode.JSON_INVALID
-    assert error.message == "the answer contains no JSON object or array"
-    assert "I am sorry" in (error.detail or "")
-
-
-def test_repair_that_yields_nothing_is_json_invalid() -> None:
-    # json_repair reads this garbage as an empty object, which is not an answer.
-    error = error_of(DICT, "Result: {:::}", repair=True)
-    assert error.code is ErrorCode.JSON_INVALID
-    assert "json_repair could not recover a JSON object or array" in (error.detail or "")
-
-
-def test_nan_is_not_json() -> None:
-    error = error_of(DICT, '{"a": NaN}', repair=False)
-    assert error.code is ErrorCode.JSON_INVALID
-    assert "NaN" in error.message
 
 
 # --- parse: model -------------------------------------------------------------------------------
@@ -290,6 +182,7 @@ def test_many_validation_errors_are_counted_in_the_message() -> None:
 
 def test_root_model_accepts_an_array() -> None:
     spec = OutputSpec.from_response_model(RootModel[list[int]])
+    assert not spec.expects_object
     assert spec.parse("Numbers: [1, 2, 3]", repair=False).root == [1, 2, 3]
     assert spec.parse("[1, 2,", repair=True).root == [1, 2]
 
@@ -372,6 +265,14 @@ def test_feedback_for_a_dict_asks_for_one_object() -> None:
     assert "ONLY one valid JSON object" in text
 
 
+def test_feedback_for_a_text_asks_again() -> None:
+    error = Error(code=ErrorCode.VALIDATION_FAILED, message="cut off", detail="too long")
+    assert TEXT.feedback_message(error) == (
+        "Your previous answer could not be used: cut off\n\nDetails:\ntoo long\n\n"
+        "Please answer again."
+    )
+
+
 def test_feedback_detail_is_trimmed() -> None:
     error = Error(code=ErrorCode.JSON_INVALID, message="bad", detail="x" * 10_000)
     text = DICT.feedback_message(error)
@@ -379,54 +280,6 @@ def test_feedback_detail_is_trimmed() -> None:
     assert "x" * 2001 not in text
     assert "[8000 more chars]" in text
     assert len(text) < 2300
-
-
-# --- split_reasoning ----------------------------------------------------------------------------
-
-
-def test_no_think_block() -> None:
-    assert split_reasoning('{"a": 1}') == ('{"a": 1}', None)
-    assert split_reasoning(None) == ("", None)
-    assert split_reasoning(None, "backend thoughts") == ("", "backend thoughts")
-
-
-def test_closed_think_block_is_removed() -> None:
-    content = '\n  <think>\n  Let me think.\n</think>\n\n{"a": 1}'
-    assert split_reasoning(content) == ('{"a": 1}', "Let me think.")
-
-
-def test_thinking_tag_variant() -> None:
-    assert split_reasoning("<thinking>hmm</thinking>Answer") == ("Answer", "hmm")
-
-
-def test_unclosed_think_block_means_no_answer() -> None:
-    assert split_reasoning("<think>I was cut off while reas") == ("", "I was cut off while reas")
-
-
-def test_think_tag_later_in_the_text_is_kept() -> None:
-    content = "The tag <think>x</think> is used by some models."
-    assert split_reasoning(content) == (content, None)
-
-
-def test_backend_reasoning_comes_first() -> None:
-    content = "<think>from the tag</think>answer"
-    assert split_reasoning(content, "from the backend\n") == (
-        "answer",
-        "from the backend\n\nfrom the tag",
-    )
-
-
-def test_empty_think_block_gives_no_reasoning() -> None:
-    assert split_reasoning("<think>\n\n</think>\nanswer") == ("answer", None)
-    assert split_reasoning("answer", "   ") == ("answer", None)
-
-
-@pytest.mark.parametrize("text", ['{"a": 1e999}', '{"a": [1, -1e999],}', "{'a': 1e400}"])
-def test_numbers_out_of_range_are_not_repaired_into_infinities(text: str) -> None:
-    # json.loads refuses them (our parse_float hook); json_repair would read them as inf,
-    # which would break every strict JSON consumer of the result (SSE, the store).
-    error = error_of(DICT, text, repair=True)
-    assert error.code is ErrorCode.JSON_INVALID
 
 
 def test_a_model_float_given_the_string_nan_is_refused() -> None:

@@ -85,7 +85,7 @@ def test_tpm_and_timeout_reach_the_loom(tmp_path: Path) -> None:
     loom = build_loom(args, "x", None)
     try:
         assert loom._engine.limiter.tpm == 1234
-        assert loom._engine.runner.timeout == 7.5
+        assert loom._engine.runner.caller.timeout == 7.5
     finally:
         loom.close()
 

@@ -14,7 +14,7 @@ from collections.abc import AsyncIterable, Iterable, Sized
 from dataclasses import dataclass
 from typing import Any
 
-from loom_protocol import LoomUsageError, check_int
+from loom_protocol import LoomUsageError, check_int, check_non_empty_string
 
 from ._inputs import records_of
 
@@ -90,8 +90,8 @@ def batch_call(
         LoomUsageError: a bad ``task_name`` or ``max_workers``, or inputs that are not an
             iterable of inputs (a single string or dict, a number).
     """
-    if task_name is not None and (not isinstance(task_name, str) or not task_name):
-        raise LoomUsageError(f"task_name must be a non-empty string or None, got {task_name!r}")
+    if task_name is not None:
+        check_non_empty_string("task_name", task_name)
     check_int("max_workers", max_workers, 1)
     sequence = records_of(sequence)  # a DataFrame: its rows, not its column names
     if isinstance(sequence, str | bytes | dict):

@@ -141,7 +141,7 @@ class TaskLoom(Generic[T]):
     def __repr__(self) -> str:
         # Never a secret: the backend's repr and the store URL are masked.
         return (
-            f"TaskLoom(model={self.config.model!r}, output={self._engine.output.kind!r}, "
+            f"TaskLoom(model={self.config.model!r}, output={self._engine.output.name!r}, "
             f"backend={self._engine.backend!r}, store={redact_url(self._session.url)!r})"
         )
 

@@ -102,7 +102,7 @@ class ResultCache:
         self.task_name = task_name
         self.config_fp = config_fp
         self.output = output
-        data_type: Any = {"text": str, "dict": dict[str, Any]}.get(output.kind, output.model)
+        data_type: Any = output.data_type
         # The elements of ResultStore.get_hits (CachedHit), validated in one pass. Usage is
         # read as its plain counts (its model validator, a Python call per hit, only fills a
         # total the engine always stores) and built by the trusted constructor. Only keys go
