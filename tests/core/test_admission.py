@@ -227,7 +227,7 @@ def test_process_of_a_hostile_input_returns_a_result(
 
 
 def test_a_jsonl_line_nested_thousands_deep_is_one_bad_record() -> None:
-    from loom_core._cli_io import _parse_jsonl_line
+    from loom_core._cli.inputs import _parse_jsonl_line
 
     line = b'{"text": ' + b"[" * 100_000 + b"]" * 100_000 + b"}\n"
     bad = _parse_jsonl_line(line, 7)

@@ -7,7 +7,7 @@ import inspect
 import loom_backends
 from loom_backends import AnthropicBackend, OpenAIChatBackend, resolve_backend
 from loom_core import TaskLoom
-from loom_core._cli_args import build_parser
+from loom_core._cli import build_parser
 from loom_core._defaults import DEFAULT_DB
 
 

@@ -14,7 +14,7 @@ import pytest
 from loom_backends.testing import FakeLLMServer, FakeReply, RecordedRequest
 from loom_core import TaskLoom
 from loom_core._cli import build_parser, main
-from loom_core._cli_setup import build_loom
+from loom_core._cli.run_setup import build_loom
 from loom_core._defaults import DEFAULT_MAX_WORKERS
 
 from .conftest import CliRunner, read_jsonl, sensible_answer, write_jsonl
@@ -50,6 +50,36 @@ def test_bad_numbers_are_usage_errors(
     assert status == 2
     assert f"argument {option}: expected a" in err and "number > 0" in err
     assert "Traceback" not in err
+
+
+@pytest.mark.parametrize(
+    ("option", "value", "message"),
+    [
+        ("--workers", "0", "expected a whole number >= 1, got 0"),
+        ("--workers", " -3", "expected a whole number >= 1, got -3"),
+        ("--workers", "True", "expected a whole number >= 1, got 'True'"),
+        ("--workers", "1.5", "expected a whole number >= 1, got '1.5'"),
+        ("--max-tokens", "0", "expected a whole number >= 1, got 0"),
+        ("--max-retries", "-1", "expected a whole number >= 0, got -1"),
+        ("--rpm", "abc", "expected a number > 0, got 'abc'"),
+        ("--rpm", "nan", "expected a finite number > 0, got 'nan'"),
+        ("--tpm", "-5", "expected a finite number > 0, got '-5'"),
+    ],
+)
+def test_whole_numbers_and_positive_numbers_name_what_they_expect(
+    capsys: pytest.CaptureFixture[str], option: str, value: str, message: str
+) -> None:
+    status = main(["run", "in.jsonl", "--model", "m", "-t", "x", f"{option}={value}"])
+    assert status == 2
+    assert f"argument {option}" in (err := capsys.readouterr().err) and message in err
+
+
+def test_whole_numbers_and_positive_numbers_are_typed() -> None:
+    args = build_parser().parse_args(
+        ["run", "in.jsonl", "-m", "m", "-t", "x", "-w", "7", "--max-retries", "0", "--rpm", "60"]
+    )
+    assert (args.workers, args.max_retries, args.rpm) == (7, 0, 60.0)
+    assert type(args.workers) is int and type(args.rpm) is float
 
 
 def test_a_temperature_that_is_no_number_is_a_usage_error(

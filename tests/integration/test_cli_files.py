@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from loom_backends.testing import FakeLLMServer
-from loom_core._cli_files import AtomicOutput, check_not_an_input, store_file
+from loom_core._cli.files import AtomicOutput, check_not_an_input, store_file
 from loom_store import ResultStore
 
 from .conftest import CliRunner, cli_env, read_jsonl, sensible_answer, write_jsonl

@@ -1,4 +1,5 @@
-"""TaskResult.to_record and BatchResult.to_records/to_pandas with the input's columns."""
+"""TaskResult.to_record and BatchResult.to_records/to_pandas with the input's columns, and
+record_columns, the header of a table of those records."""
 
 from __future__ import annotations
 
@@ -7,7 +8,7 @@ from typing import Any
 import pytest
 from pydantic import BaseModel
 
-from loom_protocol import BatchResult, Error, ErrorCode, TaskResult, data_column
+from loom_protocol import BatchResult, Error, ErrorCode, TaskResult, data_column, record_columns
 
 
 class Answer(BaseModel):
@@ -74,3 +75,26 @@ def test_to_pandas_with_the_input() -> None:
     frame = _batch().to_pandas(include_input=True)
     assert list(frame["input.text"]) == ["I like it", "meh", "x"]
     assert "input.text" not in _batch().to_pandas().columns
+
+
+META = ["task_id", "is_success", "cached", "error_code", "error", "attempts"]
+
+
+def test_record_columns_name_every_records_columns_in_record_order() -> None:
+    columns = record_columns(["text", "lang"], ["label", "input.text", "error", "data"])
+    assert columns == [
+        *META, "input.text", "input.lang", "label", "data.input.text", "data.error", "data",
+    ]  # fmt: skip
+    for record in _batch().to_records(include_input=True):
+        assert [column for column in columns if column in record] == list(record)
+    for record in _batch().to_records():
+        assert set(record) <= set(record_columns(None, ["label", "input.text", "error", "data"]))
+
+
+def test_record_columns_defaults_and_a_key_renamed_onto_another() -> None:
+    assert record_columns() == [*META, "data"]  # data kept whole: one column
+    assert record_columns([], []) == META
+    # `index` is written `data.index`: a data key spelled so is the same column, once.
+    assert record_columns(None, ["index", "data.index", "name"]) == [*META, "data.index", "name"]
+    result = TaskResult[Answer](task_id="t", is_success=True, data=Answer(index=1, label="a"))
+    assert list(result.to_record()) == record_columns(None, Answer.model_fields)

@@ -35,6 +35,7 @@ from ._fingerprint import (
     canonicalize,
     fingerprint,
 )
+from ._records import data_column, record_columns
 from ._redact import (
     MASK,
     is_secret_name,
@@ -43,7 +44,7 @@ from ._redact import (
     redact_url,
     redact_value,
 )
-from ._results import BatchResult, BatchSummary, SummaryCounter, TaskResult, data_column
+from ._results import BatchResult, BatchSummary, SummaryCounter, TaskResult
 from ._version import PROTOCOL_VERSION
 
 __version__ = "0.2.0"
@@ -92,6 +93,7 @@ __all__ = [
     "is_number",
     "is_secret_name",
     "parse_stream_event",
+    "record_columns",
     "redact_headers",
     "redact_text",
     "redact_url",

@@ -18,11 +18,12 @@ from pydantic import (
 
 from ._chat import Usage
 from ._errors import Error
+from ._records import flat_record
 
 if TYPE_CHECKING:
     import pandas as pd
 
-__all__ = ["BatchResult", "BatchSummary", "SummaryCounter", "TaskResult", "data_column"]
+__all__ = ["BatchResult", "BatchSummary", "SummaryCounter", "TaskResult"]
 
 T = TypeVar("T")
 
@@ -36,25 +37,6 @@ def _finite(value: Any) -> Any:
     if isinstance(value, list | tuple):
         return [_finite(item) for item in value]
     return value
-
-
-# Columns of to_records() that describe the task rather than its data.
-_META_COLUMNS = ("task_id", "is_success", "cached", "error_code", "error", "attempts")
-
-#: The prefix of the input's columns in a flat record (``include_input=True``).
-INPUT_PREFIX = "input."
-
-
-def data_column(key: str) -> str:
-    """The flat-record column of the data key ``key``.
-
-    A key that is also a meta column (``task_id``, ``error``...) or that starts with
-    ``input.`` would collide with a column of its own record: it is written ``data.<key>``.
-    The rule depends on the key only, so a header fixed in advance names the same columns.
-    """
-    if key in _META_COLUMNS or key.startswith(INPUT_PREFIX) or key == "index":
-        return f"data.{key}"
-    return key
 
 
 class TaskResult(BaseModel, Generic[T]):
@@ -109,27 +91,7 @@ class TaskResult(BaseModel, Generic[T]):
             flatten_data: ``False`` keeps the data whole, in the one column ``data`` (for a
                 table whose header is fixed before the answers are known).
         """
-        error = self.error
-        record: dict[str, Any] = {
-            "task_id": self.task_id,
-            "is_success": self.is_success,
-            "cached": self.cached,
-            "error_code": error.code.value if error is not None else None,
-            "error": error.message if error is not None else None,
-            "attempts": self.attempts,
-        }
-        if include_input:
-            for key, value in self.input_data.items():
-                record[f"{INPUT_PREFIX}{key}"] = value
-        data = self.data
-        if data is None:
-            return record
-        if not flatten_data:
-            record["data"] = data.model_dump(mode="json") if isinstance(data, BaseModel) else data
-            return record
-        for key, value in _flatten_data(data).items():
-            record[data_column(key)] = value
-        return record
+        return flat_record(self, include_input=include_input, flatten_data=flatten_data)
 
     @model_validator(mode="after")
     def _success_xor_error(self) -> TaskResult[T]:
@@ -251,16 +213,6 @@ class SummaryCounter:
             total_tokens=self.total_tokens,
             elapsed_s=max(elapsed_s, 0.0),
         )
-
-
-def _flatten_data(data: Any) -> dict[str, Any]:
-    if data is None:
-        return {}
-    if isinstance(data, BaseModel):
-        return data.model_dump(mode="json")
-    if isinstance(data, dict):
-        return dict(data)
-    return {"data": data}
 
 
 class BatchResult(BaseModel, Generic[T]):

@@ -15,14 +15,14 @@ from typing import Any
 
 from pydantic import BaseModel
 
+from loom_core._loom import TaskLoom
+from loom_core._render import PromptTemplate, TemplateRenderError
+from loom_core._task import prepare_input
 from loom_protocol import LoomUsageError, StoreError
 
-from ._cli_files import check_not_an_input, store_file
-from ._cli_io import InputSource
-from ._cli_store import CliUsageError
-from ._loom import TaskLoom
-from ._render import PromptTemplate, TemplateRenderError
-from ._task import prepare_input
+from .command import CliUsageError
+from .files import check_not_an_input, store_file
+from .inputs import InputSource
 
 __all__ = [
     "build_loom",
@@ -111,13 +111,12 @@ def _api_key(args: argparse.Namespace) -> str | None:
 
 def build_loom(args: argparse.Namespace, template: str, response_model: Any) -> TaskLoom[Any]:
     """The loom of ``loom run``'s arguments (misuse is a :class:`CliUsageError`)."""
-    llm_kwargs: dict[str, Any] = {}
-    if args.temperature is not None:
-        llm_kwargs["temperature"] = args.temperature
-    if args.max_tokens is not None:
-        llm_kwargs["max_tokens"] = args.max_tokens
-    if args.timeout is not None:
-        llm_kwargs["timeout"] = args.timeout
+    # Only the options given: the loom's own defaults stand for the others.
+    llm_kwargs: dict[str, Any] = {
+        name: getattr(args, name)
+        for name in ("temperature", "max_tokens", "timeout")
+        if getattr(args, name) is not None
+    }
     try:
         return TaskLoom(
             args.model,

@@ -1,4 +1,4 @@
-"""The CLI's output files: never one of the inputs, and replaced only once complete.
+"""The CLI's files: their format, and outputs that are never an input and replaced once complete.
 
 Every output file is written to a temporary file in the target's folder and renamed over the
 target at the end (``fsync`` first, then ``os.replace``, then the folder is synced), so a crash,
@@ -17,13 +17,34 @@ import stat
 import tempfile
 from collections.abc import Iterable
 from pathlib import Path
-from typing import IO
+from typing import IO, Literal
 
-__all__ = ["AtomicOutput", "check_not_an_input", "store_file"]
+__all__ = ["AtomicOutput", "Format", "check_not_an_input", "file_format", "store_file"]
+
+#: The formats of inputs and outputs.
+Format = Literal["jsonl", "csv"]
 
 _TMP_SUFFIX = ".loom-tmp"
 #: What follows ``.<target name>.`` in a temporary file's name: ``<pid>.<random>.loom-tmp``.
 _STALE = re.compile(r"^(\d+)\.[a-z0-9_]+\.loom-tmp$")
+
+
+def file_format(path: str, *, role: str) -> Format:
+    """The format of ``path`` from its extension (``-`` is JSONL on stdin or stdout).
+
+    Raises:
+        ValueError: The extension is neither ``.jsonl`` nor ``.csv`` (the message names ``role``).
+    """
+    if path == "-":
+        return "jsonl"
+    suffix = Path(path).suffix.lower()
+    if suffix in (".jsonl", ".ndjson"):
+        return "jsonl"
+    if suffix == ".csv":
+        return "csv"
+    raise ValueError(
+        f"{role} {path!r} must end in .jsonl (or .ndjson) or .csv, got {suffix or 'no extension'!r}"
+    )
 
 
 def store_file(db: str) -> str | None:

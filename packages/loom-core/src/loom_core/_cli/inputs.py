@@ -1,4 +1,4 @@
-"""The CLI's files: inputs read lazily from JSONL or CSV, results written one row each.
+"""The CLI's inputs: records read lazily from a JSONL or CSV file, bad ones set aside.
 
 An input file is never loaded whole: :class:`InputSource` yields one record at a time to the
 engine (which pulls from the loom's loop thread). A record that cannot be an input (a JSONL
@@ -16,54 +16,20 @@ import json
 import queue
 import threading
 from collections.abc import Iterator
-from pathlib import Path
-from typing import IO, Any, Literal
+from typing import IO, Any
 
-from pydantic import BaseModel
+from loom_protocol import Error, ErrorCode, TaskResult, fingerprint
 
-from loom_protocol import Error, ErrorCode, TaskResult, data_column, fingerprint
+from .files import Format, file_format
+from .writers import compact_json
 
-__all__ = [
-    "META_COLUMNS",
-    "BadRecord",
-    "CsvResultWriter",
-    "InputReadError",
-    "InputSource",
-    "JsonlResultWriter",
-    "ResultWriter",
-    "file_format",
-    "json_cell",
-]
-
-Format = Literal["jsonl", "csv"]
-
-#: The columns that describe a task rather than its data (``TaskResult.to_record`` order).
-META_COLUMNS = ("index", "task_id", "is_success", "cached", "error_code", "error", "attempts")
+__all__ = ["BadRecord", "InputReadError", "InputSource"]
 
 _MAX_RAW_SHOWN = 500
-_dumps = json.JSONEncoder(ensure_ascii=False, separators=(",", ":")).encode
 
 
 class InputReadError(Exception):
     """The input file cannot be read any further (I/O error, bytes that are not UTF-8 in a CSV)."""
-
-
-def file_format(path: str, *, role: str) -> Format:
-    """The format of ``path`` from its extension (``-`` is JSONL on stdin or stdout).
-
-    Raises:
-        ValueError: The extension is neither ``.jsonl`` nor ``.csv`` (the message names ``role``).
-    """
-    if path == "-":
-        return "jsonl"
-    suffix = Path(path).suffix.lower()
-    if suffix in (".jsonl", ".ndjson"):
-        return "jsonl"
-    if suffix == ".csv":
-        return "csv"
-    raise ValueError(
-        f"{role} {path!r} must end in .jsonl (or .ndjson) or .csv, got {suffix or 'no extension'!r}"
-    )
 
 
 def _reject_constant(name: str) -> Any:
@@ -299,7 +265,9 @@ class BadRecord:
     def __init__(self, line: int, reason: str, raw: Any) -> None:
         self.line = line
         self.reason = reason
-        self.raw = raw if isinstance(raw, str) else _dumps({str(k): v for k, v in raw.items()})
+        self.raw = (
+            raw if isinstance(raw, str) else compact_json({str(k): v for k, v in raw.items()})
+        )
 
     def result(self) -> TaskResult[Any]:
         """The failed ``input_invalid`` result that stands for this record."""
@@ -310,102 +278,3 @@ class BadRecord:
             error=Error(code=ErrorCode.INPUT_INVALID, message=f"line {self.line}: {self.reason}"),
             input_data={"line": self.line, "raw": shown},
         )
-
-
-def json_cell(value: Any) -> Any:
-    """A CSV cell: scalars as they are, lists and objects as compact JSON text."""
-    if isinstance(value, dict | list | tuple):
-        return _dumps(value)
-    return value
-
-
-class ResultWriter:
-    """Writes one row per result.
-
-    Args:
-        file: The text stream.
-        flush_each: Flush after every row (for stdout, read by a pipe as rows come).
-    """
-
-    def __init__(self, file: IO[str], *, flush_each: bool = False) -> None:
-        self._file = file
-        self._flush_each = flush_each
-        self.written = 0
-
-    def write(self, index: int, result: TaskResult[Any]) -> None:
-        """Write ``result`` of the input at ``index``."""
-        self._write(index, result)
-        if self._flush_each:
-            self._file.flush()
-        self.written += 1
-
-    def _write(self, index: int, result: TaskResult[Any]) -> None:
-        raise NotImplementedError
-
-
-class JsonlResultWriter(ResultWriter):
-    """One JSON object per line: ``{"index": i, ...TaskResult.model_dump(mode="json")}``.
-
-    The line always holds the input as ``input_data``.
-    """
-
-    def _write(self, index: int, result: TaskResult[Any]) -> None:
-        self._file.write(_dumps({"index": index, **result.model_dump(mode="json")}) + "\n")
-
-
-class CsvResultWriter(ResultWriter):
-    """The flat records of ``TaskResult.to_record`` plus ``index``, under a fixed header.
-
-    A stream cannot grow its header, so the columns are fixed up front: the input's columns
-    (``input.<key>``) when ``input_columns`` is given, then the data: a pydantic model's
-    fields; for text and for dicts (whose keys are unknown until the answers come) one column
-    ``data`` (dicts as JSON text). Lists and nested objects in a cell are JSON text. Input keys
-    outside the header are counted in :attr:`dropped_keys`.
-
-    Args:
-        file: The text stream (opened with ``newline=""``).
-        model: The response model, or ``None``.
-        input_columns: The input keys to write as columns, or ``None`` for none.
-        flush_each: Flush after every row.
-    """
-
-    def __init__(
-        self,
-        file: IO[str],
-        model: type[BaseModel] | None,
-        input_columns: list[str] | None = None,
-        *,
-        flush_each: bool = False,
-    ) -> None:
-        super().__init__(file, flush_each=flush_each)
-        self._model = model
-        self._include_input = input_columns is not None
-        self._input_columns = [f"input.{key}" for key in input_columns or ()]
-        self._known_input = set(self._input_columns)
-        self.dropped_keys: set[str] = set()
-        data_columns = (
-            [data_column(name) for name in model.model_fields] if model is not None else ["data"]
-        )
-        self._csv = csv.DictWriter(
-            file,
-            [*META_COLUMNS, *self._input_columns, *data_columns],
-            extrasaction="ignore",
-        )
-        self._csv.writeheader()
-        if flush_each:
-            file.flush()
-
-    def _write(self, index: int, result: TaskResult[Any]) -> None:
-        record = result.to_record(
-            include_input=self._include_input, flatten_data=self._model is not None
-        )
-        row = {"index": index}
-        for key, value in record.items():
-            row[key] = json_cell(value)
-        if self._include_input and not (
-            result.error is not None and result.error.code is ErrorCode.INPUT_INVALID
-        ):
-            for key in result.input_data:
-                if f"input.{key}" not in self._known_input:
-                    self.dropped_keys.add(str(key))
-        self._csv.writerow(row)
