@@ -21,7 +21,7 @@ from loom_backends import (
     OPENAI_BASE_URL_ENV,
 )
 from loom_core._defaults import DEFAULT_MAX_WORKERS
-from loom_protocol import BatchErrorEvent, LoomUsageError, StoreError, TaskResultEvent
+from loom_protocol import BatchErrorEvent, LoomUsageError, TaskResultEvent
 
 from .args import add_db_argument, non_negative_int, number, positive_float, positive_int
 from .command import EXIT_INTERRUPTED, CliUsageError, Console, Subcommands
@@ -182,26 +182,27 @@ def run(args: argparse.Namespace, console: Console) -> int:
     try:
         output = RunOutput(args, source, schema, stdout)
         progress = Progress(source.count(), not args.no_progress, stderr)
-        with warnings.catch_warnings(record=True) as caught:
-            warnings.simplefilter("always")
-            try:
-                events = loom.stream_events(
-                    source.records(), task_name=task_name, max_workers=args.workers, ordered=True
-                )
-            except LoomUsageError as exc:
-                raise CliUsageError(str(exc)) from None
-            except StoreError as exc:
-                # Before anything was sent: --db names a store that cannot be opened.
-                raise CliUsageError(f"the result store cannot be used: {exc}") from None
-        for warning in caught:
-            stderr.write(f"loom: warning: {warning.message}\n")
+        try:
+            events = loom.stream_events(
+                source.records(), task_name=task_name, max_workers=args.workers, ordered=True
+            )
+        except LoomUsageError as exc:
+            raise CliUsageError(str(exc)) from None
         merger = InOrder(source, output, progress)
         try:
-            for event in events:
-                if isinstance(event, TaskResultEvent):
-                    merger.emit(source.record_index(event.index), event.result)
-                elif isinstance(event, BatchErrorEvent):
-                    batch_error = event
+            # The loom warns (a task name holding results of other configurations) when the
+            # batch opens its store, before the first result: shown on stderr as it comes.
+            with warnings.catch_warnings(record=True) as caught:
+                warnings.simplefilter("always")
+                for event in events:
+                    if caught:
+                        for warning in caught:
+                            stderr.write(f"loom: warning: {warning.message}\n")
+                        caught.clear()
+                    if isinstance(event, TaskResultEvent):
+                        merger.emit(source.record_index(event.index), event.result)
+                    elif isinstance(event, BatchErrorEvent):
+                        batch_error = event
             merger.emit_rest()
         except KeyboardInterrupt:
             stopped = True
