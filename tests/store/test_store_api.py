@@ -143,6 +143,29 @@ def test_put_many_same_key_twice_last_wins(store: ResultStore, make_row: MakeRow
     assert store.stats("task").total == 2
 
 
+@pytest.mark.parametrize("count", [1, 7, 8, 9, 63, 64, 65, 75, 200])
+def test_put_many_writes_every_row_of_a_large_batch(
+    store: ResultStore, make_row: MakeRow, count: int
+) -> None:
+    # SQLite writes a batch as statements of 64, 8 and 1 rows: every size and remainder.
+    ids = [f"id-{i:04d}" for i in range(count)]
+    store.put_many([make_row(i, status="failed") for i in ids[::3]])  # some rows exist
+    store.put_many([make_row(ids[1], data='{"kept": true}')] if count > 1 else [])
+    batch = [
+        make_row(i, status="failed" if n % 5 == 1 else "succeeded", attempts=n, latency_ms=n / 7)
+        for n, i in enumerate(ids)
+    ]
+    store.put_many(batch)
+
+    stored = {row.task_id: row for row in store.iter_results("task")}
+    assert stored.keys() == set(ids)
+    for n, i in enumerate(ids):
+        expected = batch[n]
+        if n == 1 and count > 1:  # a failure never replaces a success
+            expected = make_row(i, data='{"kept": true}')
+        assert _bare(stored[i]) == expected, i
+
+
 def test_iter_results_pages_by_keyset(
     store: ResultStore, make_row: MakeRow, statements: StatementLog
 ) -> None:

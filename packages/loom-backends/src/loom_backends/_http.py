@@ -10,11 +10,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
-import json.encoder
 import os
 import threading
-from collections.abc import AsyncGenerator, Callable, Mapping
+from collections.abc import AsyncGenerator, Mapping
 from typing import Any, ClassVar, Self
 from urllib.parse import parse_qsl, unquote_plus, urlunsplit
 
@@ -36,63 +34,12 @@ from loom_protocol import (
 )
 
 from ._defaults import DEFAULT_MAX_CONNECTIONS, DEFAULT_TIMEOUT
-from ._errors import bad_answer_error, error_for_status, error_for_transport
-from ._transport import BufferedAiohttpTransport
+from ._errors import error_for_transport
+from ._json import encode_json, parse_json_answer
+from ._transport import BufferedAiohttpTransport, PreparedTarget
 from ._version import __version__ as _VERSION
 
-__all__ = ["HTTPBackend", "parse_json_answer"]
-
-
-def parse_json_answer(
-    status: int, content: bytes, headers: Mapping[str, str], secrets: tuple[str | None, ...]
-) -> dict[str, Any]:
-    """Check the status and decode a JSON object body, or raise the table's BackendError."""
-    if not 200 <= status <= 299:
-        raise error_for_status(status, content.decode("utf-8", "replace"), headers, secrets=secrets)
-    try:
-        data = json.loads(content)
-    except ValueError:
-        # A 200 that is not JSON at all is nearly always a proxy or gateway hiccup
-        # (an HTML error page, a cut body): trying again is worth it.
-        raise bad_answer_error(
-            "the provider's answer is not JSON",
-            content.decode("utf-8", "replace"),
-            status=status,
-            retryable=True,
-            secrets=secrets,
-        ) from None
-    if not isinstance(data, dict):
-        raise bad_answer_error(
-            "the provider's answer is not a JSON object",
-            content.decode("utf-8", "replace"),
-            status=status,
-            secrets=secrets,
-        )
-    return data
-
-
-def _json_encoder() -> Callable[[Any], str]:
-    # json.dumps builds a new C encoder for every call whose options differ from the
-    # defaults, which costs more than encoding a small request body: build it once.
-    make = getattr(json.encoder, "c_make_encoder", None)
-    fallback = json.JSONEncoder(ensure_ascii=False, separators=(",", ":")).encode
-    if make is None:  # pragma: no cover - a Python build without the C accelerator
-        return fallback
-
-    def refuse(value: Any) -> Any:
-        raise TypeError(f"Object of type {type(value).__name__} is not JSON serializable")
-
-    c_encode = make({}, refuse, json.encoder.encode_basestring, None, ":", ",", False, False, True)
-
-    def encode(value: Any) -> str:
-        if not isinstance(value, dict):
-            return fallback(value)
-        return "".join(c_encode(value, 0))
-
-    return encode
-
-
-_encode_json = _json_encoder()
+__all__ = ["HTTPBackend"]
 
 
 class HTTPBackend:
@@ -204,6 +151,8 @@ class HTTPBackend:
         self._httpx_headers = httpx.Headers(self._headers)
         self._timeouts = self._timeout.as_dict()
         self._header_list = list(self._headers.items())
+        # The default transport's view of the endpoint, for the transport it was made by.
+        self._prepared: tuple[BufferedAiohttpTransport, PreparedTarget] | None = None
 
     # -- what a subclass provides -------------------------------------------------------------
 
@@ -238,7 +187,7 @@ class HTTPBackend:
                 f"{type(self).__name__} expects a ChatRequest, got {type(request).__name__}"
             )
         # One encoding of a plain dict: no pydantic serialisation on the hot path.
-        return _encode_json(self._build_body(request)).encode()
+        return encode_json(self._build_body(request)).encode()
 
     def _decode(self, status: int, content: bytes, headers: Mapping[str, str]) -> ChatResponse:
         data = parse_json_answer(status, content, headers, self._secrets)
@@ -267,12 +216,14 @@ class HTTPBackend:
             if self._async_transports.get(loop) is transport:
                 del self._async_transports[loop]
                 self._guards.pop(loop, None)
+                self._prepared = None
 
     def _forget_closed_loops(self) -> None:
         # A closed loop can no longer run its client's aclose(); drop our reference so a
         # process that runs many short loops (asyncio.run per call) does not keep them all.
         for loop in [loop for loop in self._async_transports if loop.is_closed()]:
             del self._async_transports[loop]
+            self._prepared = None  # it may hold that loop's transport
             guard = self._guards.pop(loop, None)
             if guard is not None:
                 guard.discard()
@@ -289,9 +240,12 @@ class HTTPBackend:
             if isinstance(transport, BufferedAiohttpTransport):
                 # The default transport: skip building httpx.Request/Response objects, which
                 # at thousands of requests per second cost as much as the round trip itself.
-                status, _, headers, body = await transport.send_bytes(
-                    "POST", self._httpx_url, self._header_list, content, self._timeouts
-                )
+                prepared = self._prepared
+                if prepared is None or prepared[0] is not transport:
+                    target = transport.prepare(self._httpx_url, self._header_list, self._timeouts)
+                    prepared = self._prepared = (transport, target)
+                answer = await transport.send_prepared("POST", prepared[1], content)
+                status, _, headers, body = answer
             else:
                 response = await transport.handle_async_request(
                     httpx.Request(
@@ -322,6 +276,7 @@ class HTTPBackend:
         with self._lock:
             transport = self._async_transports.pop(loop, None)
             guard = self._guards.pop(loop, None)
+            self._prepared = None
             self._forget_closed_loops()
         if guard is not None:
             guard.discard()

@@ -59,6 +59,19 @@ def usage_from(data: Any, prompt_key: str, completion_key: str, *extra_prompt: s
     """A :class:`Usage` from a provider's usage object, or ``None`` when it is unusable."""
     if not isinstance(data, dict):
         return None
+    if not extra_prompt:
+        # The common answer, plain counts that add up, in one step (every answer has usage).
+        prompt, completion = data.get(prompt_key), data.get(completion_key)
+        total = data.get("total_tokens")
+        if (
+            type(prompt) is int
+            and type(completion) is int
+            and type(total) is int
+            and prompt >= 0
+            and completion >= 0
+            and prompt + completion <= total
+        ):
+            return Usage(prompt_tokens=prompt, completion_tokens=completion, total_tokens=total)
     values = [data.get(prompt_key), data.get(completion_key), *(data.get(k) for k in extra_prompt)]
     counts = [v if is_int(v) and v >= 0 else 0 for v in values]
     if not any(is_int(v) for v in values):

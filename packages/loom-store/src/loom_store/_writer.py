@@ -94,6 +94,7 @@ class StoreWriter:
         self._submitted = 0  # items (one per submit/submit_many call)
         self._completed = 0
         self._closing = False
+        self._idle = False  # the writer thread waits for work (only then is it notified)
         store.attach_writer(self)
         # A daemon thread never keeps the interpreter alive; _drain_at_exit still drains it.
         self._thread = threading.Thread(target=self._run, name="loom-store-writer", daemon=True)
@@ -258,14 +259,19 @@ class StoreWriter:
             self._raise_if_closed()
             self._queue.append((rows, waiter))
             self._submitted += 1
-            self._has_work.notify()
+            if self._idle:
+                # Only a waiting thread needs waking; a busy one takes the queue when its
+                # transaction ends. Condition.notify is Python code: ~0.5 µs per row saved.
+                self._has_work.notify()
         return waiter
 
     def _run(self) -> None:
         while True:
             with self._lock:
                 while not self._queue and not self._closing:
+                    self._idle = True
                     self._has_work.wait()
+                    self._idle = False
                 if not self._queue:
                     return
                 group: list[_Item] = []
@@ -284,11 +290,12 @@ class StoreWriter:
                     self._progress.notify_all()
 
     def _write(self, group: list[_Item]) -> None:
-        for _rows, waiter in group:
-            if isinstance(waiter, Future):
-                # From here on the caller can no longer cancel. A cancelled waiter's rows are
-                # still written (the work is done); its caller is just not told.
-                waiter.set_running_or_notify_cancel()
+        # From here on a thread future can no longer be cancelled. A cancelled waiter's rows
+        # are still written (the work is done); its caller is just not told.
+        told = [
+            not isinstance(waiter, Future) or waiter.set_running_or_notify_cancel()
+            for _rows, waiter in group
+        ]
         outcomes: list[tuple[_Waiter, StoreError | None]]
         try:
             self._store.put_many([row for rows, _ in group for row in rows])
@@ -310,6 +317,8 @@ class StoreWriter:
         if failed:
             first = next(exc for _w, exc in outcomes if exc is not None)
             logger.warning("loom-store: %d submissions could not be written: %s", failed, first)
+        if not all(told):
+            outcomes = [outcome for outcome, tell in zip(outcomes, told, strict=True) if tell]
         _settle(outcomes)
 
     def _write_alone(self, rows: list[ResultRow]) -> StoreError | None:
@@ -331,9 +340,7 @@ def _settle(outcomes: list[tuple[_Waiter, StoreError | None]]) -> None:
     by_loop: dict[asyncio.AbstractEventLoop, list[tuple[asyncio.Future[None], StoreError | None]]]
     by_loop = {}
     for waiter, exc in outcomes:
-        if isinstance(waiter, Future):
-            if waiter.cancelled():
-                continue
+        if isinstance(waiter, Future):  # running (see _write): it can no longer be cancelled
             if exc is None:
                 waiter.set_result(None)
             else:

@@ -11,7 +11,7 @@ from typing import ClassVar
 
 from loom_backends._defaults import DEFAULT_TIMEOUT
 from loom_backends._errors import error_for_transport, parse_retry_after
-from loom_backends._http import parse_json_answer
+from loom_backends._json import parse_json_answer
 from loom_backends._openai import build_openai_body, parse_openai_answer
 from loom_backends._params import OPENAI_CHAT_PARAMS
 from loom_protocol import (
