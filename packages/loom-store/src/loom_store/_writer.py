@@ -102,11 +102,6 @@ class StoreWriter:
         _live_writers.add(self)
 
     @property
-    def store(self) -> WriterHost:
-        """The store rows are written to."""
-        return self._store
-
-    @property
     def closed(self) -> bool:
         """Whether :meth:`close` has been called (no more rows are accepted)."""
         return self._closing
