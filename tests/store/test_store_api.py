@@ -147,7 +147,7 @@ def test_put_many_same_key_twice_last_wins(store: ResultStore, make_row: MakeRow
 def test_put_many_writes_every_row_of_a_large_batch(
     store: ResultStore, make_row: MakeRow, count: int
 ) -> None:
-    # SQLite writes a batch as statements of 64, 8 and 1 rows: every size and remainder.
+    # Batches of every size, over rows that exist (a failure never replaces a success).
     ids = [f"id-{i:04d}" for i in range(count)]
     store.put_many([make_row(i, status="failed") for i in ids[::3]])  # some rows exist
     store.put_many([make_row(ids[1], data='{"kept": true}')] if count > 1 else [])
