@@ -83,6 +83,31 @@ def test_memory_store_is_shared_by_threads_and_the_writer(make_row: MakeRow) -> 
         assert fresh.task_names() == []
 
 
+def test_none_binds_through_an_adapter_and_an_applications_own_is_kept(
+    tmp_path: Path, make_row: MakeRow
+) -> None:
+    key = (type(None), sqlite3.PrepareProtocol)
+    saved = sqlite3.adapters.pop(key, None)
+    try:
+        with ResultStore(tmp_path / "a.db") as store:
+            store.put_many([make_row("x", reasoning=None, usage=None, latency_ms=None)])
+            row = next(store.iter_results("task"))
+        # pysqlite binds None without its failing __adapt__ lookup: through an adapter.
+        assert key in sqlite3.adapters
+        assert (row.reasoning, row.usage, row.latency_ms) == (None, None, None)
+
+        def mine(value: None) -> None:
+            return value
+
+        sqlite3.adapters[key] = mine
+        ResultStore(tmp_path / "b.db").close()
+        assert sqlite3.adapters[key] is mine  # the application's adapter stays
+    finally:
+        sqlite3.adapters.pop(key, None)
+        if saved is not None:
+            sqlite3.adapters[key] = saved
+
+
 def test_missing_folder_is_a_store_error(tmp_path: Path) -> None:
     missing = tmp_path / "no" / "such" / "dir" / "loom.db"
     with pytest.raises(StoreError, match=r"folder .*no/such/dir.* does not exist"):

@@ -26,6 +26,7 @@ from __future__ import annotations
 import functools
 import json
 import logging
+import sqlite3
 import threading
 from collections.abc import Sequence
 from datetime import UTC, datetime
@@ -101,6 +102,7 @@ class SQLiteDialect(Dialect):
     # -- connecting --------------------------------------------------------------------------
 
     def open(self, url: URL, busy_timeout_s: float) -> StoreTarget:
+        _bind_none_directly()
         if not url.database or url.database == ":memory:":
             url = url.set(database=":memory:")
             # One database means one connection; a lock keeps threads from interleaving on it.
@@ -191,6 +193,24 @@ class SQLiteDialect(Dialect):
             )
             conn.exec_driver_sql("DROP TABLE loom_runs")
             conn.exec_driver_sql("ALTER TABLE loom_runs_new RENAME TO loom_runs")
+
+
+def _null(_value: None) -> None:
+    return None
+
+
+def _bind_none_directly() -> None:
+    """Give pysqlite an adapter for ``None`` (it then binds NULL exactly as without one).
+
+    Without it, CPython 3.11's pysqlite sends every ``None`` parameter through its adapter
+    protocol, which looks up ``PrepareProtocol.__adapt__`` and so builds and discards a
+    formatted AttributeError: ~0.2 µs per ``None``, and a row has three or four (reasoning,
+    error, usage...), on the writer thread with the GIL held (measured with callgrind and
+    timeit; the ``store`` scenario of scripts/bench.py). The registry is process-wide: an
+    adapter for ``None`` that the application registered is left alone.
+    """
+    if (type(None), sqlite3.PrepareProtocol) not in sqlite3.adapters:
+        sqlite3.register_adapter(type(None), _null)
 
 
 @functools.lru_cache(maxsize=16)
