@@ -91,6 +91,7 @@ class StoreWriter:
         self._has_work = threading.Condition(self._lock)
         self._progress = threading.Condition(self._lock)
         self._queue: collections.deque[_Item] = collections.deque()
+        self._queued_rows = 0
         self._submitted = 0  # items (one per submit/submit_many call)
         self._completed = 0
         self._closing = False
@@ -253,6 +254,7 @@ class StoreWriter:
         with self._lock:
             self._raise_if_closed()
             self._queue.append((rows, waiter))
+            self._queued_rows += len(rows)
             self._submitted += 1
             if self._idle:
                 # Only a waiting thread needs waking; a busy one takes the queue when its
@@ -269,14 +271,22 @@ class StoreWriter:
                     self._idle = False
                 if not self._queue:
                     return
-                group: list[_Item] = []
-                count = 0
-                while self._queue and (
-                    count == 0 or count + len(self._queue[0][0]) <= self._max_batch
-                ):
-                    item = self._queue.popleft()
-                    group.append(item)
-                    count += len(item[0])
+                group: collections.deque[_Item] | list[_Item]
+                if self._queued_rows <= self._max_batch:
+                    # The usual case: the whole queue is one group, taken in one step (the
+                    # submitters wait on this lock meanwhile).
+                    group, self._queue = self._queue, collections.deque()
+                    self._queued_rows = 0
+                else:
+                    group = []
+                    count = 0
+                    while self._queue and (
+                        count == 0 or count + len(self._queue[0][0]) <= self._max_batch
+                    ):
+                        item = self._queue.popleft()
+                        group.append(item)
+                        count += len(item[0])
+                    self._queued_rows -= count
             try:
                 self._write(group)
             finally:
@@ -284,7 +294,7 @@ class StoreWriter:
                     self._completed += len(group)
                     self._progress.notify_all()
 
-    def _write(self, group: list[_Item]) -> None:
+    def _write(self, group: Sequence[_Item]) -> None:
         # From here on a thread future can no longer be cancelled. A cancelled waiter's rows
         # are still written (the work is done); its caller is just not told.
         told = [
