@@ -143,7 +143,7 @@ def test_put_many_same_key_twice_last_wins(store: ResultStore, make_row: MakeRow
     assert store.stats("task").total == 2
 
 
-@pytest.mark.parametrize("count", [1, 7, 8, 9, 63, 64, 65, 75, 200])
+@pytest.mark.parametrize("count", [1, 2, 7, 16, 17, 63, 64, 65, 200, 256, 257, 600])
 def test_put_many_writes_every_row_of_a_large_batch(
     store: ResultStore, make_row: MakeRow, count: int
 ) -> None:
