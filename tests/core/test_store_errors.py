@@ -4,12 +4,14 @@ StoreError, never relabelled."""
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import pytest
 
-from loom_backends.testing import FakeLLMServer
+from loom_backends.testing import FakeBackend, FakeLLMServer
 from loom_core import TaskLoom
 from loom_protocol import LoomUsageError, StoreError
+from loom_store import ResultStore
 
 from .conftest import LoomFactory
 
@@ -68,3 +70,27 @@ async def test_amap_reports_the_same_store_error(
     with pytest.raises(StoreError, match="does not exist"):
         await loom.amap(["a"], task_name="t")
     assert server.request_count == 0
+
+
+def test_a_row_the_database_refuses_fails_only_its_own_task(
+    tmp_path: Path, fake: FakeBackend
+) -> None:
+    # Rows finished in one turn of the loop reach the writer together; the database refusing
+    # one of them must cost that one result only, never its neighbours (nor lose them).
+    from loom_store._host import RowRejectedError
+
+    class Picky(ResultStore):
+        def put_many(self, rows: Any) -> None:
+            if any("REFUSE" in (row.raw_output or "") for row in rows):
+                raise RowRejectedError("put_many failed: the database refused a row")
+            super().put_many(rows)
+
+    with Picky(tmp_path / "picky.db") as store:
+        with TaskLoom("m", "{{ text }}", backend=fake, store=store) as loom:
+            inputs = [f"fine {i}" for i in range(40)] + ["REFUSE me"]
+            batch = loom.map(inputs, task_name="picky", max_workers=8)
+        refused = batch[40]
+        assert not refused.is_success
+        assert refused.error is not None and refused.error.code.value == "store_error"
+        assert all(result.is_success for result in batch[:40])
+        assert store.stats("picky").succeeded == 40

@@ -342,3 +342,46 @@ def test_postgres_refuses_nul_and_only_that_row_fails(
         with pytest.raises(StoreError, match=r"cannot contain NUL \(0x00\) bytes"):
             bad.result()
         assert store.stats("task").total == 5
+
+
+async def test_submit_each_on_loop_judges_each_row_on_its_own(
+    store: ResultStore, make_row: MakeRow
+) -> None:
+    writer = store.writer()
+    rows = [make_row("each-1"), _poisoned(make_row("each-bad")), make_row("each-2")]
+    first, bad, second = await writer.submit_each_on_loop(rows)
+    assert first is None and second is None
+    assert isinstance(bad, StoreError) and "ck_loom_results_status" in str(bad)
+    assert set(store.get_many("task", ["each-1", "each-bad", "each-2"], "cfg-1")) == {
+        "each-1",
+        "each-2",
+    }
+    # All good, one row, nothing: one outcome per row, in order.
+    assert await writer.submit_each_on_loop([make_row("each-3"), make_row("each-4")]) == [
+        None,
+        None,
+    ]
+    assert await writer.submit_each_on_loop([]) == []
+    with pytest.raises(LoomUsageError, match="takes ResultRow items"):
+        writer.submit_each_on_loop(["not a row"])  # type: ignore[list-item]
+    writer.close()
+    with pytest.raises(StoreError, match="closed"):
+        writer.submit_each_on_loop([make_row("late")])
+
+
+async def test_submit_each_on_loop_beside_other_submissions(
+    store: ResultStore, make_row: MakeRow, write_lock: WriteLock
+) -> None:
+    # One group holding a thread submission, an asyncio one and a per-row one, one row bad:
+    # only that row fails; every waiter hears of its own rows.
+    writer = store.writer()
+    with write_lock():
+        plain = writer.submit(make_row("g-plain"))
+        each = writer.submit_each_on_loop([make_row("g-1"), _poisoned(make_row("g-bad"))])
+        awaited = asyncio.ensure_future(writer.asubmit(make_row("g-async")))
+        await asyncio.sleep(SETTLE_S)
+    outcomes = await each
+    await awaited
+    assert plain.result(timeout=30) is None
+    assert outcomes[0] is None and isinstance(outcomes[1], StoreError)
+    assert store.stats("task").succeeded == 3

@@ -21,7 +21,8 @@ import logging
 from collections.abc import AsyncIterable, Iterable, Sized
 from typing import Any
 
-from loom_protocol import ErrorCode, TaskResult
+from loom_protocol import ErrorCode, StoreError, TaskResult
+from loom_store import ResultRow
 
 from ._feeder import Feeder, Slot
 from ._gcpolicy import relaxed_gc
@@ -70,6 +71,8 @@ class BatchRun:
         )
         self._feeder = Feeder(source, self._outbox, cache, first_chunk=4 * max_workers)
         self._tasks: list[asyncio.Task[None]] = []
+        # Rows finished in this turn of the loop, handed to the writer at its end.
+        self._unsent: list[tuple[Slot, TaskResult[Any], ResultRow]] = []
         self._closed = False
         self._stopped = asyncio.Event()
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -187,37 +190,50 @@ class BatchRun:
 
     def _submit(self, slot: Slot, result: TaskResult[Any], cache: ResultCache) -> None:
         # The worker moves on to its next task at once; the result is delivered when its row
-        # has committed (group commit on the writer thread), never before.
+        # has committed (group commit on the writer thread), never before. Rows finished in
+        # one turn of the loop go to the writer together: one hand-over and one wake-up of
+        # the writer thread per turn, not per row (each costs the loop far more than a row).
         try:
-            write = cache.submit(result)
+            row = cache.to_row(result)
         except Exception as exc:
-            if cache.writer.closed:
-                raise  # the store went away: nothing more can be saved, the batch ends
             # This one row cannot be written (it does not serialize): only this task says so.
             self._feeder.finish(slot, cache.settled(result, exc))
             return
         self._outbox.commit_started()
-        write.add_done_callback(functools.partial(self._on_commit, slot, result, cache))
+        if not self._unsent:
+            assert self._loop is not None  # set by start(), before any worker runs
+            self._loop.call_soon(self._send, cache)
+        self._unsent.append((slot, result, row))
+
+    def _send(self, cache: ResultCache) -> None:
+        """Hand the rows finished in this turn of the loop to the writer (a loop callback)."""
+        sent, self._unsent = self._unsent, []
+        # Sent also when the batch was closed meanwhile: the results are paid for, and only
+        # their delivery is dropped.
+        try:
+            write = cache.submit_rows([row for _slot, _result, row in sent])
+        except BaseException as exc:  # a loop callback: raised, it would only be logged
+            self._fail(exc)  # the store went away: nothing more can be saved, the batch ends
+            return
+        write.add_done_callback(functools.partial(self._on_commit, sent, cache))
 
     def _on_commit(
         self,
-        slot: Slot,
-        result: TaskResult[Any],
+        sent: list[tuple[Slot, TaskResult[Any], ResultRow]],
         cache: ResultCache,
-        write: asyncio.Future[None],
+        write: asyncio.Future[list[StoreError | None]],
     ) -> None:
-        # On the loop: the writer settled this row's future, with every other future of the
-        # same group commit, in one wake-up of the loop.
-        cancelled = write.cancelled()
-        # Read even when nobody is told any more: an unread failure would be logged as lost.
-        error = None if cancelled else write.exception()
+        # On the loop: the writer settled this hand-over's future, with every other one of
+        # the same group commit, in one wake-up of the loop.
+        outcomes = None if write.cancelled() else write.result()
         if self._closed:
             return
-        self._outbox.commit_ended()
-        if cancelled:
+        self._outbox.commit_ended(len(sent))
+        if outcomes is None:
             return
         try:
-            self._feeder.finish(slot, cache.settled(result, error))
+            for (slot, result, _row), error in zip(sent, outcomes, strict=True):
+                self._feeder.finish(slot, cache.settled(result, error))
         except BaseException as exc:  # a loop callback: raised, it would only be logged
             self._fail(exc)
 

@@ -127,10 +127,10 @@ class Outbox:
         if self.hold is not None:
             self._committing += 1
 
-    def commit_ended(self) -> None:
-        """A commit ended (its result is emitted now, or was cancelled)."""
+    def commit_ended(self, count: int = 1) -> None:
+        """``count`` commits ended (their results are emitted now, or were cancelled)."""
         if self.hold is not None:
-            self._committing -= 1
+            self._committing -= count
             self._taken.set()  # let held workers look again (a cancelled write emits nothing)
 
     # -- the consumer's side -----------------------------------------------------------------

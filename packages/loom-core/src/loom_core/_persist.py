@@ -12,7 +12,7 @@ from typing import Any, TypeVar
 
 from pydantic import ConfigDict, TypeAdapter, ValidationError
 
-from loom_protocol import Error, ErrorCode, TaskResult, Usage
+from loom_protocol import Error, ErrorCode, StoreError, TaskResult, Usage
 from loom_store import CachedHit, ResultRow, ResultStore, StoreWriter
 
 from ._fast import trusted_result_from, trusted_usage_from
@@ -226,9 +226,13 @@ class ResultCache:
             model=result.model,
         )
 
-    def submit(self, result: TaskResult[Any]) -> asyncio.Future[None]:
-        """Queue ``result``'s row from the running loop; done once the row has committed."""
-        return self.writer.submit_on_loop(self.to_row(result))
+    def submit_rows(self, rows: list[ResultRow]) -> asyncio.Future[list[StoreError | None]]:
+        """Queue ``rows`` from the running loop, each judged on its own.
+
+        The future's result says, row by row, ``None`` (committed) or why the row was not
+        written: one row the database refuses costs only its own result.
+        """
+        return self.writer.submit_each_on_loop(rows)
 
     @staticmethod
     def settled(result: TaskResult[Any], error: BaseException | None) -> TaskResult[Any]:

@@ -30,7 +30,7 @@ import time
 import weakref
 from collections.abc import Sequence
 from concurrent.futures import Future
-from typing import TypeAlias, TypeVar
+from typing import Any, TypeAlias, TypeVar
 
 from loom_protocol import (
     MAX_TIMEOUT,
@@ -47,10 +47,23 @@ __all__ = ["StoreWriter"]
 
 logger = logging.getLogger("loom.store")
 
-_Waiter: TypeAlias = "Future[None] | asyncio.Future[None]"
-_Item = tuple[list[ResultRow], _Waiter]
 
-_W = TypeVar("_W", "Future[None]", "asyncio.Future[None]")
+class _Each:
+    """The waiter of :meth:`StoreWriter.submit_each_on_loop`: one outcome per row."""
+
+    __slots__ = ("count", "future")
+
+    def __init__(self, future: asyncio.Future[list[StoreError | None]], count: int) -> None:
+        self.future = future
+        self.count = count
+
+
+_Waiter: TypeAlias = "Future[None] | asyncio.Future[None] | _Each"
+_Item = tuple[list[ResultRow], _Waiter]
+#: What a submission comes to: ``None`` (committed), an error, or one of those per row.
+_Outcome: TypeAlias = "StoreError | list[StoreError | None] | None"
+
+_W = TypeVar("_W", "Future[None]", "asyncio.Future[None]", _Each)
 
 # Writers still running at interpreter exit are drained rather than killed with their queue.
 _live_writers: weakref.WeakSet[StoreWriter] = weakref.WeakSet()
@@ -150,24 +163,38 @@ class StoreWriter:
         Raises:
             StoreError: the writer is closed, or the row could not be written.
         """
-        await self.submit_on_loop(row)
+        if not isinstance(row, ResultRow):
+            raise LoomUsageError(f"asubmit takes a ResultRow, got {type(row).__name__}")
+        await self._enqueue([row], asyncio.get_running_loop().create_future())
 
-    def submit_on_loop(self, row: ResultRow) -> asyncio.Future[None]:
-        """Queue one row from a running event loop, without waiting for it.
+    def submit_each_on_loop(
+        self, rows: Sequence[ResultRow]
+    ) -> asyncio.Future[list[StoreError | None]]:
+        """Queue rows from a running event loop, each judged on its own, without waiting.
+
+        For an engine that hands over, in one call, the rows finished in one turn of its loop:
+        one queue entry and one wake-up of the writer for all of them. They are written in the
+        next group commit; should the database refuse one, the rows are written one by one so
+        that only the refused ones fail.
 
         Returns:
-            An asyncio future of the running loop, done once the row's transaction has
-            committed (or with a :class:`~loom_protocol.StoreError`). The writer settles all of
-            one group's futures of a loop with a single wake-up of that loop, so a caller that
-            reacts to each commit (a done-callback) needs no thread hand-off of its own.
+            An asyncio future of the running loop, done once the rows' transaction ended, with
+            one outcome per row, in order: ``None`` (committed) or the
+            :class:`~loom_protocol.StoreError` saying why that row was not written. The writer
+            settles all of one group's futures of a loop with one wake-up of that loop.
 
         Raises:
             StoreError: the writer is closed.
             RuntimeError: no event loop is running.
         """
-        if not isinstance(row, ResultRow):
-            raise LoomUsageError(f"submit_on_loop takes a ResultRow, got {type(row).__name__}")
-        return self._enqueue([row], asyncio.get_running_loop().create_future())
+        batch = self._check_batch(rows, "submit_each_on_loop")
+        future: asyncio.Future[list[StoreError | None]] = asyncio.get_running_loop().create_future()
+        if not batch:
+            self._raise_if_closed()
+            future.set_result([])
+            return future
+        self._enqueue(batch, _Each(future, len(batch)))
+        return future
 
     async def asubmit_many(self, rows: Sequence[ResultRow]) -> None:
         """Queue several rows (one transaction) and wait until they are committed."""
@@ -301,27 +328,44 @@ class StoreWriter:
             not isinstance(waiter, Future) or waiter.set_running_or_notify_cancel()
             for _rows, waiter in group
         ]
-        outcomes: list[tuple[_Waiter, StoreError | None]]
+        outcomes: list[tuple[_Waiter, _Outcome]]
         try:
             self._store.put_many([row for rows, _ in group for row in rows])
             outcomes = [(waiter, None) for _rows, waiter in group]
         except RowRejectedError as exc:
-            if len(group) == 1:
+            if len(group) == 1 and not isinstance(group[0][1], _Each):
                 outcomes = [(group[0][1], exc)]
             else:
                 # One bad row must not sink the innocent rows written alongside it: write
-                # each submission on its own so that only the rejected ones fail.
+                # each submission on its own (the rows of a submit_each_on_loop each on
+                # their own) so that only the rejected ones fail.
                 logger.warning(
                     "a group of %d submissions was rejected; writing them one by one",
                     len(group),
                 )
-                outcomes = [(waiter, self._write_alone(rows)) for rows, waiter in group]
+                outcomes = [
+                    (
+                        waiter,
+                        [self._write_alone([row]) for row in rows]
+                        if isinstance(waiter, _Each)
+                        else self._write_alone(rows),
+                    )
+                    for rows, waiter in group
+                ]
         except Exception as exc:  # the store wraps everything; this is the last guard
             outcomes = [(waiter, self._as_store_error(exc)) for _rows, waiter in group]
-        failed = sum(1 for _w, exc in outcomes if exc is not None)
-        if failed:
-            first = next(exc for _w, exc in outcomes if exc is not None)
-            logger.warning("loom-store: %d submissions could not be written: %s", failed, first)
+        errors = [
+            error
+            for _w, outcome in outcomes
+            for error in (outcome if isinstance(outcome, list) else [outcome])
+            if error is not None
+        ]
+        if errors:
+            logger.warning(
+                "loom-store: %d rows or submissions could not be written: %s",
+                len(errors),
+                errors[0],
+            )
         if not all(told):
             outcomes = [outcome for outcome, tell in zip(outcomes, told, strict=True) if tell]
         _settle(outcomes)
@@ -340,33 +384,38 @@ class StoreWriter:
         return StoreError(f"writing to store {self._store.url} failed: {type(exc).__name__}")
 
 
-def _settle(outcomes: list[tuple[_Waiter, StoreError | None]]) -> None:
+def _settle(outcomes: list[tuple[_Waiter, _Outcome]]) -> None:
     """Resolve every waiter: thread futures directly, asyncio futures once per event loop."""
-    by_loop: dict[asyncio.AbstractEventLoop, list[tuple[asyncio.Future[None], StoreError | None]]]
-    by_loop = {}
-    for waiter, exc in outcomes:
+    by_loop: dict[asyncio.AbstractEventLoop, list[tuple[asyncio.Future[Any], _Outcome]]] = {}
+    for waiter, outcome in outcomes:
         if isinstance(waiter, Future):  # running (see _write): it can no longer be cancelled
-            if exc is None:
+            assert not isinstance(outcome, list)
+            if outcome is None:
                 waiter.set_result(None)
             else:
                 # Each waiter gets its own exception: a traceback attaches to it when raised.
-                waiter.set_exception(StoreError(str(exc)))
+                waiter.set_exception(StoreError(str(outcome)))
+        elif isinstance(waiter, _Each):
+            each = outcome if isinstance(outcome, list) else [outcome] * waiter.count
+            by_loop.setdefault(waiter.future.get_loop(), []).append((waiter.future, each))
         else:
-            by_loop.setdefault(waiter.get_loop(), []).append((waiter, exc))
+            by_loop.setdefault(waiter.get_loop(), []).append((waiter, outcome))
     for loop, batch in by_loop.items():
         # A closed loop raises RuntimeError: nobody is waiting there any more.
         with contextlib.suppress(RuntimeError):
             loop.call_soon_threadsafe(_settle_on_loop, batch)
 
 
-def _settle_on_loop(batch: list[tuple[asyncio.Future[None], StoreError | None]]) -> None:
-    for future, exc in batch:
+def _settle_on_loop(batch: list[tuple[asyncio.Future[Any], _Outcome]]) -> None:
+    for future, outcome in batch:
         if future.done():  # cancelled by its caller
             continue
-        if exc is None:
+        if isinstance(outcome, list):
+            future.set_result(outcome)  # one outcome per row: nothing is raised
+        elif outcome is None:
             future.set_result(None)
         else:
-            future.set_exception(StoreError(str(exc)))
+            future.set_exception(StoreError(str(outcome)))
 
 
 def _check_wait(timeout: float | None) -> None:
