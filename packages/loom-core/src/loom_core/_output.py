@@ -33,6 +33,9 @@ from ._output_errors import (
 
 __all__ = ["DictSpec", "ModelSpec", "OutputSpec", "TextSpec"]
 
+#: ``json.dumps(value, ensure_ascii=False)``, its encoder built once (per stored result).
+_dumps = json.JSONEncoder(ensure_ascii=False).encode
+
 _MAX_FEEDBACK_DETAIL = 2000
 _SCHEMA_NAME_BAD_CHARS = re.compile(r"[^a-zA-Z0-9_-]")
 
@@ -184,7 +187,7 @@ class _PlainSpec(OutputSpec):
     def to_json(self, value: Any) -> str:
         if not isinstance(value, self._plain_type):
             raise TypeError(f"expected a {self._plain_type.__name__}, got {type(value).__name__}")
-        return json.dumps(value, ensure_ascii=False)
+        return _dumps(value)
 
     def from_json(self, text: str) -> Any:
         try:
@@ -321,7 +324,9 @@ class ModelSpec(OutputSpec):
             raise TypeError(
                 f"expected a {self.model.__name__} instance, got {type(value).__name__}"
             )
-        return value.model_dump_json()
+        # The serializer model_dump_json calls, called directly: per stored result, and most
+        # of model_dump_json's ~0.9 µs is the passing on of its keyword arguments.
+        return value.__pydantic_serializer__.to_json(value).decode()
 
     def from_json(self, text: str) -> BaseModel:
         try:
