@@ -23,14 +23,13 @@ from __future__ import annotations
 import asyncio
 import atexit
 import collections
-import contextlib
 import logging
 import threading
 import time
 import weakref
 from collections.abc import Sequence
 from concurrent.futures import Future
-from typing import Any, TypeAlias, TypeVar
+from typing import TypeVar
 
 from loom_protocol import (
     MAX_TIMEOUT,
@@ -42,28 +41,14 @@ from loom_protocol import (
 
 from ._host import RowRejectedError, WriterHost
 from ._rows import ResultRow
+from ._settle import Each, Item, Outcome, Waiter, settle
 
 __all__ = ["StoreWriter"]
 
 logger = logging.getLogger("loom.store")
 
 
-class _Each:
-    """The waiter of :meth:`StoreWriter.submit_each_on_loop`: one outcome per row."""
-
-    __slots__ = ("count", "future")
-
-    def __init__(self, future: asyncio.Future[list[StoreError | None]], count: int) -> None:
-        self.future = future
-        self.count = count
-
-
-_Waiter: TypeAlias = "Future[None] | asyncio.Future[None] | _Each"
-_Item = tuple[list[ResultRow], _Waiter]
-#: What a submission comes to: ``None`` (committed), an error, or one of those per row.
-_Outcome: TypeAlias = "StoreError | list[StoreError | None] | None"
-
-_W = TypeVar("_W", "Future[None]", "asyncio.Future[None]", _Each)
+_W = TypeVar("_W", "Future[None]", "asyncio.Future[None]", Each)
 
 # Writers still running at interpreter exit are drained rather than killed with their queue.
 _live_writers: weakref.WeakSet[StoreWriter] = weakref.WeakSet()
@@ -103,7 +88,7 @@ class StoreWriter:
         self._lock = threading.Lock()
         self._has_work = threading.Condition(self._lock)
         self._progress = threading.Condition(self._lock)
-        self._queue: collections.deque[_Item] = collections.deque()
+        self._queue: collections.deque[Item] = collections.deque()
         self._queued_rows = 0
         self._submitted = 0  # items (one per submit/submit_many call)
         self._completed = 0
@@ -193,7 +178,7 @@ class StoreWriter:
             self._raise_if_closed()
             future.set_result([])
             return future
-        self._enqueue(batch, _Each(future, len(batch)))
+        self._enqueue(batch, Each(future, len(batch)))
         return future
 
     async def asubmit_many(self, rows: Sequence[ResultRow]) -> None:
@@ -298,7 +283,7 @@ class StoreWriter:
                     self._idle = False
                 if not self._queue:
                     return
-                group: collections.deque[_Item] | list[_Item]
+                group: collections.deque[Item] | list[Item]
                 if self._queued_rows <= self._max_batch:
                     # The usual case: the whole queue is one group, taken in one step (the
                     # submitters wait on this lock meanwhile).
@@ -321,19 +306,19 @@ class StoreWriter:
                     self._completed += len(group)
                     self._progress.notify_all()
 
-    def _write(self, group: Sequence[_Item]) -> None:
+    def _write(self, group: Sequence[Item]) -> None:
         # From here on a thread future can no longer be cancelled. A cancelled waiter's rows
         # are still written (the work is done); its caller is just not told.
         told = [
             not isinstance(waiter, Future) or waiter.set_running_or_notify_cancel()
             for _rows, waiter in group
         ]
-        outcomes: list[tuple[_Waiter, _Outcome]]
+        outcomes: list[tuple[Waiter, Outcome]]
         try:
             self._store.put_many([row for rows, _ in group for row in rows])
             outcomes = [(waiter, None) for _rows, waiter in group]
         except RowRejectedError as exc:
-            if len(group) == 1 and not isinstance(group[0][1], _Each):
+            if len(group) == 1 and not isinstance(group[0][1], Each):
                 outcomes = [(group[0][1], exc)]
             else:
                 # One bad row must not sink the innocent rows written alongside it: write
@@ -347,7 +332,7 @@ class StoreWriter:
                     (
                         waiter,
                         [self._write_alone([row]) for row in rows]
-                        if isinstance(waiter, _Each)
+                        if isinstance(waiter, Each)
                         else self._write_alone(rows),
                     )
                     for rows, waiter in group
@@ -368,7 +353,7 @@ class StoreWriter:
             )
         if not all(told):
             outcomes = [outcome for outcome, tell in zip(outcomes, told, strict=True) if tell]
-        _settle(outcomes)
+        settle(outcomes)
 
     def _write_alone(self, rows: list[ResultRow]) -> StoreError | None:
         try:
@@ -382,40 +367,6 @@ class StoreWriter:
             return exc
         # Not the exception's text: only the store redacts secrets, and it wraps all it can.
         return StoreError(f"writing to store {self._store.url} failed: {type(exc).__name__}")
-
-
-def _settle(outcomes: list[tuple[_Waiter, _Outcome]]) -> None:
-    """Resolve every waiter: thread futures directly, asyncio futures once per event loop."""
-    by_loop: dict[asyncio.AbstractEventLoop, list[tuple[asyncio.Future[Any], _Outcome]]] = {}
-    for waiter, outcome in outcomes:
-        if isinstance(waiter, Future):  # running (see _write): it can no longer be cancelled
-            assert not isinstance(outcome, list)
-            if outcome is None:
-                waiter.set_result(None)
-            else:
-                # Each waiter gets its own exception: a traceback attaches to it when raised.
-                waiter.set_exception(StoreError(str(outcome)))
-        elif isinstance(waiter, _Each):
-            each = outcome if isinstance(outcome, list) else [outcome] * waiter.count
-            by_loop.setdefault(waiter.future.get_loop(), []).append((waiter.future, each))
-        else:
-            by_loop.setdefault(waiter.get_loop(), []).append((waiter, outcome))
-    for loop, batch in by_loop.items():
-        # A closed loop raises RuntimeError: nobody is waiting there any more.
-        with contextlib.suppress(RuntimeError):
-            loop.call_soon_threadsafe(_settle_on_loop, batch)
-
-
-def _settle_on_loop(batch: list[tuple[asyncio.Future[Any], _Outcome]]) -> None:
-    for future, outcome in batch:
-        if future.done():  # cancelled by its caller
-            continue
-        if isinstance(outcome, list):
-            future.set_result(outcome)  # one outcome per row: nothing is raised
-        elif outcome is None:
-            future.set_result(None)
-        else:
-            future.set_exception(StoreError(str(outcome)))
 
 
 def _check_wait(timeout: float | None) -> None:
