@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
 import warnings
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
@@ -101,14 +103,17 @@ def _switch_config(tmp_path: Path, fake: FakeBackend) -> TaskLoom[Any]:
     return TaskLoom("m", "second {{ text }}", backend=fake, db_path=tmp_path / "w.db")
 
 
-@pytest.mark.parametrize("how", ["map", "stream", "stream_events"])
+@pytest.mark.parametrize("how", ["map", "stream", "stream_events", "process"])
 def test_the_config_warning_points_at_the_users_call(
     tmp_path: Path, fake: FakeBackend, how: str
 ) -> None:
     # The sync API runs the batch on the loom's own thread; the warning still names this line.
     with _switch_config(tmp_path, fake) as loom, warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
-        list(getattr(loom, how)(["b"], task_name="switch"))
+        if how == "process":
+            loom.process("b", task_name="switch")  # map inside loom-core: still this line
+        else:
+            list(getattr(loom, how)(["b"], task_name="switch"))
     [warning] = [w for w in caught if issubclass(w.category, LoomConfigWarning)]
     assert warning.filename == __file__
 
@@ -121,3 +126,33 @@ async def test_the_config_warning_points_at_the_users_call_async(
         [r async for r in loom.astream(["b"], task_name="switch")]
     [warning] = [w for w in caught if issubclass(w.category, LoomConfigWarning)]
     assert warning.filename == __file__
+
+
+def test_the_config_warning_from_a_module_run_with_dash_m(tmp_path: Path) -> None:
+    # A user's job run as `python -m pkg.job`: its __main__ module's loader cannot give the
+    # source, and the warning must not turn into a failed batch (it did, once).
+    package = tmp_path / "userpkg"
+    package.mkdir()
+    (package / "__init__.py").write_text("")
+    (package / "job.py").write_text(
+        "import json, sys, warnings\n"
+        "from loom_backends.testing import FakeBackend\n"
+        "from loom_core import TaskLoom\n"
+        "fake = FakeBackend(lambda req: json.dumps({'text': req.last_user_text}))\n"
+        "for template in ('first {{ text }}', 'second {{ text }}'):\n"
+        "    with TaskLoom('m', template, backend=fake, db_path=sys.argv[1]) as loom:\n"
+        "        with warnings.catch_warnings(record=True) as caught:\n"
+        "            warnings.simplefilter('always')\n"
+        "            batch = loom.map(['a', 'b'], task_name='job')\n"
+        "        assert all(r.is_success for r in batch), [r.error for r in batch]\n"
+        "        print(len(caught))\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-m", "userpkg.job", str(tmp_path / "job.db")],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.split() == ["0", "1"]

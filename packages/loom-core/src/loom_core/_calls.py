@@ -22,6 +22,9 @@ __all__ = ["BatchCall", "LoomConfigWarning", "batch_call"]
 
 Inputs = Iterable[Any] | AsyncIterable[Any]
 
+#: The prefix of loom-core's own modules, whose frames a warning never points at.
+_OURS = "loom_core."
+
 
 class LoomConfigWarning(UserWarning):
     """A task_name holds results of another configuration; they are not served, but recomputed."""
@@ -70,8 +73,10 @@ class BatchCall:
             site.filename,
             site.lineno,
             module=site.module,
+            # No module_globals (warnings.warn passes none either): given them, warn_explicit
+            # asks the module's loader for its source, which raises for a script run with
+            # -m (measured: "loader … cannot handle __main__").
             registry=site.globals.setdefault("__warningregistry__", {}),
-            module_globals=site.globals,
         )
 
 
@@ -82,9 +87,8 @@ def batch_call(
     ordered: bool,
     *,
     streamed: bool,
-    depth: int = 2,
 ) -> BatchCall:
-    """Check a batch method's arguments; ``depth``: frames from here up to the user's call.
+    """Check a batch method's arguments, and note where the user called the method.
 
     Raises:
         LoomUsageError: a bad ``task_name`` or ``max_workers``, or inputs that are not an
@@ -101,12 +105,19 @@ def batch_call(
         )
     if not isinstance(sequence, Iterable | AsyncIterable):
         raise LoomUsageError(f"inputs must be iterable, got {type(sequence).__name__}")
-    frame = sys._getframe(depth)
-    site = _Site(
+    site = _user_site()
+    total = len(sequence) if isinstance(sequence, Sized) else None
+    return BatchCall(sequence, task_name, max_workers, ordered, streamed, total, site)
+
+
+def _user_site() -> _Site:
+    """The innermost frame outside loom-core: the user's call of map, process, stream…"""
+    frame = sys._getframe(1)
+    while frame.f_back is not None and frame.f_globals.get("__name__", "").startswith(_OURS):
+        frame = frame.f_back
+    return _Site(
         frame.f_code.co_filename,
         frame.f_lineno,
         frame.f_globals.get("__name__", "<unknown>"),
         frame.f_globals,
     )
-    total = len(sequence) if isinstance(sequence, Sized) else None
-    return BatchCall(sequence, task_name, max_workers, ordered, streamed, total, site)

@@ -154,9 +154,9 @@ class TaskLoom(Generic[T]):
         *,
         streamed: bool = True,
     ) -> BatchCall:
-        """The checked call of a public batch method (called by it: the user is 3 frames up)."""
+        """The checked call of a public batch method."""
         self._session.check_open()
-        return batch_call(sequence, task_name, max_workers, ordered, streamed=streamed, depth=3)
+        return batch_call(sequence, task_name, max_workers, ordered, streamed=streamed)
 
     def _collector(self, progress: bool, call: BatchCall) -> ResultCollector:
         return ResultCollector(progress, call.total, self._engine.runner, self._engine.limiter)
