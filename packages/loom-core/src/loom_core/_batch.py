@@ -18,7 +18,7 @@ from __future__ import annotations
 import asyncio
 import functools
 import logging
-from collections.abc import AsyncIterable, Iterable, Sized
+from collections.abc import AsyncIterable, Iterable
 from typing import Any
 
 from loom_protocol import ErrorCode, StoreError, TaskResult
@@ -36,7 +36,8 @@ _log = logging.getLogger("loom.engine")
 
 
 class BatchRun:
-    """One batch in flight: :meth:`start` it on a loop, read it with :meth:`next_batch`.
+    """One batch in flight: :meth:`start` it on a loop, read it with :meth:`next_batch`,
+    end it with :meth:`aclose`.
 
     Args:
         runner: Runs one task.
@@ -64,8 +65,6 @@ class BatchRun:
         self._runner = runner
         self._cache = cache
         self._max_workers = max_workers
-        #: The number of inputs, when the source has a ``len()``.
-        self.total: int | None = len(source) if isinstance(source, Sized) else None
         self._outbox = Outbox(
             ordered=ordered, window=window or max(4096, 16 * max_workers), hold=hold
         )
@@ -78,13 +77,6 @@ class BatchRun:
         self._loop: asyncio.AbstractEventLoop | None = None
 
     # -- lifecycle -------------------------------------------------------------------------
-
-    async def __aenter__(self) -> BatchRun:
-        self.start()
-        return self
-
-    async def __aexit__(self, *exc_info: object) -> None:
-        await self.aclose()
 
     @property
     def loop(self) -> asyncio.AbstractEventLoop | None:

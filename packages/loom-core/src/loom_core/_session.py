@@ -69,11 +69,6 @@ class Session:
         """The store's URL or path (not redacted: redact before showing it)."""
         return self._store.url if self._store is not None else os.fspath(self._target)
 
-    @property
-    def closed(self) -> bool:
-        """Whether :meth:`begin_close` has been called."""
-        return self._closed
-
     def check_open(self) -> None:
         """Raise :class:`LoomClosedError` once the loom is closed."""
         if self._closed:
