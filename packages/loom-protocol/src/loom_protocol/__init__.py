@@ -35,6 +35,15 @@ from ._fingerprint import (
     canonicalize,
     fingerprint,
 )
+from ._provider_batch import (
+    ProviderBatchBackend,
+    ProviderBatchCounts,
+    ProviderBatchInfo,
+    ProviderBatchItem,
+    ProviderBatchLimits,
+    ProviderBatchLine,
+    ProviderBatchState,
+)
 from ._records import data_column, record_columns
 from ._redact import (
     MASK,
@@ -70,6 +79,13 @@ __all__ = [
     "LoomError",
     "LoomUsageError",
     "Message",
+    "ProviderBatchBackend",
+    "ProviderBatchCounts",
+    "ProviderBatchInfo",
+    "ProviderBatchItem",
+    "ProviderBatchLimits",
+    "ProviderBatchLine",
+    "ProviderBatchState",
     "StoreError",
     "StreamEvent",
     "SummaryCounter",
