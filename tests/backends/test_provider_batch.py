@@ -254,7 +254,7 @@ async def test_list_follows_every_page_newest_first(
     later = await backend.alist_batches(created_after=datetime.now(UTC) + timedelta(hours=1))
     assert later == []
     with pytest.raises(LoomUsageError, match="aware datetime"):
-        await backend.alist_batches(created_after=datetime.now())  # noqa: DTZ005
+        await backend.alist_batches(created_after=datetime.now())
 
 
 async def test_polling_through_5xx_raises_retryable_errors_then_recovers(
