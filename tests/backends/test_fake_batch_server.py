@@ -153,5 +153,9 @@ def test_batches_run_in_a_process_mode_server(http: httpx.Client) -> None:
         for row in rows:
             answer = row["response"]["body"]["choices"][0]["message"]["content"]
             assert json.loads(answer) == {"echo": "t" + row["custom_id"][1:]}
-        paths = [r.path for r in server.requests]
-        assert paths[:3] == ["/v1/files", "/v1/batches", f"/v1/batches/{batch['id']}"]
+        calls = [(r.method, r.path) for r in server.requests]
+        assert calls[:3] == [
+            ("POST", "/v1/files"),
+            ("POST", "/v1/batches"),
+            ("GET", f"/v1/batches/{batch['id']}"),
+        ]

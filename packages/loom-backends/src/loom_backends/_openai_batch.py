@@ -127,7 +127,9 @@ class OpenAIBatchBackend(BatchHTTPBackend):
         return self._info(answer)
 
     def _no_batch_api(self, status: int, headers: Any, body: bytes) -> BackendError:
-        error = error_for_status(status, body.decode("utf-8", "replace"), headers)
+        error = error_for_status(
+            status, body.decode("utf-8", "replace"), headers, secrets=self._secrets
+        )
         message = (
             f"{error.error.message} (POST {redact(self._api_url('/files'), self._secrets)} "
             "answered 404: this server has no OpenAI Batch API; vLLM and most local servers "

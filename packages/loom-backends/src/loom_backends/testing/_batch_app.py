@@ -70,6 +70,7 @@ class BatchRoutes:
         return self.core._record(
             RecordedRequest(
                 path=request.path,
+                method=request.method,
                 query=request.raw_path.partition("?")[2],
                 headers={k.lower(): v for k, v in request.headers.items()},
                 body=body,
