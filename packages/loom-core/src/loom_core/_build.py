@@ -54,8 +54,9 @@ def build_engine(
     max_retries: int,
     client: Any | None,
     backend: Backend | None,
-    base_url: str | None,
+    base_url: Any,
     api_key: str | None,
+    endpoints: Any,
     rpm: float | None,
     tpm: float | None,
     timeout: float,
@@ -83,7 +84,13 @@ def build_engine(
     output = OutputSpec.from_response_model(response_model)
     temperature, max_tokens, params = split_generation_params(llm_kwargs)
     resolved = resolve_backend(
-        model, client=client, backend=backend, base_url=base_url, api_key=api_key, timeout=seconds
+        model,
+        client=client,
+        backend=backend,
+        base_url=base_url,
+        api_key=api_key,
+        timeout=seconds,
+        endpoints=endpoints,
     )
     name = type(resolved.backend).__name__
     known = getattr(resolved.backend, "generation_params", None)

@@ -9,10 +9,10 @@ import functools
 import inspect
 import os
 import threading
-from collections.abc import AsyncIterable, AsyncIterator, Iterable, Iterator
+from collections.abc import AsyncIterable, AsyncIterator, Iterable, Iterator, Sequence
 from typing import Any, Generic, TypeVar
 
-from loom_backends import DEFAULT_TIMEOUT
+from loom_backends import DEFAULT_TIMEOUT, Endpoint
 from loom_protocol import Backend, BatchResult, StreamEvent, TaskResult, redact_url
 from loom_store import ResultStore
 
@@ -59,8 +59,16 @@ class TaskLoom(Generic[T]):
         client: A ready OpenAI SDK client (sync or async) or a ``Backend``.
         db_path: The SQLite file used when a task_name is given and ``store`` is not.
         backend: A ``Backend`` (wins over ``client`` and the model name).
-        base_url: The provider's base URL (else ``OPENAI_BASE_URL`` / ``ANTHROPIC_BASE_URL``).
-        api_key: The provider's key (else ``OPENAI_API_KEY`` / ``ANTHROPIC_API_KEY``).
+        base_url: The provider's base URL (else ``OPENAI_BASE_URL`` / ``ANTHROPIC_BASE_URL``),
+            or a list of servers of the same model: requests spread over them (see
+            ``endpoints``).
+        api_key: The provider's key (else ``OPENAI_API_KEY`` / ``ANTHROPIC_API_KEY``); with
+            several endpoints, the key of those without their own.
+        endpoints: Several servers of the same model, each an ``Endpoint(url, api_key=... or
+            api_key_env=..., weight=...)``, a URL or a dict of those fields: requests spread
+            by weight and load, a server that fails is taken out (circuit breaker) and its
+            requests go to the others. Not with ``base_url``. The list is not part of the
+            config fingerprint: the same model on other servers gives the same results.
         store: A ``ResultStore`` or a store URL (``postgresql+psycopg://…``); overrides db_path.
         rpm: Requests per minute, at most, for this loom.
         tpm: Tokens per minute, at most, for this loom (estimated before, corrected after).
@@ -94,8 +102,9 @@ class TaskLoom(Generic[T]):
         db_path: str | os.PathLike[str] = DEFAULT_DB,
         *,
         backend: Backend | None = None,
-        base_url: str | None = None,
+        base_url: str | Sequence[str | Endpoint | dict[str, Any]] | None = None,
         api_key: str | None = None,
+        endpoints: Sequence[str | Endpoint | dict[str, Any]] | None = None,
         store: ResultStore | str | None = None,
         rpm: float | None = None,
         tpm: float | None = None,
@@ -115,6 +124,7 @@ class TaskLoom(Generic[T]):
             backend=backend,
             base_url=base_url,
             api_key=api_key,
+            endpoints=endpoints,
             rpm=rpm,
             tpm=tpm,
             timeout=timeout,
