@@ -1,7 +1,7 @@
 """``EndpointPool``: one Backend over several servers of the same model.
 
 Each request goes to one endpoint, chosen among those that take traffic (breaker closed, below
-their concurrency limit) by the lowest ``(in flight + 1) / weight``, ties to the lowest
+their concurrency limit) by the lowest ``in flight / weight``, ties to the lowest
 ``sent / weight``: under load the requests in flight split by weight and a faster endpoint,
 freed sooner, gets more; one at a time it is a weighted round robin. An endpoint whose breaker
 lets a probe through (see ``_breaker``) gets that probe before anyone else.
@@ -332,7 +332,7 @@ class EndpointPool:
             if m.limit is not None and m.in_flight >= m.limit:
                 full = True
                 continue
-            key = (m.limited_until > now, (m.in_flight + 1) / m.weight, m.sent / m.weight, m.index)
+            key = (m.limited_until > now, m.in_flight / m.weight, m.sent / m.weight, m.index)
             if best is None or key < best:
                 best, chosen = key, m
         if chosen is not None:
@@ -408,8 +408,10 @@ class EndpointPool:
 
     def _named(self, member: _Member, exc: BackendError) -> BackendError:
         """``exc`` with the endpoint named in its message (the detail kept)."""
+        # Every endpoint's key is masked: a server may echo another endpoint's key.
         message = redact_text(f"{member.name}: {exc.error.message}", self._secrets)
-        named = exc.error.model_copy(update={"message": message})
+        detail = redact_text(exc.error.detail, self._secrets) if exc.error.detail else None
+        named = exc.error.model_copy(update={"message": message, "detail": detail})
         return BackendError(named, retry_after=exc.retry_after)
 
     def _none_left(self, failures: list[tuple[_Member, BackendError]]) -> BackendError:
