@@ -29,7 +29,7 @@ from ._endpoints import MAX_ENDPOINTS, Endpoint, check_endpoints
 from ._errors import error_for_status, error_for_transport, parse_retry_after
 from ._openai import OpenAIChatBackend
 from ._pool import EndpointPool, EndpointStatus
-from ._resolve import ENTRY_POINT_GROUP, ResolvedBackend, resolve_backend
+from ._resolve import ENTRY_POINT_GROUP, ResolvedBackend, backend_route, resolve_backend
 from ._version import __version__ as __version__
 
 __all__ = [
@@ -52,6 +52,7 @@ __all__ = [
     "OpenAIChatBackend",
     "OpenAIClientBackend",
     "ResolvedBackend",
+    "backend_route",
     "check_endpoints",
     "error_for_status",
     "error_for_transport",

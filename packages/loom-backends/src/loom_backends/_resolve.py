@@ -37,6 +37,7 @@ __all__ = [
     "ENTRY_POINT_GROUP",
     "BaseURL",
     "ResolvedBackend",
+    "backend_route",
     "check_endpoint_args",
     "resolve_backend",
 ]
@@ -94,6 +95,32 @@ def _name_route(model: str) -> _BuiltIn | None:
         if key.endswith("-") and model.startswith(key):
             return entry
     return None
+
+
+def backend_route(model: str, *, base_url_known: bool) -> str | None:
+    """Which backend serves ``model``: the registry entry's target (``"module:Class"``).
+
+    Two model names with the same route go to the same kind of backend (``anthropic/x`` and
+    ``claude-y`` both to Anthropic): a fallback model of the same route can share the primary
+    model's backend, its endpoints and keys. ``None`` when the name cannot be routed.
+
+    Args:
+        model: The model name.
+        base_url_known: Whether a base URL is given (or set in the environment): then an
+            unknown ``prefix/`` is an OpenAI-compatible model id.
+    """
+    prefix, slash, rest = model.partition("/")
+    if not slash:
+        return (_name_route(model) or _BUILT_IN["openai"]).value
+    if not prefix or not rest:
+        return None
+    entry = _BUILT_IN.get(prefix) if not prefix.endswith("-") else None
+    if entry is not None:
+        return entry.value
+    registered = _registered()
+    if prefix in registered:
+        return str(registered[prefix].value)
+    return _BUILT_IN["openai"].value if base_url_known else None
 
 
 #: What ``base_url=`` and ``endpoints=`` take: one URL, or a list of endpoints.

@@ -132,6 +132,12 @@ def add_parser(commands: Subcommands) -> None:
         "taken out until it answers again",
     )
     parser.add_argument(
+        "--fallback-model",
+        action="append",
+        metavar="MODEL",
+        help="a model to turn to when the model's provider is out (repeat for more, in order)",
+    )
+    parser.add_argument(
         "--api-key-env",
         metavar="NAME",
         help=f"the environment variable holding the API key (default: {OPENAI_API_KEY_ENV})",

@@ -133,6 +133,7 @@ def build_loom(args: argparse.Namespace, template: str, response_model: Any) -> 
             max_retries=args.max_retries,
             store=args.db,
             base_url=_base_url(args.base_url),
+            fallback_models=args.fallback_model,
             api_key=_api_key(args),
             rpm=args.rpm,
             tpm=args.tpm,
