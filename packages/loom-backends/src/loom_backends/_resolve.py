@@ -145,9 +145,9 @@ def check_endpoint_args(
         return None, check_endpoints(endpoints, "endpoints")
     if base_url is None or base_url == "":
         return None, None
-    if isinstance(base_url, str):
+    if not isinstance(base_url, list | tuple):  # one URL, the common case: its own message
         check_http_url("base_url", base_url)
-        return base_url, None
+        return str(base_url), None
     return None, check_endpoints(base_url, "base_url")
 
 
