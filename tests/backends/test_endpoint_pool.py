@@ -171,9 +171,8 @@ async def test_a_4xx_is_no_endpoint_failure(two) -> None:  # type: ignore[no-unt
                 await pool.acomplete(request())
             except BackendError as exc:
                 codes.append(exc.code)
-        assert (
-            codes == [ErrorCode.PROVIDER_AUTH] * 4
-        )  # A keeps its share: a 401 says nothing about A being down
+        # A keeps its share: a 401 says nothing about A being down.
+        assert codes == [ErrorCode.PROVIDER_AUTH] * 4
         assert pool.status()[0].state == "closed"
         assert pool.status()[0].failed == 0
     finally:

@@ -61,7 +61,8 @@ def test_a_server_stopped_mid_run_loses_no_task(tmp_path: Path) -> None:
     with FakeLLMServer(Switch()) as b:
         a = FakeLLMServer(Switch()).start()
         try:
-            with loom_over([a.base_url, b.base_url], tmp_path, max_retries=1) as loom:
+            # No engine retry at all: the pool alone must carry the dead server's tasks over.
+            with loom_over([a.base_url, b.base_url], tmp_path, max_retries=0) as loom:
                 results = []
                 for done, result in enumerate(
                     loom.stream(

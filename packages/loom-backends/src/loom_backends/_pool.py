@@ -261,7 +261,8 @@ class EndpointPool:
                     raise failed from None
                 tried.add(member.index)
                 failures.append((member, failed))
-                self.failovers += 1
+                with self._lock:
+                    self.failovers += 1
                 _log.info(
                     "endpoint %s: %s%s; sending the request to another endpoint",
                     member.name,
