@@ -148,3 +148,22 @@ def test_pool_settings_are_checked() -> None:
     ]:
         with pytest.raises(LoomUsageError, match=problem):
             pool.set_limit(index, limit)
+
+
+def test_a_factory_that_refuses_or_returns_no_backend_is_named(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.delenv("OPENAI_API_KEY", raising=False)
+
+    def no_backend(**kwargs: object) -> object:
+        return 42
+
+    with pytest.raises(
+        LoomUsageError, match=r"endpoints\[0\] \(http://a/v1\): the factory returned int"
+    ):
+        EndpointPool(["http://a/v1", "http://b/v1"], factory=no_backend)  # type: ignore[arg-type]
+    # The official OpenAI host without a key: refused, naming the entry.
+    with pytest.raises(
+        LoomUsageError, match=r"endpoints\[1\] \(https://api.openai.com/v1\): .*no API key"
+    ):
+        EndpointPool([{"url": "http://a/v1"}, "https://api.openai.com/v1"], api_key=None)

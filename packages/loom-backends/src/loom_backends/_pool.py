@@ -176,9 +176,17 @@ class EndpointPool:
             key = spec.key(f"endpoints[{i}]") or api_key
             if key:
                 secrets.append(key)
-            backend = make(
-                base_url=spec.url, api_key=key, timeout=timeout, max_connections=max_connections
-            )
+            try:
+                backend = make(
+                    base_url=spec.url, api_key=key, timeout=timeout, max_connections=max_connections
+                )
+            except LoomUsageError as exc:
+                raise LoomUsageError(f"endpoints[{i}] ({spec.name}): {exc}") from None
+            if isinstance(backend, type) or not isinstance(backend, Backend):
+                raise LoomUsageError(
+                    f"endpoints[{i}] ({spec.name}): the factory returned "
+                    f"{type(backend).__name__}, which is not a Backend (acomplete, aclose)"
+                )
             breaker = CircuitBreaker(failure_threshold, cooldown, max_cooldown)
             self._members.append(_Member(i, backend, spec.name, float(spec.weight), breaker))
         self._secrets = tuple(secrets)
@@ -249,6 +257,9 @@ class EndpointPool:
         failures: list[tuple[_Member, BackendError]] = []
         while True:
             member, probe, epoch = await self._acquire(tried, failures)
+            if failures:
+                with self._lock:
+                    self.failovers += 1
             try:
                 response = await member.backend.acomplete(request)
             except BaseException as exc:
@@ -261,10 +272,8 @@ class EndpointPool:
                     raise failed from None
                 tried.add(member.index)
                 failures.append((member, failed))
-                with self._lock:
-                    self.failovers += 1
                 _log.info(
-                    "endpoint %s: %s%s; sending the request to another endpoint",
+                    "endpoint %s: %s%s; trying another endpoint for the request",
                     member.name,
                     exc.code.value,
                     f" (HTTP {exc.status})" if exc.status else "",
