@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from loom_backends.testing import FakeLLMServer
+from loom_backends.testing import FakeLLMServer, FakeReply, RecordedRequest
 from loom_core._cli import main
 
 from .conftest import read_jsonl, write_jsonl
@@ -57,3 +57,26 @@ def test_a_repeated_base_url_twice_the_same_is_refused(
     )
     assert status == 2
     assert "base_url[1]" in capsys.readouterr().err
+
+
+def test_fallback_model_from_the_command_line(
+    in_tmp: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    def handler(req: RecordedRequest) -> FakeReply:
+        if req.body.get("model") == "big":
+            return FakeReply(content="overloaded", status=503)
+        return FakeReply(content=f"from {req.body.get('model')}")
+
+    with FakeLLMServer(handler, model="") as server:
+        status = main(
+            [
+                "run", "in.jsonl", "--model", "big", "-t", "{{ text }}", "-o", "out.jsonl",
+                "--base-url", server.base_url, "--fallback-model", "small",
+                "--max-retries", "0", "--no-progress",
+            ]
+        )  # fmt: skip
+    captured = capsys.readouterr()
+    assert status == 0, captured.err
+    rows = read_jsonl(in_tmp / "out.jsonl")
+    assert {row["data"] for row in rows} == {"from small"}
+    assert {row["model"] for row in rows} == {"small"}
