@@ -11,6 +11,7 @@ from pathlib import Path
 
 from ._common import Outcome
 from ._crash import scenario_crash
+from ._endpoints import scenario_failover
 from ._faults import scenario_chaos, scenario_ratelimit
 from ._memory import scenario_memory
 from ._resume import scenario_resume
@@ -31,4 +32,5 @@ SCENARIOS: dict[str, Scenario] = {
     "ratelimit": scenario_ratelimit,
     "chaos": scenario_chaos,
     "crash": scenario_crash,
+    "failover": scenario_failover,
 }

@@ -11,7 +11,7 @@ key, ``"claude-"``, serves every model name starting with it, unchanged.
 from __future__ import annotations
 
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from importlib.metadata import entry_points
 from typing import Any, NamedTuple
 
@@ -29,9 +29,18 @@ from loom_protocol import (
 from ._anthropic import AnthropicBackend
 from ._callable import OpenAIClientBackend
 from ._defaults import DEFAULT_MAX_CONNECTIONS, DEFAULT_TIMEOUT, OPENAI_BASE_URL_ENV
+from ._endpoints import Endpoint, check_endpoints
 from ._openai import OpenAIChatBackend
+from ._pool import EndpointPool
 
-__all__ = ["ENTRY_POINT_GROUP", "ResolvedBackend", "resolve_backend"]
+__all__ = [
+    "ENTRY_POINT_GROUP",
+    "BaseURL",
+    "ResolvedBackend",
+    "backend_route",
+    "check_endpoint_args",
+    "resolve_backend",
+]
 
 #: Third-party backends register a factory under this entry-point group; its name is the
 #: model prefix they serve (``"mistral"`` serves ``"mistral/<model>"``).
@@ -88,15 +97,70 @@ def _name_route(model: str) -> _BuiltIn | None:
     return None
 
 
+def backend_route(model: str, *, base_url_known: bool) -> str | None:
+    """Which backend serves ``model``: the registry entry's target (``"module:Class"``).
+
+    Two model names with the same route go to the same kind of backend (``anthropic/x`` and
+    ``claude-y`` both to Anthropic): a fallback model of the same route can share the primary
+    model's backend, its endpoints and keys. ``None`` when the name cannot be routed.
+
+    Args:
+        model: The model name.
+        base_url_known: Whether a base URL is given (or set in the environment): then an
+            unknown ``prefix/`` is an OpenAI-compatible model id.
+    """
+    prefix, slash, rest = model.partition("/")
+    if not slash:
+        return (_name_route(model) or _BUILT_IN["openai"]).value
+    if not prefix or not rest:
+        return None
+    entry = _BUILT_IN.get(prefix) if not prefix.endswith("-") else None
+    if entry is not None:
+        return entry.value
+    registered = _registered()
+    if prefix in registered:
+        return str(registered[prefix].value)
+    return _BUILT_IN["openai"].value if base_url_known else None
+
+
+#: What ``base_url=`` and ``endpoints=`` take: one URL, or a list of endpoints.
+BaseURL = str | Sequence[Endpoint | str | dict[str, Any]]
+
+
+def check_endpoint_args(
+    base_url: object, endpoints: object
+) -> tuple[str | None, tuple[Endpoint, ...] | None]:
+    """``base_url`` and ``endpoints`` checked: (one URL or ``None``, a list or ``None``).
+
+    ``base_url`` may be one URL or a list; ``endpoints`` only a list; not both at once.
+
+    Raises:
+        LoomUsageError: Both given, a bad URL, or a bad list (see :func:`check_endpoints`).
+    """
+    if endpoints is not None:
+        if base_url is not None and base_url != "":
+            raise LoomUsageError(
+                "give base_url= or endpoints=, not both (endpoints= lists every server)"
+            )
+        return None, check_endpoints(endpoints, "endpoints")
+    if base_url is None or base_url == "":
+        return None, None
+    if not isinstance(base_url, list | tuple):  # one URL, the common case: its own message
+        check_http_url("base_url", base_url)
+        return str(base_url), None
+    return None, check_endpoints(base_url, "base_url")
+
+
 def resolve_backend(
     model: str,
     client: Any = None,
     backend: Backend | None = None,
-    base_url: str | None = None,
+    base_url: BaseURL | None = None,
     api_key: str | None = None,
     *,
     timeout: float = DEFAULT_TIMEOUT,
     max_connections: int = DEFAULT_MAX_CONNECTIONS,
+    endpoints: Sequence[Endpoint | str | dict[str, Any]] | None = None,
 ) -> ResolvedBackend:
     """Choose the backend for ``model``.
 
@@ -115,7 +179,12 @@ def resolve_backend(
     * no ``/`` → :class:`OpenAIChatBackend`, model unchanged.
 
     With an explicit ``backend`` or ``client`` the model name is returned unchanged and
-    ``base_url`` / ``api_key`` are not used.
+    ``base_url`` / ``api_key`` / ``endpoints`` are not used.
+
+    Several endpoints (``base_url`` as a list, or ``endpoints``) make an
+    :class:`EndpointPool` of the backend the model name chooses, one per endpoint, each with
+    its own key (else ``api_key``, else the backend's environment variable); a list of one
+    makes that one backend.
 
     ``base_url``, ``api_key``, ``timeout`` and ``max_connections`` are checked in every case
     (a bad value is a bug even when an explicit backend makes it unused).
@@ -126,8 +195,7 @@ def resolve_backend(
             no usable http(s) URL, or a bad timeout, api_key or max_connections.
     """
     check_non_empty_string("model", model, allow_blank=False)
-    if base_url is not None and base_url != "":
-        check_http_url("base_url", base_url)
+    single, listed = check_endpoint_args(base_url, endpoints)
     if api_key is not None:
         check_header("api_key", api_key)
     check_positive_number("timeout", timeout, " of seconds", MAX_TIMEOUT)
@@ -150,27 +218,26 @@ def resolve_backend(
             f"got {type(client).__name__}"
         )
     http: dict[str, Any] = {
-        "base_url": base_url,
+        "base_url": single,
         "api_key": api_key,
         "timeout": timeout,
         "max_connections": max_connections,
     }
+    openai = _BUILT_IN["openai"]
     prefix, slash, rest = model.partition("/")
     if not slash:
-        named = _name_route(model)
-        if named is not None:
-            return ResolvedBackend(_from_entry_point(named.name, named, http), model)
-        return ResolvedBackend(OpenAIChatBackend(**http), model)
+        named = _name_route(model) or openai
+        return ResolvedBackend(_from_entry_point(named.name, named, http, listed), model)
     if not prefix or not rest:
         raise LoomUsageError(f"model {model!r} has an empty part around '/'")
     entry = _BUILT_IN.get(prefix) if not prefix.endswith("-") else None
     if entry is not None:
-        return ResolvedBackend(_from_entry_point(prefix, entry, http), rest)
+        return ResolvedBackend(_from_entry_point(prefix, entry, http, listed), rest)
     registered = _registered()
     if prefix in registered:
-        return ResolvedBackend(_from_entry_point(prefix, registered[prefix], http), rest)
-    if base_url or os.environ.get(OPENAI_BASE_URL_ENV):
-        return ResolvedBackend(OpenAIChatBackend(**http), model)
+        return ResolvedBackend(_from_entry_point(prefix, registered[prefix], http, listed), rest)
+    if single or listed or os.environ.get(OPENAI_BASE_URL_ENV):
+        return ResolvedBackend(_from_entry_point("openai", openai, http, listed), model)
     prefixes = [name for name in _BUILT_IN if not name.endswith("-")]
     known = ", ".join([*prefixes, *sorted(k for k in registered if k not in _BUILT_IN)])
     raise LoomUsageError(
@@ -179,7 +246,13 @@ def resolve_backend(
     )
 
 
-def _from_entry_point(prefix: str, entry_point: Any, http: dict[str, Any]) -> Backend:
+def _from_entry_point(
+    prefix: str,
+    entry_point: Any,
+    http: dict[str, Any],
+    listed: tuple[Endpoint, ...] | None = None,
+) -> Backend:
+    """The entry point's backend for ``http``; with ``listed``, one per endpoint, pooled."""
     if isinstance(entry_point, _BuiltIn):
         where = f"built-in backend {prefix!r} ({entry_point.value})"
     else:
@@ -190,6 +263,26 @@ def _from_entry_point(prefix: str, entry_point: Any, http: dict[str, Any]) -> Ba
         raise LoomUsageError(f"cannot load {where}: {type(exc).__name__}: {exc}") from exc
     if not callable(factory):
         raise LoomUsageError(f"{where} is not callable")
+    if listed is None:
+        return _made(where, factory, http)
+    if len(listed) == 1:  # one server: no pool, no breaker (the engine's retries suffice)
+        only = listed[0]
+        key = only.key("endpoints[0]") or http["api_key"]
+        return _made(where, factory, {**http, "base_url": only.url, "api_key": key})
+
+    def make(**args: Any) -> Backend:
+        return _made(where, factory, args)
+
+    return EndpointPool(
+        listed,
+        api_key=http["api_key"],
+        factory=make,
+        timeout=http["timeout"],
+        max_connections=http["max_connections"],
+    )
+
+
+def _made(where: str, factory: Callable[..., Any], http: dict[str, Any]) -> Backend:
     try:
         made = factory(**http)
     except LoomUsageError:

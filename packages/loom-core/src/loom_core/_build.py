@@ -22,6 +22,7 @@ from ._config import (
     refuse_batch_args,
     split_generation_params,
 )
+from ._fallback import check_fallback_models, fallbacks
 from ._output import OutputSpec
 from ._ratelimit import RateLimiter
 from ._render import PromptTemplate
@@ -42,6 +43,12 @@ class Engine:
     #: Whether the loom made the backend (and so closes it), or was given it.
     owns_backend: bool
     limiter: RateLimiter
+    #: Backends the loom made for fallback models of another provider (it closes them).
+    fallback_backends: tuple[Backend, ...] = ()
+
+    def owned_backends(self) -> list[Backend]:
+        """Every backend the loom made, to close with the loom."""
+        return [*([self.backend] if self.owns_backend else []), *self.fallback_backends]
 
 
 def build_engine(
@@ -54,8 +61,10 @@ def build_engine(
     max_retries: int,
     client: Any | None,
     backend: Backend | None,
-    base_url: str | None,
+    base_url: Any,
     api_key: str | None,
+    endpoints: Any,
+    fallback_models: Any,
     rpm: float | None,
     tpm: float | None,
     timeout: float,
@@ -83,7 +92,13 @@ def build_engine(
     output = OutputSpec.from_response_model(response_model)
     temperature, max_tokens, params = split_generation_params(llm_kwargs)
     resolved = resolve_backend(
-        model, client=client, backend=backend, base_url=base_url, api_key=api_key, timeout=seconds
+        model,
+        client=client,
+        backend=backend,
+        base_url=base_url,
+        api_key=api_key,
+        timeout=seconds,
+        endpoints=endpoints,
     )
     name = type(resolved.backend).__name__
     known = getattr(resolved.backend, "generation_params", None)
@@ -98,6 +113,17 @@ def build_engine(
         getattr(resolved.backend, "parameter_ranges", None),
         name,
     )
+    fallback_names = check_fallback_models(fallback_models, model)
+    chain = fallbacks(
+        fallback_names,
+        resolved.backend,
+        model=model,
+        explicit=client is not None or backend is not None,
+        base_url=base_url,
+        api_key=api_key,
+        endpoints=endpoints,
+        timeout=seconds,
+    )
     limiter = RateLimiter(rpm=rpm, tpm=tpm)
     config = LoomConfig(
         model=model,
@@ -107,6 +133,7 @@ def build_engine(
         temperature=temperature,
         max_tokens=max_tokens,
         params=params,
+        fallback_models=fallback_names,
     )
     runner = TaskRunner(
         backend=resolved.backend,
@@ -123,6 +150,7 @@ def build_engine(
         timeout=seconds,
         image_root=os.fspath(image_root) if image_root is not None else None,
         max_retry_wait=max_retry_wait,
+        fallbacks=[(f.model, f.backend) for f in chain],
     )
     return Engine(
         runner=runner,
@@ -131,4 +159,5 @@ def build_engine(
         backend=resolved.backend,
         owns_backend=client is None and backend is None,
         limiter=limiter,
+        fallback_backends=tuple(f.backend for f in chain if f.own),
     )

@@ -247,9 +247,10 @@ def check_param_ranges(values: Mapping[str, Any], ranges: object, backend: str) 
 class LoomConfig:
     """Everything that decides what a task's answer is; its fingerprint keys the cache.
 
-    The fingerprint covers the model, both templates, the output schema and the generation
-    parameters (``extra_body`` included). It leaves out what does not change an answer's
-    meaning: retries, timeouts, rate limits, the backend's URL and credentials. A credential
+    The fingerprint covers the model (and the fallback models, when there are some), both
+    templates, the output schema and the generation parameters (``extra_body`` included). It
+    leaves out what does not change an answer's meaning: retries, timeouts, rate limits, the
+    backend's URL or list of endpoints, and credentials. A credential
     passed as a parameter (a value under ``api_key``, ``subscription_key``, ``token``… at any
     depth) is masked in :meth:`as_dict`, and the fingerprint is computed from that masked
     form: a secret never reaches the store (not even hashed), and rotating a key keeps the cache.
@@ -262,10 +263,16 @@ class LoomConfig:
     temperature: float | None
     max_tokens: int | None
     params: dict[str, Any] = field(default_factory=dict)
+    #: The models a task turns to when its model's provider is out, in order.
+    fallback_models: tuple[str, ...] = ()
 
     def as_dict(self) -> dict[str, Any]:
-        """The JSON description stored in the run registry, credentials masked (``***``)."""
-        return {
+        """The JSON description stored in the run registry, credentials masked (``***``).
+
+        ``fallback_models`` appear only when there are some: a config without them keeps the
+        fingerprint it had before they existed (its stored results stay served).
+        """
+        described = {
             "version": _CONFIG_VERSION,
             "model": self.model,
             "prompt_template": self.prompt_template,
@@ -275,6 +282,9 @@ class LoomConfig:
             "max_tokens": self.max_tokens,
             "params": redact_value(self.params) if self.params else {},
         }
+        if self.fallback_models:
+            described["fallback_models"] = list(self.fallback_models)
+        return described
 
     @property
     def fingerprint(self) -> str:

@@ -9,10 +9,10 @@ import functools
 import inspect
 import os
 import threading
-from collections.abc import AsyncIterable, AsyncIterator, Iterable, Iterator
+from collections.abc import AsyncIterable, AsyncIterator, Iterable, Iterator, Sequence
 from typing import Any, Generic, TypeVar
 
-from loom_backends import DEFAULT_TIMEOUT
+from loom_backends import DEFAULT_TIMEOUT, Endpoint
 from loom_protocol import Backend, BatchResult, StreamEvent, TaskResult, redact_url
 from loom_store import ResultStore
 
@@ -59,8 +59,20 @@ class TaskLoom(Generic[T]):
         client: A ready OpenAI SDK client (sync or async) or a ``Backend``.
         db_path: The SQLite file used when a task_name is given and ``store`` is not.
         backend: A ``Backend`` (wins over ``client`` and the model name).
-        base_url: The provider's base URL (else ``OPENAI_BASE_URL`` / ``ANTHROPIC_BASE_URL``).
-        api_key: The provider's key (else ``OPENAI_API_KEY`` / ``ANTHROPIC_API_KEY``).
+        base_url: The provider's base URL (else ``OPENAI_BASE_URL`` / ``ANTHROPIC_BASE_URL``),
+            or a list of servers of the same model: requests spread over them (see
+            ``endpoints``).
+        api_key: The provider's key (else ``OPENAI_API_KEY`` / ``ANTHROPIC_API_KEY``); with
+            several endpoints, the key of those without their own.
+        endpoints: Several servers of the same model, each an ``Endpoint(url, api_key=... or
+            api_key_env=..., weight=...)``, a URL or a dict of those fields: requests spread
+            by weight and load, a server that fails is taken out (circuit breaker) and its
+            requests go to the others. Not with ``base_url``. The list is not part of the
+            config fingerprint: the same model on other servers gives the same results.
+        fallback_models: Models a task turns to, in order, when its model's provider is out
+            (``provider_unavailable`` after the retries); one routed like ``model`` shares its
+            backend and endpoints, another gets its own from its provider's environment. They
+            are part of the config fingerprint; the result's ``model`` says which answered.
         store: A ``ResultStore`` or a store URL (``postgresql+psycopg://…``); overrides db_path.
         rpm: Requests per minute, at most, for this loom.
         tpm: Tokens per minute, at most, for this loom (estimated before, corrected after).
@@ -94,8 +106,10 @@ class TaskLoom(Generic[T]):
         db_path: str | os.PathLike[str] = DEFAULT_DB,
         *,
         backend: Backend | None = None,
-        base_url: str | None = None,
+        base_url: str | Sequence[str | Endpoint | dict[str, Any]] | None = None,
         api_key: str | None = None,
+        endpoints: Sequence[str | Endpoint | dict[str, Any]] | None = None,
+        fallback_models: Sequence[str] | None = None,
         store: ResultStore | str | None = None,
         rpm: float | None = None,
         tpm: float | None = None,
@@ -115,6 +129,8 @@ class TaskLoom(Generic[T]):
             backend=backend,
             base_url=base_url,
             api_key=api_key,
+            endpoints=endpoints,
+            fallback_models=fallback_models,
             rpm=rpm,
             tpm=tpm,
             timeout=timeout,
@@ -306,9 +322,9 @@ class TaskLoom(Generic[T]):
             await run.aclose()
         if waits:
             await asyncio.wait([asyncio.wrap_future(w) for w in waits], timeout=ABORT_WAIT)
-        if self._engine.owns_backend:
+        for backend in self._engine.owned_backends():
             # This loop's connections, closed on this loop.
-            await self._engine.backend.aclose()
+            await backend.aclose()
         if self._bridge.on_loop_thread():
             threading.Thread(target=self._release, name="loom-close", daemon=True).start()
             return
@@ -318,9 +334,9 @@ class TaskLoom(Generic[T]):
         """Drain the writer, release the store and the backend, stop the loop thread."""
         try:
             self._session.release()
-            if self._engine.owns_backend:
+            for backend in self._engine.owned_backends():
                 with contextlib.suppress(LoomClosedError):
-                    self._bridge.run(self._engine.backend.aclose())
+                    self._bridge.run(backend.aclose())
         finally:
             self._bridge.close()
 

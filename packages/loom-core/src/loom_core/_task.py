@@ -14,7 +14,7 @@ from __future__ import annotations
 import asyncio
 import time
 import traceback
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from loom_protocol import Backend, BackendError, ChatResponse, Error, ErrorCode, TaskResult
@@ -22,6 +22,7 @@ from loom_protocol import Backend, BackendError, ChatResponse, Error, ErrorCode,
 from ._attempts import Attempts
 from ._backend_call import BackendCaller
 from ._extract import split_reasoning
+from ._fallback import ModelChain
 from ._images import ImageError
 from ._inputs import PreparedInput, failed_result, prepare_input
 from ._output import OutputSpec
@@ -62,6 +63,7 @@ class TaskRunner:
         timeout: float | None,
         image_root: str | None,
         max_retry_wait: float,
+        fallbacks: Sequence[tuple[str, Backend]] = (),
     ) -> None:
         self.model = model
         self.requests = RequestBuilder(
@@ -82,12 +84,30 @@ class TaskRunner:
             max_retry_wait=max_retry_wait,
         )
         self.reader = AnswerReader(output=output, repair=auto_repair_json, max_retries=max_retries)
+        #: The primary model then its fallbacks (``None`` without fallbacks: the plain path).
+        self.chain: ModelChain | None = None
+        if fallbacks:
+            others = [
+                (
+                    name,
+                    BackendCaller(
+                        backend=other,
+                        limiter=limiter,
+                        timeout=timeout,
+                        max_retries=max_retries,
+                        max_retry_wait=max_retry_wait,
+                    ),
+                )
+                for name, other in fallbacks
+            ]
+            self.chain = ModelChain(self.caller, model, others)
 
     @property
     def retries(self) -> int:
         """Calls made beyond each task's first (provider retries and re-asks), over the
         runner's life: the progress bar shows how many a batch added."""
-        return self.caller.retries + self.reader.retries
+        calls = self.caller.retries if self.chain is None else self.chain.retries
+        return calls + self.reader.retries
 
     async def run(self, prepared: PreparedInput) -> TaskResult[Any]:
         """Run one task. Never raises, except ``asyncio.CancelledError``."""
@@ -105,25 +125,47 @@ class TaskRunner:
             except ImageError as exc:
                 return self._failed(prepared, ErrorCode.IMAGE_UNREADABLE, exc.message)
             attempts = Attempts()
+            on = [0]  # the model in use: a task that fell back stays on its fallback
             while True:
                 try:
-                    response = await self.caller.call(
-                        self.requests.request(messages), attempts, task_id
-                    )
+                    if self.chain is None:
+                        response = await self.caller.call(
+                            self.requests.request(messages), attempts, task_id
+                        )
+                    else:
+                        response = await self.chain.call(
+                            self.requests.request(messages), attempts, task_id, on
+                        )
                 except BackendError as exc:
-                    return self._result(prepared, started, attempts, error=exc.error)
+                    return self._result(
+                        prepared, started, attempts, error=exc.error, model=self._model_at(on[0])
+                    )
                 answer, reasoning = split_reasoning(response.content, response.reasoning)
                 try:
                     value = self.reader.parse(answer, response.finish_reason)
                 except OutputError as exc:
                     if not self.reader.reask(exc.error, attempts, task_id):
                         return self._result(
-                            prepared, started, attempts, response, reasoning, error=exc.error
+                            prepared,
+                            started,
+                            attempts,
+                            response,
+                            reasoning,
+                            error=exc.error,
+                            model=self._model_at(on[0]),
                         )
                     # Ask again with the model's own answer and what was wrong with it.
                     messages = self.reader.feedback(messages, response, exc.error)
                     continue
-                return self._result(prepared, started, attempts, response, reasoning, value)
+                return self._result(
+                    prepared,
+                    started,
+                    attempts,
+                    response,
+                    reasoning,
+                    value,
+                    model=self._model_at(on[0]),
+                )
         except asyncio.CancelledError:
             raise
         except Exception as exc:  # a bug of ours or a contract breach: keep the batch going
@@ -136,6 +178,9 @@ class TaskRunner:
                 latency_ms=(time.perf_counter() - started) * 1000,
                 model=self.model,
             )
+
+    def _model_at(self, index: int) -> str:
+        return self.model if self.chain is None else self.chain.model(index)
 
     def _failed(self, prepared: PreparedInput, code: ErrorCode, message: str) -> TaskResult[Any]:
         """A task that failed before any call (its prompt or its images)."""
@@ -153,8 +198,14 @@ class TaskRunner:
         value: Any = None,
         *,
         error: Error | None = None,
+        model: str | None = None,
     ) -> TaskResult[Any]:
-        """The result of a task that made calls: its value, or the ``error`` it ended with."""
+        """The result of a task that made calls: its value, or the ``error`` it ended with.
+
+        ``model`` is the model called (a fallback's, when the task fell back); the provider's
+        own name for it, when the answer says, wins.
+        """
+        called = model or self.model
         return TaskResult(
             task_id=prepared.task_id,
             is_success=error is None,
@@ -166,5 +217,5 @@ class TaskRunner:
             attempts=attempts.calls,
             usage=attempts.usage,
             latency_ms=(time.perf_counter() - started) * 1000,
-            model=self.model if response is None else (response.model or self.model),
+            model=called if response is None else (response.model or called),
         )

@@ -136,10 +136,10 @@ class ServerCore:
         app.router.add_post("/_fake/clear", self.admin_clear)
         return app
 
-    async def start(self) -> int:
+    async def start(self, port: int = 0) -> int:
         runner = web.AppRunner(self.app(), access_log=None, shutdown_timeout=0.5)
         await runner.setup()
-        site = web.TCPSite(runner, HOST, 0)
+        site = web.TCPSite(runner, HOST, port)
         await site.start()
         self.runner = runner
         for address in runner.addresses:
@@ -275,7 +275,7 @@ class ServerCore:
         )
 
 
-def child_main(config: Config, conn: Connection) -> None:
+def child_main(config: Config, conn: Connection, port: int = 0) -> None:
     """Entry point of the server process (``process=True``)."""
     # The process only serves and records. Every recorded request stays alive, and with the
     # collector's default thresholds its full collections, walking all of them again and
@@ -287,7 +287,7 @@ def child_main(config: Config, conn: Connection) -> None:
     loop = asyncio.new_event_loop()
     asyncio.set_event_loop(loop)
     try:
-        port = loop.run_until_complete(core.start())
+        port = loop.run_until_complete(core.start(port))
     except BaseException as exc:  # report a start failure to the parent, then exit
         conn.send(("error", f"{type(exc).__name__}: {exc}"))
         raise

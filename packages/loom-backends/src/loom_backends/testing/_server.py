@@ -56,6 +56,8 @@ class FakeLLMServer:
             part-way, shuffled results, size limits, failing polls. The server serves OpenAI's
             ``/v1/files`` and ``/v1/batches`` and Anthropic's ``/v1/messages/batches``; each
             request of a batch is answered by ``handler``, as online.
+        port: The port to listen on; 0 (the default) takes a free one. A test that stops a
+            server and starts another on its port brings "the same server" back.
     """
 
     def __init__(
@@ -70,7 +72,12 @@ class FakeLLMServer:
         model: str = "fake-model",
         process: bool = False,
         batch: BatchPlan | None = None,
+        port: int = 0,
     ) -> None:
+        check_int("FakeLLMServer: port", port, 0)
+        if port > 65535:
+            raise LoomUsageError(f"FakeLLMServer: port must be <= 65535, got {port}")
+        self._listen_port = port
         if handler is not None and not callable(handler):
             raise LoomUsageError(
                 f"FakeLLMServer: handler must be callable, got {type(handler).__name__}"
@@ -135,7 +142,7 @@ class FakeLLMServer:
         def run() -> None:
             asyncio.set_event_loop(loop)
             try:
-                port.append(loop.run_until_complete(core.start()))
+                port.append(loop.run_until_complete(core.start(self._listen_port)))
             except BaseException as exc:
                 failure.append(exc)
                 ready.set()
@@ -166,7 +173,10 @@ class FakeLLMServer:
         context = multiprocessing.get_context("spawn")
         parent, child = context.Pipe()
         process = context.Process(
-            target=child_main, args=(self._config, child), name="FakeLLMServer", daemon=True
+            target=child_main,
+            args=(self._config, child, self._listen_port),
+            name="FakeLLMServer",
+            daemon=True,
         )
         process.start()
         child.close()

@@ -124,7 +124,18 @@ def add_parser(commands: Subcommands) -> None:
         "resolve against it",
     )
     parser.add_argument(
-        "--base-url", help=f"the provider's base URL (default: {OPENAI_BASE_URL_ENV})"
+        "--base-url",
+        action="append",
+        metavar="URL",
+        help=f"the provider's base URL (default: {OPENAI_BASE_URL_ENV}); repeat it for several "
+        "servers of the same model: requests spread over them, and a server that fails is "
+        "taken out until it answers again",
+    )
+    parser.add_argument(
+        "--fallback-model",
+        action="append",
+        metavar="MODEL",
+        help="a model to turn to when the model's provider is out (repeat for more, in order)",
     )
     parser.add_argument(
         "--api-key-env",

@@ -109,6 +109,13 @@ def _api_key(args: argparse.Namespace) -> str | None:
     return key
 
 
+def _base_url(given: list[str] | None) -> str | list[str] | None:
+    """``--base-url``, given once (one URL) or repeated (several endpoints)."""
+    if not given:
+        return None
+    return given[0] if len(given) == 1 else list(given)
+
+
 def build_loom(args: argparse.Namespace, template: str, response_model: Any) -> TaskLoom[Any]:
     """The loom of ``loom run``'s arguments (misuse is a :class:`CliUsageError`)."""
     # Only the options given: the loom's own defaults stand for the others.
@@ -125,7 +132,8 @@ def build_loom(args: argparse.Namespace, template: str, response_model: Any) -> 
             response_model=response_model,
             max_retries=args.max_retries,
             store=args.db,
-            base_url=args.base_url,
+            base_url=_base_url(args.base_url),
+            fallback_models=args.fallback_model,
             api_key=_api_key(args),
             rpm=args.rpm,
             tpm=args.tpm,
