@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from loom_backends import resolve_backend
-from loom_protocol import MAX_TIMEOUT, Backend, check_int, check_positive_number
+from loom_protocol import MAX_TIMEOUT, Backend, check_int, check_positive_number, check_prices
 
 from ._config import (
     LoomConfig,
@@ -23,6 +23,7 @@ from ._config import (
     split_generation_params,
 )
 from ._output import OutputSpec
+from ._pricing import Pricer
 from ._ratelimit import RateLimiter
 from ._render import PromptTemplate
 from ._retry import check_max_retry_wait
@@ -42,6 +43,8 @@ class Engine:
     #: Whether the loom made the backend (and so closes it), or was given it.
     owns_backend: bool
     limiter: RateLimiter
+    #: The loom's prices (``prices=`` first, then the bundled table).
+    pricer: Pricer
 
 
 def build_engine(
@@ -63,6 +66,7 @@ def build_engine(
     image_root: str | os.PathLike[str] | None,
     llm_kwargs: dict[str, Any],
     loom_args: Collection[str],
+    prices: Any = None,
 ) -> Engine:
     """Check TaskLoom's arguments and build its engine (see ``TaskLoom`` for each one).
 
@@ -76,6 +80,8 @@ def build_engine(
     # Arguments of map()/stream() given here are refused before anything else is built.
     refuse_batch_args(llm_kwargs)
     max_retry_wait = check_max_retry_wait(max_retry_wait)
+    # Prices change no result: they are not part of the configuration's fingerprint.
+    pricer = Pricer(check_prices(prices), model)
     prompt = PromptTemplate(prompt_template, name="prompt_template")
     system = (
         PromptTemplate(system_prompt, name="system_prompt") if system_prompt is not None else None
@@ -123,6 +129,7 @@ def build_engine(
         timeout=seconds,
         image_root=os.fspath(image_root) if image_root is not None else None,
         max_retry_wait=max_retry_wait,
+        pricer=pricer,
     )
     return Engine(
         runner=runner,
@@ -131,4 +138,5 @@ def build_engine(
         backend=resolved.backend,
         owns_backend=client is None and backend is None,
         limiter=limiter,
+        pricer=pricer,
     )

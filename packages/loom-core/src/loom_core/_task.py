@@ -21,11 +21,13 @@ from loom_protocol import Backend, BackendError, ChatResponse, Error, ErrorCode,
 
 from ._attempts import Attempts
 from ._backend_call import BackendCaller
+from ._budget import Budget
 from ._extract import split_reasoning
 from ._images import ImageError
 from ._inputs import PreparedInput, failed_result, prepare_input
 from ._output import OutputSpec
 from ._output_errors import OutputError
+from ._pricing import Pricer
 from ._ratelimit import RateLimiter
 from ._reask import AnswerReader
 from ._render import PromptTemplate, TemplateRenderError
@@ -40,6 +42,7 @@ class TaskRunner:
     ``max_retries`` bounds the transport retries and, apart, the re-asks of each task.
 
     Attributes:
+        pricer: Prices each result's usage (``cost_usd``).
         requests: Builds each task's request.
         caller: Calls the backend, with transport retries.
         reader: Parses answers and decides re-asks.
@@ -62,8 +65,10 @@ class TaskRunner:
         timeout: float | None,
         image_root: str | None,
         max_retry_wait: float,
+        pricer: Pricer | None = None,
     ) -> None:
         self.model = model
+        self.pricer = pricer if pricer is not None else Pricer({}, model)
         self.requests = RequestBuilder(
             model=model,
             prompt=prompt,
@@ -89,8 +94,12 @@ class TaskRunner:
         runner's life: the progress bar shows how many a batch added."""
         return self.caller.retries + self.reader.retries
 
-    async def run(self, prepared: PreparedInput) -> TaskResult[Any]:
-        """Run one task. Never raises, except ``asyncio.CancelledError``."""
+    async def run(self, prepared: PreparedInput, budget: Budget | None = None) -> TaskResult[Any]:
+        """Run one task. Never raises, except ``asyncio.CancelledError``.
+
+        With a ``budget``, each call (the first and each re-ask) starts only if the budget
+        holds it; otherwise the task ends ``budget_exceeded``, with what it spent so far.
+        """
         started = time.perf_counter()
         task_id, data = prepared.task_id, prepared.data
         # Rendering and parsing are plain calls, so that a task makes no coroutine but this one
@@ -106,12 +115,21 @@ class TaskRunner:
                 return self._failed(prepared, ErrorCode.IMAGE_UNREADABLE, exc.message)
             attempts = Attempts()
             while True:
+                request = self.requests.request(messages)
+                held = None
+                if budget is not None:
+                    reserved = budget.reserve(request)
+                    if isinstance(reserved, Error):
+                        return self._result(prepared, started, attempts, error=reserved)
+                    held = reserved
                 try:
-                    response = await self.caller.call(
-                        self.requests.request(messages), attempts, task_id
-                    )
+                    response = await self.caller.call(request, attempts, task_id)
                 except BackendError as exc:
+                    if budget is not None and held is not None:
+                        budget.settle(held, None, answered=False)
                     return self._result(prepared, started, attempts, error=exc.error)
+                if budget is not None and held is not None:
+                    budget.settle(held, response.usage, answered=True)
                 answer, reasoning = split_reasoning(response.content, response.reasoning)
                 try:
                     value = self.reader.parse(answer, response.finish_reason)
@@ -155,6 +173,7 @@ class TaskRunner:
         error: Error | None = None,
     ) -> TaskResult[Any]:
         """The result of a task that made calls: its value, or the ``error`` it ended with."""
+        model = self.model if response is None else (response.model or self.model)
         return TaskResult(
             task_id=prepared.task_id,
             is_success=error is None,
@@ -166,5 +185,6 @@ class TaskRunner:
             attempts=attempts.calls,
             usage=attempts.usage,
             latency_ms=(time.perf_counter() - started) * 1000,
-            model=self.model if response is None else (response.model or self.model),
+            model=model,
+            cost_usd=self.pricer.cost(attempts.usage, model),
         )
