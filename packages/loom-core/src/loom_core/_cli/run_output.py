@@ -23,6 +23,7 @@ from loom_protocol import (
 )
 
 from .command import EXIT_FAILED, EXIT_INTERRUPTED, EXIT_OK, EXIT_USAGE
+from .cost import dollars
 from .inputs import InputSource
 from .writers import Output, row_writer
 
@@ -194,11 +195,19 @@ def report(
         )
         return EXIT_USAGE
     summary = progress.counter.summary()
+    cost = "" if summary.cost_usd is None else f", {dollars(summary.cost_usd)}"
     stderr.write(
         f"loom: {summary.total} done: {summary.succeeded} succeeded, {summary.failed} failed, "
-        f"{summary.cached} cached; {summary.total_tokens} tokens; results in {where}, "
+        f"{summary.cached} cached; {summary.total_tokens} tokens{cost}; results in {where}, "
         f"stored in {store}\n"
     )
+    budget = output.failed_codes.get(ErrorCode.BUDGET_EXCEEDED.value, 0)
+    if budget:
+        stderr.write(
+            f"loom: the spending cap was reached: {budget} input(s) were not called (nothing "
+            "stored for them); the same command continues with them, within a new cap:\n"
+            f"  {resume}\n"
+        )
     if batch_error is not None:
         stderr.write(f"loom: error: {batch_error.error}\n{kept}; resume with:\n  {resume}\n")
         return EXIT_FAILED
