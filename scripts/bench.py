@@ -17,6 +17,7 @@ Scenarios (each in the ``bench_scenarios`` package beside this script):
     ratelimit  rpm held at the server's limit without 429s
     chaos      every task accounted for under injected faults
     crash      SIGKILLs lose and duplicate nothing
+    max_cost   max_cost at half a run's cost: how far past the cap it stopped
 
 Targets and sizes: docs/benchmarks.md.
 """

@@ -10,6 +10,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from ._common import Outcome
+from ._cost import scenario_max_cost
 from ._crash import scenario_crash
 from ._faults import scenario_chaos, scenario_ratelimit
 from ._memory import scenario_memory
@@ -31,4 +32,5 @@ SCENARIOS: dict[str, Scenario] = {
     "ratelimit": scenario_ratelimit,
     "chaos": scenario_chaos,
     "crash": scenario_crash,
+    "max_cost": scenario_max_cost,
 }

@@ -3,9 +3,12 @@
 Before each call (a task's first, and each re-ask) the worker asks the batch's :class:`Budget`
 for a :class:`Reservation`: the call's estimated tokens and cost. The call starts only if what
 this batch has spent, plus what is in flight, plus this call's estimate stays within every
-cap. Once a call is refused, the budget is exhausted for good: no later call of the batch
+cap. If it would not, the worker waits for calls in flight to answer (their estimates are then
+replaced by what they really cost, usually less) and asks again; when nothing is in flight and
+the call still does not fit, the budget is exhausted for good: no later call of the batch
 starts, and every task left ends ``budget_exceeded`` (never stored, so a run with a higher
-cap calls it). When a call answers, its reservation is replaced by its real usage.
+cap calls it). Waiting rather than refusing at once matters when the estimate is cautious
+(no ``max_tokens``): refusing would stop the batch a whole in-flight window short of the cap.
 
 The estimate of a call: its prompt by :func:`~._pricing.prompt_tokens`; its answer by
 ``max_tokens`` when the request sets it, else the mean answer of this batch's calls so far,
@@ -18,6 +21,7 @@ Everything runs on the batch's one event loop: no lock is needed.
 
 from __future__ import annotations
 
+import asyncio
 import math
 from dataclasses import dataclass
 
@@ -94,6 +98,8 @@ class Budget:
     __slots__ = (
         "_answered_tokens",
         "_answers",
+        "_calls",
+        "_waiters",
         "exhausted",
         "inflight_cost",
         "inflight_tokens",
@@ -114,6 +120,8 @@ class Budget:
         self.refusal: Error | None = None
         self._answers = 0
         self._answered_tokens = 0
+        self._calls = 0  # calls in flight
+        self._waiters: list[asyncio.Future[None]] = []
 
     def estimate(self, request: ChatRequest) -> Reservation:
         """The estimated tokens and cost of sending ``request`` (see the module docstring)."""
@@ -131,40 +139,60 @@ class Budget:
             cost = usage_cost(Usage(prompt_tokens=prompt, completion_tokens=answer), price)
         return Reservation(prompt + answer, cost)
 
-    def reserve(self, request: ChatRequest) -> Reservation | Error:
-        """Hold ``request``'s estimate, or the ``budget_exceeded`` error if it would pass a cap."""
-        if self.refusal is not None:
-            return self.refusal
-        held = self.estimate(request)
+    async def reserve(self, request: ChatRequest) -> Reservation | Error:
+        """Hold ``request``'s estimate, waiting for calls in flight while it does not fit;
+        the ``budget_exceeded`` error once it cannot fit (see the module docstring)."""
+        while self.refusal is None:
+            held = self.estimate(request)
+            problem = self._problem(held)
+            if problem is None:
+                self.inflight_tokens += held.tokens
+                self.inflight_cost += held.cost
+                self._calls += 1
+                return held
+            if self._calls == 0:
+                self._refuse(problem)
+                break
+            waiter = asyncio.get_running_loop().create_future()
+            self._waiters.append(waiter)
+            await waiter
+        assert self.refusal is not None
+        return self.refusal
+
+    def _problem(self, held: Reservation) -> str | None:
+        """Why ``held`` does not fit (``None``: it does)."""
         limits = self.limits
-        problem = None
         if limits.max_cost is not None:
             total = self.spent_cost + self.inflight_cost + held.cost
             if total > limits.max_cost:
-                problem = (
-                    f"max_cost=${limits.max_cost:g} reached: spent ${self.spent_cost:.6g}, in "
-                    f"flight ~${self.inflight_cost:.6g}, this call ~${held.cost:.6g}"
+                return (
+                    f"max_cost=${limits.max_cost:g} reached: spent ${self.spent_cost:.6g}, "
+                    f"the next call ~${held.cost:.6g}"
                 )
-        if problem is None and limits.max_tokens_total is not None:
+        if limits.max_tokens_total is not None:
             total_tokens = self.spent_tokens + self.inflight_tokens + held.tokens
             if total_tokens > limits.max_tokens_total:
-                problem = (
+                return (
                     f"max_tokens_total={limits.max_tokens_total} reached: spent "
-                    f"{self.spent_tokens}, in flight ~{self.inflight_tokens}, this call "
-                    f"~{held.tokens} tokens"
+                    f"{self.spent_tokens}, the next call ~{held.tokens} tokens"
                 )
-        if problem is not None:
-            self.exhausted = True
-            self.refusal = Error(
-                code=ErrorCode.BUDGET_EXCEEDED,
-                message=f"not called: {problem}; results so far are kept, and a run with a "
-                "higher cap calls the rest",
-                retryable=True,
-            )
-            return self.refusal
-        self.inflight_tokens += held.tokens
-        self.inflight_cost += held.cost
-        return held
+        return None
+
+    def _refuse(self, problem: str) -> None:
+        self.exhausted = True
+        self.refusal = Error(
+            code=ErrorCode.BUDGET_EXCEEDED,
+            message=f"not called: {problem}; results so far are kept, and a run with a "
+            "higher cap calls the rest",
+            retryable=True,
+        )
+        self._wake()
+
+    def _wake(self) -> None:
+        waiters, self._waiters = self._waiters, []
+        for waiter in waiters:
+            if not waiter.done():
+                waiter.set_result(None)
 
     def settle(self, held: Reservation, usage: Usage | None, *, answered: bool) -> None:
         """Replace ``held`` by what the call really spent.
@@ -176,15 +204,16 @@ class Budget:
         """
         self.inflight_tokens -= held.tokens
         self.inflight_cost -= held.cost
-        if not answered:
-            return
-        if usage is None:
+        self._calls -= 1
+        if answered and usage is None:
             # No usage reported: what we cannot see is counted at its estimate.
             self.spent_tokens += held.tokens
             self.spent_cost += held.cost
-            return
-        self.spent_tokens += usage.total_tokens
-        self._answers += 1
-        self._answered_tokens += usage.completion_tokens
-        if self.limits.price is not None:
-            self.spent_cost += usage_cost(usage, self.limits.price)
+        elif answered and usage is not None:
+            self.spent_tokens += usage.total_tokens
+            self._answers += 1
+            self._answered_tokens += usage.completion_tokens
+            if self.limits.price is not None:
+                self.spent_cost += usage_cost(usage, self.limits.price)
+        # Calls waiting for room look again (or learn that the budget is exhausted).
+        self._wake()

@@ -118,7 +118,7 @@ class TaskRunner:
                 request = self.requests.request(messages)
                 held = None
                 if budget is not None:
-                    reserved = budget.reserve(request)
+                    reserved = await budget.reserve(request)
                     if isinstance(reserved, Error):
                         return self._result(prepared, started, attempts, error=reserved)
                     held = reserved
