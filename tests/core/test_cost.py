@@ -11,6 +11,7 @@ from typing import Any
 
 import pytest
 
+from loom_backends import CallableBackend
 from loom_backends.testing import FakeLLMServer, FakeReply, RecordedRequest
 from loom_core import TaskLoom
 from loom_protocol import (
@@ -264,3 +265,70 @@ def test_stream_events_summary_carries_the_cost(
     assert isinstance(end, BatchEndEvent)
     assert end.summary.cost_usd == pytest.approx(6 * CALL)
     assert json.loads(end.model_dump_json())["summary"]["cost_usd"] == pytest.approx(6 * CALL)
+
+
+# -- attacks ----------------------------------------------------------------------------------
+
+
+def test_leaving_a_capped_stream_while_calls_wait_does_not_hang(
+    server: FakeLLMServer, make_loom: LoomFactory
+) -> None:
+    # A cap of about two calls: the other workers wait for room when the consumer leaves.
+    loom = make_loom(server, prices=PRICES, max_tokens=COMPLETION)
+    stream = loom.stream(inputs(), max_workers=8, max_cost=2.5 * CALL)
+    first = next(stream)
+    stream.close()
+    assert first.is_success or first.error is not None
+    # The loom is still usable and the next capped batch has a budget of its own.
+    assert loom.map(inputs(2), max_cost=1.0).summary.succeeded == 2
+
+
+def test_a_reask_the_budget_refuses_keeps_what_was_spent(make_loom: LoomFactory) -> None:
+    answers = iter(["not json at all", json.dumps({"ok": True})])
+
+    def once_bad(_req: RecordedRequest) -> FakeReply:
+        usage = {"prompt_tokens": PROMPT, "completion_tokens": COMPLETION}
+        return FakeReply(content=next(answers), usage=usage)
+
+    with FakeLLMServer(once_bad) as srv:
+        loom = make_loom(srv, prices=PRICES, response_model=dict, max_tokens=COMPLETION)
+        # Room for the first call (estimated ~$0.001, costs $0.002), not for the re-ask.
+        batch = loom.map(["x"], task_name="reask", max_cost=1.5 * CALL)
+        assert srv.request_count == 1
+    result = batch[0]
+    assert result.error is not None and result.error.code is ErrorCode.BUDGET_EXCEEDED
+    assert result.attempts == 1
+    assert result.cost_usd == pytest.approx(CALL)
+    assert batch.summary.cost_usd == pytest.approx(CALL)
+
+
+def test_failed_calls_cost_nothing_against_the_cap(make_loom: LoomFactory) -> None:
+    def refused(_req: RecordedRequest) -> FakeReply:
+        return FakeReply(content="no", status=400)
+
+    with FakeLLMServer(refused) as srv:
+        loom = make_loom(srv, prices=PRICES, max_tokens=COMPLETION)
+        batch = loom.map(inputs(10), max_workers=2, max_cost=3 * CALL)
+    assert {r.error.code for r in batch if r.error} == {ErrorCode.PROVIDER_BAD_REQUEST}
+    assert srv.request_count == 10
+
+
+def test_answers_without_usage_count_their_estimate(tmp_path: Path) -> None:
+    backend = CallableBackend(lambda _req: "answer")  # a plain str: no usage reported
+    loom: TaskLoom[Any] = TaskLoom(
+        "fake-model", "{{ text }}", backend=backend, db_path=tmp_path / "x.db", max_tokens=100
+    )
+    batch = loom.map(inputs(20), max_workers=2, max_tokens_total=500)
+    done = batch.summary.succeeded
+    # Each call is estimated at ~(prompt + 100) tokens and, with no usage, counted so.
+    assert 1 <= done <= 5
+    assert all(r.cost_usd is None for r in batch)
+    assert {r.error.code for r in batch.failed() if r.error} == {ErrorCode.BUDGET_EXCEEDED}
+    loom.close()
+
+
+def test_duplicates_are_called_and_paid_once(server: FakeLLMServer, make_loom: LoomFactory) -> None:
+    loom = make_loom(server, prices=PRICES, max_tokens=COMPLETION)
+    batch = loom.map(["same"] * 10 + ["other"], max_cost=1.0)
+    assert server.request_count == 2
+    assert batch.summary.cost_usd == pytest.approx(2 * CALL)
