@@ -162,10 +162,10 @@ class TaskLoom(Generic[T]):
         task_name: str | None,
         max_workers: int,
         ordered: bool = False,
-        *,
-        streamed: bool = True,
         max_cost: float | None = None,
         max_tokens_total: int | None = None,
+        *,
+        streamed: bool = True,
     ) -> BatchCall:
         """The checked call of a public batch method."""
         self._session.check_open()
@@ -215,12 +215,7 @@ class TaskLoom(Generic[T]):
             max_tokens_total: The same cap in tokens (prompt + completion).
         """
         call = self._call(
-            sequence,
-            task_name,
-            max_workers,
-            streamed=False,
-            max_cost=max_cost,
-            max_tokens_total=max_tokens_total,
+            sequence, task_name, max_workers, False, max_cost, max_tokens_total, streamed=False
         )
         with self._collector(progress, call) as collector:
             # Collected on the loop thread, in one call: handing results over to this thread
@@ -240,12 +235,7 @@ class TaskLoom(Generic[T]):
     ) -> BatchResult[T]:
         """Async twin of :meth:`map` (also takes an async iterable)."""
         call = self._call(
-            sequence,
-            task_name,
-            max_workers,
-            streamed=False,
-            max_cost=max_cost,
-            max_tokens_total=max_tokens_total,
+            sequence, task_name, max_workers, False, max_cost, max_tokens_total, streamed=False
         )
         with self._collector(progress, call) as collector:
             await self._driver.collect(call, collector)
@@ -269,14 +259,7 @@ class TaskLoom(Generic[T]):
         call once ``2 * max_workers`` results wait for it; reading again resumes the batch.
         Closing the loom meanwhile raises ``LoomUsageError`` from the iterator.
         """
-        call = self._call(
-            sequence,
-            task_name,
-            max_workers,
-            ordered,
-            max_cost=max_cost,
-            max_tokens_total=max_tokens_total,
-        )
+        call = self._call(sequence, task_name, max_workers, ordered, max_cost, max_tokens_total)
         return (result for _, result in self._driver.iterate(self._driver.pairs(call)))
 
     def astream(
@@ -290,14 +273,7 @@ class TaskLoom(Generic[T]):
         max_tokens_total: int | None = None,
     ) -> AsyncIterator[TaskResult[T]]:
         """Async twin of :meth:`stream`; close it (or cancel its task) to stop early."""
-        call = self._call(
-            sequence,
-            task_name,
-            max_workers,
-            ordered,
-            max_cost=max_cost,
-            max_tokens_total=max_tokens_total,
-        )
+        call = self._call(sequence, task_name, max_workers, ordered, max_cost, max_tokens_total)
         return _results(self._driver.flat(self._driver.pairs(call)))
 
     def stream_events(
@@ -316,14 +292,7 @@ class TaskLoom(Generic[T]):
         cannot be opened, the loom is closed, the input iterable raises) is its last event,
         ``batch_error``. Misuse (a bad argument, a closed loom) raises at the call.
         """
-        call = self._call(
-            sequence,
-            task_name,
-            max_workers,
-            ordered,
-            max_cost=max_cost,
-            max_tokens_total=max_tokens_total,
-        )
+        call = self._call(sequence, task_name, max_workers, ordered, max_cost, max_tokens_total)
         events = BatchEvents(task_name, call.total)
         return self._driver.iterate(
             self._driver.events(call, events), closed=lambda exc: [events.error(exc)]
@@ -340,14 +309,7 @@ class TaskLoom(Generic[T]):
         max_tokens_total: int | None = None,
     ) -> AsyncIterator[StreamEvent]:
         """Async twin of :meth:`stream_events` (what an SSE endpoint sends)."""
-        call = self._call(
-            sequence,
-            task_name,
-            max_workers,
-            ordered,
-            max_cost=max_cost,
-            max_tokens_total=max_tokens_total,
-        )
+        call = self._call(sequence, task_name, max_workers, ordered, max_cost, max_tokens_total)
         return self._driver.flat(self._driver.events(call, BatchEvents(task_name, call.total)))
 
     # -- estimating --------------------------------------------------------------------------
