@@ -49,8 +49,9 @@ class Progress:
         """Count one result written."""
         self.counter.add(result)
         c = self.counter
+        cost = "" if not c.cost_usd else f" cost={dollars(c.cost_usd)}"
         self._bar.set_postfix_str(
-            f"ok={c.succeeded} failed={c.failed} cached={c.cached} tokens={c.total_tokens}",
+            f"ok={c.succeeded} failed={c.failed} cached={c.cached} tokens={c.total_tokens}{cost}",
             refresh=False,
         )
         self._bar.update(1)
