@@ -11,7 +11,9 @@ from pathlib import Path
 import pytest
 
 from loom_backends.testing import FakeLLMServer, FakeReply, RecordedRequest
-from loom_store import ResultStore
+from loom_core._cli.cost import describe_stored_cost, stored_cost
+from loom_protocol import check_prices
+from loom_store import ResultRow, ResultStore
 
 from .conftest import CliRunner, read_jsonl, write_jsonl
 
@@ -128,3 +130,27 @@ def test_bad_prices_file(
     done = run_cli(*_run(server, "--dry-run"))
     assert done.returncode == 2
     assert said in done.stderr
+
+
+def _row(task_id: str, model: str | None, usage: str | None, fp: str = "fp1") -> ResultRow:
+    return ResultRow("t", task_id, fp, "succeeded", data="1", usage=usage, model=model)
+
+
+def test_stored_cost_prices_each_row_by_its_model_and_names_the_unknown() -> None:
+    usage = json.dumps({"prompt_tokens": 1_000_000, "completion_tokens": 0})
+    mine = check_prices({"mine": {"input": 1.0, "output": 1.0}})
+    rows = [
+        _row("a", "gpt-4o-2024-08-06", usage),  # bundled, by its snapshot rule: $2.50
+        _row("b", "served-name", usage, fp="fp2"),  # priced by its configuration's model: $1
+        _row("c", "mystery", usage, fp="fp3"),  # no price, and an unregistered configuration
+        _row("f", "mystery", usage),  # not priced itself: by its configuration's gpt-4o
+        _row("d", "gpt-4o", None),  # no usage: nothing to price
+        _row("e", "gpt-4o", "not json"),  # unreadable usage: skipped
+    ]
+    cost = stored_cost(rows, mine, {"fp1": "gpt-4o", "fp2": "mine"})
+    assert (cost.priced, cost.unpriced, cost.unknown_models) == (3, 1, frozenset({"mystery"}))
+    assert cost.cost_usd == pytest.approx(6.0)
+    line = describe_stored_cost(cost, prices_given=True)
+    assert line.startswith("cost     $6 for 3 stored call(s) (--prices, then the bundled")
+    assert "1 call(s) of model(s) without a price (mystery)" in line
+    assert describe_stored_cost(stored_cost([], None, {}), False).startswith("cost     $0")
