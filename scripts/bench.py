@@ -18,6 +18,7 @@ Scenarios (each in the ``bench_scenarios`` package beside this script):
     chaos      every task accounted for under injected faults
     crash      SIGKILLs lose and duplicate nothing
     failover   two endpoints, one SIGKILLed mid-run: every task succeeds, recovery time
+    max_cost   max_cost at half a run's cost: how far past the cap it stopped
 
 Targets and sizes: docs/benchmarks.md.
 """

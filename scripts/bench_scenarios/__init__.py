@@ -10,6 +10,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from ._common import Outcome
+from ._cost import scenario_max_cost
 from ._crash import scenario_crash
 from ._endpoints import scenario_failover
 from ._faults import scenario_chaos, scenario_ratelimit
@@ -33,4 +34,5 @@ SCENARIOS: dict[str, Scenario] = {
     "chaos": scenario_chaos,
     "crash": scenario_crash,
     "failover": scenario_failover,
+    "max_cost": scenario_max_cost,
 }

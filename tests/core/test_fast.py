@@ -25,9 +25,10 @@ def _fields(**changes: Any) -> dict[str, Any]:
         "reasoning": None,
         "cached": True,
         "attempts": 2,
-        "usage": Usage(prompt_tokens=3, completion_tokens=4, total_tokens=7),
+        "usage": Usage(prompt_tokens=3, completion_tokens=4, total_tokens=7, cached_tokens=1),
         "latency_ms": 12.5,
         "model": "m",
+        "cost_usd": 0.5,
     }
     fields.update(changes)
     return fields
@@ -46,7 +47,9 @@ def test_trusted_instances_equal_validated_ones() -> None:
     assert trusted.model_dump() == validated.model_dump()
     assert trusted.model_dump_json() == validated.model_dump_json()
     assert trusted.model_fields_set == validated.model_fields_set
-    usage = trusted_usage_from({"prompt_tokens": 1, "completion_tokens": 2, "total_tokens": 3})
+    usage = trusted_usage_from(
+        {"prompt_tokens": 1, "completion_tokens": 2, "total_tokens": 3, "cached_tokens": 0}
+    )
     assert usage == Usage(prompt_tokens=1, completion_tokens=2)
     assert hash(usage) == hash(Usage(prompt_tokens=1, completion_tokens=2))
 

@@ -98,6 +98,8 @@ def test_summary_counts_and_tokens(batch: BatchResult[Any]) -> None:
         prompt_tokens=17,
         completion_tokens=8,
         total_tokens=25,
+        # Results made without a price: their calls cost an unknown amount, not 0.
+        cost_usd=None,
         elapsed_s=2.5,
     )
 

@@ -36,6 +36,8 @@ DESIGN_CODES = [
     "cancelled",
     "store_error",
     "internal",
+    # Issue 15, additive: a task the batch's max_cost / max_tokens_total did not call.
+    "budget_exceeded",
 ]
 
 

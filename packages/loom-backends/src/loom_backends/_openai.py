@@ -71,7 +71,12 @@ def usage_from(data: Any, prompt_key: str, completion_key: str, *extra_prompt: s
             and completion >= 0
             and prompt + completion <= total
         ):
-            return Usage(prompt_tokens=prompt, completion_tokens=completion, total_tokens=total)
+            return Usage(
+                prompt_tokens=prompt,
+                completion_tokens=completion,
+                total_tokens=total,
+                cached_tokens=_cached_tokens(data, prompt),
+            )
     values = [data.get(prompt_key), data.get(completion_key), *(data.get(k) for k in extra_prompt)]
     counts = [v if is_int(v) and v >= 0 else 0 for v in values]
     if not any(is_int(v) for v in values):
@@ -82,7 +87,25 @@ def usage_from(data: Any, prompt_key: str, completion_key: str, *extra_prompt: s
     if not is_int(total) or total < prompt + completion:
         total = prompt + completion
     # The plain constructor: faster than model_construct for a model this small.
-    return Usage(prompt_tokens=prompt, completion_tokens=completion, total_tokens=total)
+    return Usage(
+        prompt_tokens=prompt,
+        completion_tokens=completion,
+        total_tokens=total,
+        cached_tokens=_cached_tokens(data, prompt),
+    )
+
+
+def _cached_tokens(data: dict[str, Any], prompt: int) -> int:
+    """The prompt tokens read from the provider's cache (0 when it does not say).
+
+    OpenAI-compatible servers nest them (``prompt_tokens_details.cached_tokens``); Anthropic
+    reports ``cache_read_input_tokens`` beside ``input_tokens``. Never more than the prompt.
+    """
+    details = data.get("prompt_tokens_details")
+    cached = details.get("cached_tokens") if isinstance(details, dict) else None
+    if cached is None:
+        cached = data.get("cache_read_input_tokens")
+    return min(cached, prompt) if is_int(cached) and cached > 0 else 0
 
 
 def _text_of(content: Any) -> str | None:

@@ -8,6 +8,7 @@ import logging as _logging
 
 from loom_protocol import BatchResult, Error, ErrorCode, LoomError, LoomUsageError, TaskResult
 
+from ._estimate import CostEstimate
 from ._loom import LoomConfigWarning, TaskLoom
 
 __version__ = "0.2.0"
@@ -19,6 +20,7 @@ _logging.getLogger("loom").addHandler(_logging.NullHandler())
 
 __all__ = [
     "BatchResult",
+    "CostEstimate",
     "Error",
     "ErrorCode",
     "LoomConfigWarning",

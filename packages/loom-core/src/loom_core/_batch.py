@@ -24,6 +24,7 @@ from typing import Any
 from loom_protocol import ErrorCode, StoreError, TaskResult
 from loom_store import ResultRow
 
+from ._budget import Budget
 from ._feeder import Feeder, Slot
 from ._gcpolicy import relaxed_gc
 from ._outbox import Outbox, Pair
@@ -49,6 +50,8 @@ class BatchRun:
         hold: Results ready for the consumer at which workers stop starting new calls, until
             the consumer takes some (``None``: no such limit, for a consumer that never stops
             pulling, like ``map``).
+        budget: The batch's spending caps (``max_cost``, ``max_tokens_total``), if any: a
+            call that would pass one is not made, and its task ends ``budget_exceeded``.
     """
 
     def __init__(
@@ -61,8 +64,10 @@ class BatchRun:
         ordered: bool,
         window: int | None = None,
         hold: int | None = None,
+        budget: Budget | None = None,
     ) -> None:
         self._runner = runner
+        self.budget = budget
         self._cache = cache
         self._max_workers = max_workers
         self._outbox = Outbox(
@@ -162,6 +167,7 @@ class BatchRun:
 
     async def _work_loop(self) -> None:
         outbox, feeder, runner, cache = self._outbox, self._feeder, self._runner, self._cache
+        budget = self.budget
         held = outbox.hold is not None
         try:
             while outbox.fatal is None and not self._closed:
@@ -170,7 +176,7 @@ class BatchRun:
                 slot = await feeder.work.get()
                 if held:
                     await outbox.wait_for_consumer()
-                result = await runner.run(slot.prepared)
+                result = await runner.run(slot.prepared, budget)
                 if cache is None or not _storable(result):
                     feeder.finish(slot, result)
                 else:
@@ -242,6 +248,11 @@ def _cancelled(exc: BaseException) -> bool:
     return task is None or task.cancelling() > 0
 
 
+#: Failures that are not the task's: reported, never stored.
+_NOT_STORED = frozenset({ErrorCode.INPUT_INVALID, ErrorCode.BUDGET_EXCEEDED})
+
+
 def _storable(result: TaskResult[Any]) -> bool:
     # Inputs that are not valid inputs are reported, not stored: their ids come from a repr.
-    return result.error is None or result.error.code is not ErrorCode.INPUT_INVALID
+    # A task the budget stopped is not a failure of the task: a run with a higher cap calls it.
+    return result.error is None or result.error.code not in _NOT_STORED

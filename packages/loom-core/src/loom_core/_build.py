@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from loom_backends import resolve_backend
-from loom_protocol import MAX_TIMEOUT, Backend, check_int, check_positive_number
+from loom_protocol import MAX_TIMEOUT, Backend, check_int, check_positive_number, check_prices
 
 from ._config import (
     LoomConfig,
@@ -24,6 +24,7 @@ from ._config import (
 )
 from ._fallback import check_fallback_models, fallbacks
 from ._output import OutputSpec
+from ._pricing import Pricer
 from ._ratelimit import RateLimiter
 from ._render import PromptTemplate
 from ._retry import check_max_retry_wait
@@ -43,6 +44,8 @@ class Engine:
     #: Whether the loom made the backend (and so closes it), or was given it.
     owns_backend: bool
     limiter: RateLimiter
+    #: The loom's prices (``prices=`` first, then the bundled table).
+    pricer: Pricer
     #: Backends the loom made for fallback models of another provider (it closes them).
     fallback_backends: tuple[Backend, ...] = ()
 
@@ -72,6 +75,7 @@ def build_engine(
     image_root: str | os.PathLike[str] | None,
     llm_kwargs: dict[str, Any],
     loom_args: Collection[str],
+    prices: Any = None,
 ) -> Engine:
     """Check TaskLoom's arguments and build its engine (see ``TaskLoom`` for each one).
 
@@ -85,6 +89,8 @@ def build_engine(
     # Arguments of map()/stream() given here are refused before anything else is built.
     refuse_batch_args(llm_kwargs)
     max_retry_wait = check_max_retry_wait(max_retry_wait)
+    # Prices change no result: they are not part of the configuration's fingerprint.
+    pricer = Pricer(check_prices(prices), model)
     prompt = PromptTemplate(prompt_template, name="prompt_template")
     system = (
         PromptTemplate(system_prompt, name="system_prompt") if system_prompt is not None else None
@@ -151,6 +157,7 @@ def build_engine(
         image_root=os.fspath(image_root) if image_root is not None else None,
         max_retry_wait=max_retry_wait,
         fallbacks=[(f.model, f.backend) for f in chain],
+        pricer=pricer,
     )
     return Engine(
         runner=runner,
@@ -159,5 +166,6 @@ def build_engine(
         backend=resolved.backend,
         owns_backend=client is None and backend is None,
         limiter=limiter,
+        pricer=pricer,
         fallback_backends=tuple(f.backend for f in chain if f.own),
     )

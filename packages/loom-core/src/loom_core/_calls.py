@@ -16,6 +16,7 @@ from typing import Any
 
 from loom_protocol import LoomUsageError, check_int, check_non_empty_string
 
+from ._budget import BudgetLimits
 from ._inputs import records_of
 
 __all__ = ["BatchCall", "LoomConfigWarning", "batch_call"]
@@ -53,6 +54,8 @@ class BatchCall:
     #: The number of inputs, when the inputs have a ``len()``.
     total: int | None
     site: _Site
+    #: The batch's spending caps (``max_cost``, ``max_tokens_total``), if any.
+    budget: BudgetLimits | None = None
 
     def warn_other_configs(self, others: list[str]) -> None:
         """Warn that ``task_name`` holds results of ``others`` configurations, at the call.
@@ -87,6 +90,7 @@ def batch_call(
     ordered: bool,
     *,
     streamed: bool,
+    budget: BudgetLimits | None = None,
 ) -> BatchCall:
     """Check a batch method's arguments, and note where the user called the method.
 
@@ -107,7 +111,7 @@ def batch_call(
         raise LoomUsageError(f"inputs must be iterable, got {type(sequence).__name__}")
     site = _user_site()
     total = len(sequence) if isinstance(sequence, Sized) else None
-    return BatchCall(sequence, task_name, max_workers, ordered, streamed, total, site)
+    return BatchCall(sequence, task_name, max_workers, ordered, streamed, total, site, budget)
 
 
 def _user_site() -> _Site:

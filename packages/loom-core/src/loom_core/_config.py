@@ -39,6 +39,8 @@ _BATCH_ARGS = {
     "task_name": "map()/amap()/stream()/astream()/process()",
     "progress": "map()/amap()",
     "ordered": "stream()/astream()",
+    "max_cost": "map()/amap()/stream()/astream()/stream_events()",
+    "max_tokens_total": "map()/amap()/stream()/astream()/stream_events()",
 }
 # Request fields Loom builds or cannot read, whatever the backend.
 _RESERVED = {

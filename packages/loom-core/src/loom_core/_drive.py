@@ -19,6 +19,7 @@ from loom_protocol import StreamEvent
 
 from ._batch import BatchRun
 from ._bridge import LoomClosedError, LoopThread
+from ._budget import Budget
 from ._calls import BatchCall
 from ._delivery import BatchEvents, ResultCollector
 from ._outbox import Pair
@@ -55,6 +56,7 @@ class Driver:
             max_workers=call.max_workers,
             ordered=call.ordered,
             hold=2 * call.max_workers if call.streamed else None,
+            budget=None if call.budget is None else Budget(call.budget),
         )
         self._session.enter(run)
         try:

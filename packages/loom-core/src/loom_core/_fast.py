@@ -77,7 +77,7 @@ def _trusted(
 #: ``trusted_usage_from(fields)``: a Usage from a dict of every field, already valid.
 trusted_usage_from: Callable[[dict[str, Any]], Usage] = _trusted(
     Usage,
-    {"prompt_tokens": 3, "completion_tokens": 4, "total_tokens": 7},
+    {"prompt_tokens": 3, "completion_tokens": 4, "total_tokens": 7, "cached_tokens": 1},
     {"total_tokens": 8},
 )
 
@@ -98,6 +98,7 @@ trusted_result_from: Callable[[dict[str, Any]], TaskResult[Any]] = _trusted(
         "usage": Usage(prompt_tokens=1, completion_tokens=2),
         "latency_ms": 1.5,
         "model": "m",
+        "cost_usd": 0.25,
     },
     {"cached": False},
 )

@@ -9,7 +9,7 @@ import functools
 import inspect
 import os
 import threading
-from collections.abc import AsyncIterable, AsyncIterator, Iterable, Iterator, Sequence
+from collections.abc import AsyncIterable, AsyncIterator, Iterable, Iterator, Mapping, Sequence
 from typing import Any, Generic, TypeVar
 
 from loom_backends import DEFAULT_TIMEOUT, Endpoint
@@ -17,11 +17,13 @@ from loom_protocol import Backend, BatchResult, StreamEvent, TaskResult, redact_
 from loom_store import ResultStore
 
 from ._bridge import LoomClosedError, LoopThread
+from ._budget import budget_limits
 from ._build import build_engine
 from ._calls import BatchCall, LoomConfigWarning, batch_call
 from ._defaults import DEFAULT_DB, DEFAULT_MAX_WORKERS
 from ._delivery import BatchEvents, ResultCollector
 from ._drive import Driver
+from ._estimate import CostEstimate, estimate_batch
 from ._lifetime import ABORT_WAIT, end_runs
 from ._outbox import Pair
 from ._retry import DEFAULT_MAX_RETRY_WAIT
@@ -81,6 +83,11 @@ class TaskLoom(Generic[T]):
             of the whole loom after a 429. A task whose provider asks (``Retry-After``) for
             longer fails at once, with a message saying what was asked.
         image_root: When set, local image paths must lie inside this folder.
+        prices: Prices per model, in dollars per million tokens:
+            ``{"my-model": {"input": 0.5, "output": 1.5, "cached_input": 0.25}}``
+            (``cached_input`` optional). They win over the bundled table
+            (``loom_protocol.BUNDLED_PRICES``) and price ``TaskResult.cost_usd``, the
+            summaries and ``max_cost``. See docs/cost.md.
         **llm_kwargs: Generation parameters the backend declares (temperature, max_tokens,
             top_p, seed…; see ``generation_params`` of each backend), and
             ``extra_body={...}`` for provider-specific ones, merged into the request body.
@@ -89,7 +96,8 @@ class TaskLoom(Generic[T]):
         LoomUsageError: A template that does not parse, an unusable response_model, an unknown
             backend prefix, a bad timeout or base_url, no API key for the official OpenAI or
             Anthropic endpoint, an unknown or invalid generation parameter, or a ``store``
-            URL that is malformed or names a database the store does not run on.
+            URL that is malformed or names a database the store does not run on, or
+            ``prices`` that are not a table of finite, non-negative prices.
         StoreError: An explicit ``store`` that cannot be opened (unreachable, failing, or
             written by a newer loom-store).
     """
@@ -116,6 +124,7 @@ class TaskLoom(Generic[T]):
         timeout: float = DEFAULT_TIMEOUT,
         max_retry_wait: float = DEFAULT_MAX_RETRY_WAIT,
         image_root: str | os.PathLike[str] | None = None,
+        prices: Mapping[str, Any] | None = None,
         **llm_kwargs: Any,
     ) -> None:
         engine = build_engine(
@@ -138,6 +147,7 @@ class TaskLoom(Generic[T]):
             image_root=image_root,
             llm_kwargs=llm_kwargs,
             loom_args=_loom_args(),
+            prices=prices,
         )
         self.config = engine.config
         self.config_fp = engine.config.fingerprint
@@ -151,6 +161,7 @@ class TaskLoom(Generic[T]):
             config_fp=self.config_fp,
             config=self.config.as_dict(),
             output=engine.output,
+            pricer=engine.pricer,
         )
         self._driver = Driver(engine.runner, self._session, self._bridge)
 
@@ -167,12 +178,17 @@ class TaskLoom(Generic[T]):
         task_name: str | None,
         max_workers: int,
         ordered: bool = False,
+        max_cost: float | None = None,
+        max_tokens_total: int | None = None,
         *,
         streamed: bool = True,
     ) -> BatchCall:
         """The checked call of a public batch method."""
         self._session.check_open()
-        return batch_call(sequence, task_name, max_workers, ordered, streamed=streamed)
+        budget = budget_limits(max_cost, max_tokens_total, self._engine.pricer)
+        return batch_call(
+            sequence, task_name, max_workers, ordered, streamed=streamed, budget=budget
+        )
 
     def _collector(self, progress: bool, call: BatchCall) -> ResultCollector:
         return ResultCollector(progress, call.total, self._engine.runner, self._engine.limiter)
@@ -197,6 +213,9 @@ class TaskLoom(Generic[T]):
         task_name: str | None = None,
         max_workers: int = DEFAULT_MAX_WORKERS,
         progress: bool = False,
+        *,
+        max_cost: float | None = None,
+        max_tokens_total: int | None = None,
     ) -> BatchResult[T]:
         """Run every input; results in input order.
 
@@ -205,8 +224,15 @@ class TaskLoom(Generic[T]):
             task_name: Store results under this name and serve them from the store next time.
             max_workers: Calls in flight at most.
             progress: Show a tqdm progress bar.
+            max_cost: Dollars this call may spend on new calls: no call starts once what
+                was spent plus the estimate of what is in flight would pass it; the inputs
+                left end ``budget_exceeded`` (not stored: a run with a higher cap calls
+                them). Needs a known price for the model (else ``LoomUsageError``).
+            max_tokens_total: The same cap in tokens (prompt + completion).
         """
-        call = self._call(sequence, task_name, max_workers, streamed=False)
+        call = self._call(
+            sequence, task_name, max_workers, False, max_cost, max_tokens_total, streamed=False
+        )
         with self._collector(progress, call) as collector:
             # Collected on the loop thread, in one call: handing results over to this thread
             # a batch at a time would cost a thread switch per batch and contend for the GIL.
@@ -219,9 +245,14 @@ class TaskLoom(Generic[T]):
         task_name: str | None = None,
         max_workers: int = DEFAULT_MAX_WORKERS,
         progress: bool = False,
+        *,
+        max_cost: float | None = None,
+        max_tokens_total: int | None = None,
     ) -> BatchResult[T]:
         """Async twin of :meth:`map` (also takes an async iterable)."""
-        call = self._call(sequence, task_name, max_workers, streamed=False)
+        call = self._call(
+            sequence, task_name, max_workers, False, max_cost, max_tokens_total, streamed=False
+        )
         with self._collector(progress, call) as collector:
             await self._driver.collect(call, collector)
         return collector.batch()
@@ -232,15 +263,19 @@ class TaskLoom(Generic[T]):
         task_name: str | None = None,
         max_workers: int = DEFAULT_MAX_WORKERS,
         ordered: bool = False,
+        *,
+        max_cost: float | None = None,
+        max_tokens_total: int | None = None,
     ) -> Iterator[TaskResult[T]]:
         """Yield results as they finish (in input order with ``ordered=True``).
 
         Leaving the loop early cancels the calls in flight; every result already yielded
-        (and so committed) stays in the store. An iterator kept but not read starts no new
+        (and so committed) stays in the store. ``max_cost`` and ``max_tokens_total`` cap the
+        spending as in :meth:`map`. An iterator kept but not read starts no new
         call once ``2 * max_workers`` results wait for it; reading again resumes the batch.
         Closing the loom meanwhile raises ``LoomUsageError`` from the iterator.
         """
-        call = self._call(sequence, task_name, max_workers, ordered)
+        call = self._call(sequence, task_name, max_workers, ordered, max_cost, max_tokens_total)
         return (result for _, result in self._driver.iterate(self._driver.pairs(call)))
 
     def astream(
@@ -249,9 +284,12 @@ class TaskLoom(Generic[T]):
         task_name: str | None = None,
         max_workers: int = DEFAULT_MAX_WORKERS,
         ordered: bool = False,
+        *,
+        max_cost: float | None = None,
+        max_tokens_total: int | None = None,
     ) -> AsyncIterator[TaskResult[T]]:
         """Async twin of :meth:`stream`; close it (or cancel its task) to stop early."""
-        call = self._call(sequence, task_name, max_workers, ordered)
+        call = self._call(sequence, task_name, max_workers, ordered, max_cost, max_tokens_total)
         return _results(self._driver.flat(self._driver.pairs(call)))
 
     def stream_events(
@@ -260,6 +298,9 @@ class TaskLoom(Generic[T]):
         task_name: str | None = None,
         max_workers: int = DEFAULT_MAX_WORKERS,
         ordered: bool = False,
+        *,
+        max_cost: float | None = None,
+        max_tokens_total: int | None = None,
     ) -> Iterator[StreamEvent]:
         """Typed events: ``batch_start``, one ``task_result`` per input, ``batch_end``.
 
@@ -267,7 +308,7 @@ class TaskLoom(Generic[T]):
         cannot be opened, the loom is closed, the input iterable raises) is its last event,
         ``batch_error``. Misuse (a bad argument, a closed loom) raises at the call.
         """
-        call = self._call(sequence, task_name, max_workers, ordered)
+        call = self._call(sequence, task_name, max_workers, ordered, max_cost, max_tokens_total)
         events = BatchEvents(task_name, call.total)
         return self._driver.iterate(
             self._driver.events(call, events), closed=lambda exc: [events.error(exc)]
@@ -279,10 +320,37 @@ class TaskLoom(Generic[T]):
         task_name: str | None = None,
         max_workers: int = DEFAULT_MAX_WORKERS,
         ordered: bool = False,
+        *,
+        max_cost: float | None = None,
+        max_tokens_total: int | None = None,
     ) -> AsyncIterator[StreamEvent]:
         """Async twin of :meth:`stream_events` (what an SSE endpoint sends)."""
-        call = self._call(sequence, task_name, max_workers, ordered)
+        call = self._call(sequence, task_name, max_workers, ordered, max_cost, max_tokens_total)
         return self._driver.flat(self._driver.events(call, BatchEvents(task_name, call.total)))
+
+    # -- estimating --------------------------------------------------------------------------
+
+    def estimate(self, sequence: Iterable[Any], task_name: str | None = None) -> CostEstimate:
+        """What ``map(sequence, task_name)`` would call and cost, without calling.
+
+        Reads the inputs and the store (this configuration's results under ``task_name``,
+        registering nothing and creating no store file), renders the prompts of the inputs
+        the store does not answer and estimates their tokens and cost range (docs/cost.md).
+        """
+        return self._driver.run(self.aestimate(sequence, task_name))
+
+    async def aestimate(self, sequence: Inputs, task_name: str | None = None) -> CostEstimate:
+        """Async twin of :meth:`estimate` (also takes an async iterable)."""
+        call = self._call(sequence, task_name, 1, streamed=False)
+        cache, _others = await asyncio.to_thread(
+            self._session.cache_for, call.task_name, register=False
+        )
+        return await estimate_batch(
+            call.sequence,
+            requests=self._engine.runner.requests,
+            cache=cache,
+            pricer=self._engine.pricer,
+        )
 
     # -- closing -----------------------------------------------------------------------------
 

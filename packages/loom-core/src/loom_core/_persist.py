@@ -17,6 +17,7 @@ from loom_store import CachedHit, ResultRow, ResultStore, StoreWriter
 
 from ._fast import trusted_result_from, trusted_usage_from
 from ._output import OutputSpec
+from ._pricing import Pricer
 
 __all__ = ["ResultCache"]
 
@@ -60,12 +61,16 @@ def _hit_type(data_type: Any) -> Any:
     return tuple[tuple(data_type if isinstance(t, TypeVar) else t for t in fields)]  # type: ignore[misc]
 
 
-def _cached(task_id: str, hit: tuple[Any, ...], input_data: dict[str, Any]) -> TaskResult[Any]:
+def _cached(
+    task_id: str, hit: tuple[Any, ...], input_data: dict[str, Any], pricer: Pricer
+) -> TaskResult[Any]:
     """The cached, successful result of a validated hit (the trusted constructor).
 
     ``input_data`` is copied (its top level, as validation copies a fresh result's): the
-    caller's dict stays the caller's, and changing it later changes no result.
+    caller's dict stays the caller's, and changing it later changes no result. Its cost is
+    what its stored usage costs at the loom's prices now (docs/cost.md): nothing is stored.
     """
+    usage = _usage(hit[_USAGE])
     return trusted_result_from(
         {
             "task_id": task_id,
@@ -77,9 +82,10 @@ def _cached(task_id: str, hit: tuple[Any, ...], input_data: dict[str, Any]) -> T
             "reasoning": hit[_REASONING],
             "cached": True,
             "attempts": hit[_ATTEMPTS],
-            "usage": _usage(hit[_USAGE]),
+            "usage": usage,
             "latency_ms": hit[_LATENCY_MS],
             "model": hit[_MODEL],
+            "cost_usd": pricer.cost(usage, hit[_MODEL]),
         }
     )
 
@@ -114,8 +120,10 @@ class ResultCache:
         task_name: str,
         config_fp: str,
         output: OutputSpec,
+        pricer: Pricer,
     ) -> None:
         self.store = store
+        self.pricer = pricer
         self.writer = writer
         self.task_name = task_name
         self.config_fp = config_fp
@@ -181,7 +189,7 @@ class ResultCache:
         text = await asyncio.to_thread(self.store.get_hits, self.task_name, ids, self.config_fp)
         for hit in self._hits.validate_json(text):
             at = start + hit[_POSITION]
-            found[at] = _cached(task_ids[at], hit, inputs[at])
+            found[at] = _cached(task_ids[at], hit, inputs[at], self.pricer)
 
     async def _read_apart(
         self,

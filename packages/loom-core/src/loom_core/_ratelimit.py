@@ -18,27 +18,21 @@ provider enforcing the same limit never sees us exceed it (see ``docs/engine-par
 from __future__ import annotations
 
 import asyncio
-import json
-import math
 import threading
 import time
 from collections.abc import Callable
 
 from loom_protocol import (
     ChatRequest,
-    ImagePart,
     check_int,
     check_non_negative_number,
     check_positive_number,
 )
 
+from ._pricing import output_tokens, prompt_tokens
+
 __all__ = ["RateLimiter", "estimate_tokens"]
 
-# Tokens counted per image: about what a high-detail image costs with the major providers.
-_IMAGE_TOKENS = 1000
-
-_CHARS_PER_TOKEN = 4
-_TOKENS_PER_MESSAGE = 4  # role markers and separators the provider adds around each message
 _RATE_FACTOR = 0.98
 _BURST_SECONDS = 0.5
 # Below this a bucket counts as holding what was asked: float rounding must not turn "exactly
@@ -49,34 +43,12 @@ _EPSILON = 1e-9
 def estimate_tokens(request: ChatRequest) -> int:
     """A rough upper estimate of the tokens a request will consume, for the tpm budget.
 
-    About one token per four characters of text (messages and the response format), a few
-    tokens per message, 1,000 per image, plus ``max_tokens`` (the most
-    the answer can cost). :meth:`RateLimiter.record_usage` corrects the budget once the provider
-    reports the real count.
+    The prompt as :func:`~._pricing.prompt_tokens` estimates it (one token per four characters,
+    a few per message, 1,000 per image), plus ``max_tokens`` (the most the answer can cost).
+    :meth:`RateLimiter.record_usage` corrects the budget once the provider reports the real
+    count.
     """
-    chars = 0
-    images = 0
-    for message in request.messages:
-        if isinstance(message.content, str):
-            chars += len(message.content)
-            continue
-        for part in message.content:
-            if isinstance(part, ImagePart):
-                images += 1
-            else:
-                chars += len(part.text)
-    if request.response_format is not None:
-        chars += len(json.dumps(request.response_format))
-    completion = request.max_tokens
-    if completion is None:
-        alternative = request.params.get("max_completion_tokens")
-        completion = alternative if isinstance(alternative, int) else 0
-    return (
-        math.ceil(chars / _CHARS_PER_TOKEN)
-        + _TOKENS_PER_MESSAGE * len(request.messages)
-        + _IMAGE_TOKENS * images
-        + completion
-    )
+    return prompt_tokens(request.messages, request.response_format) + (output_tokens(request) or 0)
 
 
 class _Bucket:

@@ -60,6 +60,20 @@ class RequestBuilder:
         self._params = dict(params)
         self._image_root = image_root
 
+    @property
+    def response_format(self) -> dict[str, Any] | None:
+        """The response format every request carries."""
+        return self._response_format
+
+    @property
+    def max_tokens(self) -> int | None:
+        """The answer's token limit every request carries (``max_tokens``, else the param
+        ``max_completion_tokens``), or ``None``."""
+        if self._max_tokens is not None:
+            return self._max_tokens
+        bound = self._params.get("max_completion_tokens")
+        return bound if isinstance(bound, int) and not isinstance(bound, bool) else None
+
     def messages(self, data: dict[str, Any]) -> tuple[list[Message], list[str]]:
         """The messages for an input with the user's text only, and the input's image refs.
 

@@ -19,6 +19,7 @@ from ._batch import BatchRun
 from ._bridge import LoomClosedError
 from ._output import OutputSpec
 from ._persist import ResultCache
+from ._pricing import Pricer
 
 __all__ = ["Session"]
 
@@ -35,6 +36,7 @@ class Session:
         config_fp: The loom's configuration fingerprint (the config part of every key).
         config: The configuration itself, as registered in ``loom_runs``.
         output: How results are stored and read back.
+        pricer: Prices the results read back from the store.
     """
 
     def __init__(
@@ -45,6 +47,7 @@ class Session:
         config_fp: str,
         config: dict[str, Any],
         output: OutputSpec,
+        pricer: Pricer,
     ) -> None:
         if store is not None and not isinstance(store, ResultStore | str):
             raise LoomUsageError(
@@ -53,6 +56,7 @@ class Session:
         self._config_fp = config_fp
         self._config = config
         self._output = output
+        self._pricer = pricer
         self._lock = threading.Lock()
         self._closed = False
         self._registered: set[str] = set()
@@ -90,22 +94,36 @@ class Session:
                 self._writer = StoreWriter(self._store)
             return self._store, self._writer
 
-    def cache_for(self, task_name: str | None) -> tuple[ResultCache | None, list[str]]:
+    def cache_for(
+        self, task_name: str | None, *, register: bool = True
+    ) -> tuple[ResultCache | None, list[str]]:
         """The cache of ``task_name`` (``None``: no store) and its other configurations.
 
         Blocking I/O (opening the store, registering the configuration): call it off the
         event loop. The other configurations are listed only the first time this loom sees
-        ``task_name``, when it registers its own.
+        ``task_name``, when it registers its own. ``register=False`` (a dry run) only reads:
+        no configuration is registered, and a store file that does not exist yet is not
+        created (there is then no cache: ``None``).
         """
         if task_name is None:
             return None, []
+        if not register and not self._exists():
+            return None, []
         store, writer = self._open()
         others: list[str] = []
-        if task_name not in self._registered:
+        if register and task_name not in self._registered:
             others = store.other_configs(task_name, self._config_fp)
             store.register_run(task_name, self._config_fp, self._config)
             self._registered.add(task_name)
-        return ResultCache(store, writer, task_name, self._config_fp, self._output), others
+        cache = ResultCache(store, writer, task_name, self._config_fp, self._output, self._pricer)
+        return cache, others
+
+    def _exists(self) -> bool:
+        """Whether the store is open, or is a URL, or a file that exists."""
+        if self._store is not None:
+            return True
+        target = os.fspath(self._target)
+        return "://" in target or os.path.exists(target)
 
     # -- the runs --------------------------------------------------------------------------
 

@@ -21,12 +21,14 @@ from loom_protocol import Backend, BackendError, ChatResponse, Error, ErrorCode,
 
 from ._attempts import Attempts
 from ._backend_call import BackendCaller
+from ._budget import Budget
 from ._extract import split_reasoning
 from ._fallback import ModelChain
 from ._images import ImageError
 from ._inputs import PreparedInput, failed_result, prepare_input
 from ._output import OutputSpec
 from ._output_errors import OutputError
+from ._pricing import Pricer
 from ._ratelimit import RateLimiter
 from ._reask import AnswerReader
 from ._render import PromptTemplate, TemplateRenderError
@@ -41,6 +43,7 @@ class TaskRunner:
     ``max_retries`` bounds the transport retries and, apart, the re-asks of each task.
 
     Attributes:
+        pricer: Prices each result's usage (``cost_usd``).
         requests: Builds each task's request.
         caller: Calls the backend, with transport retries.
         reader: Parses answers and decides re-asks.
@@ -64,8 +67,10 @@ class TaskRunner:
         image_root: str | None,
         max_retry_wait: float,
         fallbacks: Sequence[tuple[str, Backend]] = (),
+        pricer: Pricer | None = None,
     ) -> None:
         self.model = model
+        self.pricer = pricer if pricer is not None else Pricer({}, model)
         self.requests = RequestBuilder(
             model=model,
             prompt=prompt,
@@ -109,8 +114,12 @@ class TaskRunner:
         calls = self.caller.retries if self.chain is None else self.chain.retries
         return calls + self.reader.retries
 
-    async def run(self, prepared: PreparedInput) -> TaskResult[Any]:
-        """Run one task. Never raises, except ``asyncio.CancelledError``."""
+    async def run(self, prepared: PreparedInput, budget: Budget | None = None) -> TaskResult[Any]:
+        """Run one task. Never raises, except ``asyncio.CancelledError``.
+
+        With a ``budget``, each call (the first and each re-ask) starts only if the budget
+        holds it; otherwise the task ends ``budget_exceeded``, with what it spent so far.
+        """
         started = time.perf_counter()
         task_id, data = prepared.task_id, prepared.data
         # Rendering and parsing are plain calls, so that a task makes no coroutine but this one
@@ -127,19 +136,26 @@ class TaskRunner:
             attempts = Attempts()
             on = [0]  # the model in use: a task that fell back stays on its fallback
             while True:
+                request = self.requests.request(messages)
+                held = None
+                if budget is not None:
+                    reserved = await budget.reserve(request)
+                    if isinstance(reserved, Error):
+                        return self._result(prepared, started, attempts, error=reserved)
+                    held = reserved
                 try:
                     if self.chain is None:
-                        response = await self.caller.call(
-                            self.requests.request(messages), attempts, task_id
-                        )
+                        response = await self.caller.call(request, attempts, task_id)
                     else:
-                        response = await self.chain.call(
-                            self.requests.request(messages), attempts, task_id, on
-                        )
+                        response = await self.chain.call(request, attempts, task_id, on)
                 except BackendError as exc:
+                    if budget is not None and held is not None:
+                        budget.settle(held, None, answered=False)
                     return self._result(
                         prepared, started, attempts, error=exc.error, model=self._model_at(on[0])
                     )
+                if budget is not None and held is not None:
+                    budget.settle(held, response.usage, answered=True)
                 answer, reasoning = split_reasoning(response.content, response.reasoning)
                 try:
                     value = self.reader.parse(answer, response.finish_reason)
@@ -206,6 +222,7 @@ class TaskRunner:
         own name for it, when the answer says, wins.
         """
         called = model or self.model
+        answered = called if response is None else (response.model or called)
         return TaskResult(
             task_id=prepared.task_id,
             is_success=error is None,
@@ -217,5 +234,6 @@ class TaskRunner:
             attempts=attempts.calls,
             usage=attempts.usage,
             latency_ms=(time.perf_counter() - started) * 1000,
-            model=called if response is None else (response.model or called),
+            model=answered,
+            cost_usd=self.pricer.cost(attempts.usage, answered),
         )

@@ -35,6 +35,17 @@ from ._fingerprint import (
     canonicalize,
     fingerprint,
 )
+from ._prices import (
+    BATCH_DISCOUNT,
+    BUNDLED_PRICES,
+    PRICES_DATE,
+    UNPRICED_SNAPSHOTS,
+    ModelPrice,
+    PriceSource,
+    check_prices,
+    find_price,
+    usage_cost,
+)
 from ._provider_batch import (
     ProviderBatchBackend,
     ProviderBatchCounts,
@@ -59,10 +70,14 @@ from ._version import PROTOCOL_VERSION
 __version__ = "0.2.0"
 
 __all__ = [
+    "BATCH_DISCOUNT",
+    "BUNDLED_PRICES",
     "MASK",
     "MAX_INPUT_DEPTH",
     "MAX_TIMEOUT",
+    "PRICES_DATE",
     "PROTOCOL_VERSION",
+    "UNPRICED_SNAPSHOTS",
     "Backend",
     "BackendError",
     "BatchEndEvent",
@@ -79,6 +94,8 @@ __all__ = [
     "LoomError",
     "LoomUsageError",
     "Message",
+    "ModelPrice",
+    "PriceSource",
     "ProviderBatchBackend",
     "ProviderBatchCounts",
     "ProviderBatchInfo",
@@ -103,7 +120,9 @@ __all__ = [
     "check_non_negative_number",
     "check_number",
     "check_positive_number",
+    "check_prices",
     "data_column",
+    "find_price",
     "fingerprint",
     "is_int",
     "is_number",
@@ -115,4 +134,5 @@ __all__ = [
     "redact_url",
     "redact_value",
     "shorten",
+    "usage_cost",
 ]

@@ -58,17 +58,24 @@ class Message(BaseModel):
     content: str | list[ContentPart]
 
 
-_COUNTS = ("prompt_tokens", "completion_tokens", "total_tokens")
+_COUNTS = ("prompt_tokens", "completion_tokens", "total_tokens", "cached_tokens")
 
 
 class Usage(BaseModel):
-    """Token counts reported by the provider."""
+    """Token counts reported by the provider.
+
+    ``cached_tokens`` is the part of ``prompt_tokens`` read from the provider's prompt cache
+    (OpenAI ``prompt_tokens_details.cached_tokens``, Anthropic ``cache_read_input_tokens``),
+    billed at the cached-input price; 0 when the provider says nothing (and in rows stored
+    before it existed).
+    """
 
     model_config = ConfigDict(frozen=True)
 
     prompt_tokens: int = Field(default=0, ge=0)
     completion_tokens: int = Field(default=0, ge=0)
     total_tokens: int = Field(default=0, ge=0)
+    cached_tokens: int = Field(default=0, ge=0)
 
     @model_validator(mode="before")
     @classmethod
@@ -91,6 +98,7 @@ class Usage(BaseModel):
             prompt_tokens=self.prompt_tokens + other.prompt_tokens,
             completion_tokens=self.completion_tokens + other.completion_tokens,
             total_tokens=self.total_tokens + other.total_tokens,
+            cached_tokens=self.cached_tokens + other.cached_tokens,
         )
 
 

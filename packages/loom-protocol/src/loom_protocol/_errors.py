@@ -44,6 +44,9 @@ class ErrorCode(StrEnum):
     CANCELLED = "cancelled"
     STORE_ERROR = "store_error"
     INTERNAL = "internal"
+    #: Not called: the batch's ``max_cost`` or ``max_tokens_total`` was reached. Never stored,
+    #: so a run with a higher cap calls it.
+    BUDGET_EXCEEDED = "budget_exceeded"
 
 
 class Error(BaseModel):

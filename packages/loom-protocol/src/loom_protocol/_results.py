@@ -61,6 +61,10 @@ class TaskResult(BaseModel, Generic[T]):
     usage: Usage | None = None
     latency_ms: float | None = Field(default=None, ge=0)
     model: str | None = None
+    #: What the calls of ``usage`` cost in US dollars, at the loom's price for ``model``
+    #: (``None`` when no price is known or there is no usage; see docs/cost.md). A cached
+    #: result carries what it cost when it was made, at today's price; it costs nothing new.
+    cost_usd: float | None = Field(default=None, ge=0)
 
     # No return annotation on purpose: pydantic would take it for the serialization schema,
     # and TaskResult's JSON schema (mode="serialization") would lose its properties.
@@ -108,7 +112,8 @@ class BatchSummary(BaseModel):
     The counts (``total``, ``succeeded``, ``failed``, ``cached``) are per result, one per input
     position. The tokens are per request: a result handed to several positions (duplicate
     inputs, asked once) counts once, and a cached result counts nothing (its ``usage`` is that
-    of the earlier run that paid for it).
+    of the earlier run that paid for it). ``cost_usd`` counts the same calls, in US dollars:
+    ``None`` when one of them has no known price, 0.0 when no call was made.
     """
 
     model_config = ConfigDict(frozen=True)
@@ -120,6 +125,7 @@ class BatchSummary(BaseModel):
     prompt_tokens: int = Field(default=0, ge=0)
     completion_tokens: int = Field(default=0, ge=0)
     total_tokens: int = Field(default=0, ge=0)
+    cost_usd: float | None = Field(default=0.0, ge=0)
     elapsed_s: float = Field(default=0.0, ge=0)
 
     @classmethod
@@ -155,6 +161,7 @@ class SummaryCounter:
         "_remember",
         "cached",
         "completion_tokens",
+        "cost_usd",
         "failed",
         "prompt_tokens",
         "succeeded",
@@ -164,6 +171,8 @@ class SummaryCounter:
     def __init__(self, remember: int | None = _REMEMBERED_CALLS) -> None:
         self.succeeded = self.failed = self.cached = 0
         self.prompt_tokens = self.completion_tokens = self.total_tokens = 0
+        #: The calls' cost so far; ``None`` once a call of unknown price was counted.
+        self.cost_usd: float | None = 0.0
         self._remember = remember
         self._calls: dict[str, _CallKey] = {}
 
@@ -195,6 +204,9 @@ class SummaryCounter:
         self.prompt_tokens += usage.prompt_tokens
         self.completion_tokens += usage.completion_tokens
         self.total_tokens += usage.total_tokens
+        if self.cost_usd is not None:
+            cost = result.cost_usd
+            self.cost_usd = None if cost is None else self.cost_usd + cost
 
     @property
     def done(self) -> int:
@@ -211,6 +223,7 @@ class SummaryCounter:
             prompt_tokens=self.prompt_tokens,
             completion_tokens=self.completion_tokens,
             total_tokens=self.total_tokens,
+            cost_usd=self.cost_usd,
             elapsed_s=max(elapsed_s, 0.0),
         )
 

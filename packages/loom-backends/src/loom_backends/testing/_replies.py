@@ -137,6 +137,7 @@ class FakeReply:
         reasoning_content: Sent as ``reasoning_content`` (OpenAI) or a thinking block (Anthropic).
         finish_reason: ``"stop"`` or ``"length"`` (Anthropic: ``end_turn`` / ``max_tokens``).
         usage: Token counts; by default about a quarter of the prompt and answer lengths.
+            ``cached_tokens`` (part of the prompt) is answered as a prompt-cache hit.
     """
 
     content: str | None = ""
@@ -248,6 +249,8 @@ def render_answer(
     }
     prompt = int(usage.get("prompt_tokens", usage.get("input_tokens", 0)))
     completion = int(usage.get("completion_tokens", usage.get("output_tokens", 0)))
+    # A scripted prompt-cache hit, in each provider's own shape.
+    cached = min(int(usage.get("cached_tokens", 0)), prompt)
     if anthropic:
         blocks: list[dict[str, Any]] = []
         if reply.reasoning_content is not None:
@@ -267,7 +270,11 @@ def render_answer(
             "content": blocks,
             "stop_reason": stop,
             "stop_sequence": None,
-            "usage": {"input_tokens": prompt, "output_tokens": completion},
+            "usage": {
+                "input_tokens": prompt - cached,
+                "output_tokens": completion,
+                **({"cache_read_input_tokens": cached} if cached else {}),
+            },
         }
     message: dict[str, Any] = {"role": "assistant", "content": content}
     if reply.reasoning_content is not None:
@@ -282,6 +289,7 @@ def render_answer(
             "prompt_tokens": prompt,
             "completion_tokens": completion,
             "total_tokens": prompt + completion,
+            **({"prompt_tokens_details": {"cached_tokens": cached}} if cached else {}),
         },
     }
 

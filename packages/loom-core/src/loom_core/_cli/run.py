@@ -24,7 +24,8 @@ from loom_core._defaults import DEFAULT_MAX_WORKERS
 from loom_protocol import BatchErrorEvent, LoomUsageError, TaskResultEvent
 
 from .args import add_db_argument, non_negative_int, number, positive_float, positive_int
-from .command import EXIT_INTERRUPTED, CliUsageError, Console, Subcommands
+from .command import EXIT_INTERRUPTED, EXIT_OK, CliUsageError, Console, Subcommands
+from .cost import add_budget_arguments, print_estimate
 from .files import file_format
 from .inputs import InputSource
 from .run_output import InOrder, Progress, RunOutput, report
@@ -156,6 +157,7 @@ def add_parser(commands: Subcommands) -> None:
         "carry the input as input_data)",
     )
     parser.add_argument("--no-progress", action="store_true", help="do not show the progress bar")
+    add_budget_arguments(parser)
     parser.set_defaults(func=run)
 
 
@@ -186,6 +188,8 @@ def run(args: argparse.Namespace, console: Console) -> int:
     loom = build_loom(
         args, template, schema if schema is not None else (dict if args.json else None)
     )
+    if args.dry_run:
+        return _dry_run(loom, source, task_name, stdout)
     stopped = complete = False
     progress: Progress | None = None
     output: RunOutput | None = None
@@ -195,7 +199,12 @@ def run(args: argparse.Namespace, console: Console) -> int:
         progress = Progress(source.count(), not args.no_progress, stderr)
         try:
             events = loom.stream_events(
-                source.records(), task_name=task_name, max_workers=args.workers, ordered=True
+                source.records(),
+                task_name=task_name,
+                max_workers=args.workers,
+                ordered=True,
+                max_cost=args.max_cost,
+                max_tokens_total=args.max_tokens_total,
             )
         except LoomUsageError as exc:
             raise CliUsageError(str(exc)) from None
@@ -244,3 +253,17 @@ def run(args: argparse.Namespace, console: Console) -> int:
         stderr.write("loom: interrupted before the run started; nothing was written\n")
         return EXIT_INTERRUPTED
     return report(args, output, progress, task_name, resume, stopped, batch_error, source, stderr)
+
+
+def _dry_run(loom: Any, source: InputSource, task_name: str, stdout: Any) -> int:
+    """``--dry-run``: estimate the run on stdout, send nothing."""
+    try:
+        estimate = loom.estimate(source.records(), task_name=task_name)
+    except LoomUsageError as exc:
+        raise CliUsageError(str(exc)) from None
+    finally:
+        loom.close()
+    if source.error is not None:
+        raise CliUsageError(f"cannot read input {source.path!r}: {source.error}")
+    print_estimate(estimate, task_name, stdout)
+    return EXIT_OK

@@ -23,6 +23,7 @@ from loom_protocol import (
 )
 
 from .command import EXIT_FAILED, EXIT_INTERRUPTED, EXIT_OK, EXIT_USAGE
+from .cost import dollars
 from .inputs import InputSource
 from .writers import Output, row_writer
 
@@ -48,8 +49,9 @@ class Progress:
         """Count one result written."""
         self.counter.add(result)
         c = self.counter
+        cost = "" if not c.cost_usd else f" cost={dollars(c.cost_usd)}"
         self._bar.set_postfix_str(
-            f"ok={c.succeeded} failed={c.failed} cached={c.cached} tokens={c.total_tokens}",
+            f"ok={c.succeeded} failed={c.failed} cached={c.cached} tokens={c.total_tokens}{cost}",
             refresh=False,
         )
         self._bar.update(1)
@@ -194,11 +196,19 @@ def report(
         )
         return EXIT_USAGE
     summary = progress.counter.summary()
+    cost = "" if summary.cost_usd is None else f", {dollars(summary.cost_usd)}"
     stderr.write(
         f"loom: {summary.total} done: {summary.succeeded} succeeded, {summary.failed} failed, "
-        f"{summary.cached} cached; {summary.total_tokens} tokens; results in {where}, "
+        f"{summary.cached} cached; {summary.total_tokens} tokens{cost}; results in {where}, "
         f"stored in {store}\n"
     )
+    budget = output.failed_codes.get(ErrorCode.BUDGET_EXCEEDED.value, 0)
+    if budget:
+        stderr.write(
+            f"loom: the spending cap was reached: {budget} input(s) were not called (nothing "
+            "stored for them); the same command continues with them, within a new cap:\n"
+            f"  {resume}\n"
+        )
     if batch_error is not None:
         stderr.write(f"loom: error: {batch_error.error}\n{kept}; resume with:\n  {resume}\n")
         return EXIT_FAILED

@@ -21,6 +21,7 @@ from loom_core._task import prepare_input
 from loom_protocol import LoomUsageError, StoreError
 
 from .command import CliUsageError
+from .cost import load_prices
 from .files import check_not_an_input, store_file
 from .inputs import InputSource
 
@@ -124,6 +125,8 @@ def build_loom(args: argparse.Namespace, template: str, response_model: Any) -> 
         for name in ("temperature", "max_tokens", "timeout")
         if getattr(args, name) is not None
     }
+    # A dry run creates no store: a path that does not exist yet is opened only if used.
+    dry_new = args.dry_run and "://" not in args.db and not os.path.exists(args.db)
     try:
         return TaskLoom(
             args.model,
@@ -131,7 +134,9 @@ def build_loom(args: argparse.Namespace, template: str, response_model: Any) -> 
             system_prompt=args.system,
             response_model=response_model,
             max_retries=args.max_retries,
-            store=args.db,
+            store=None if dry_new else args.db,
+            db_path=args.db,
+            prices=load_prices(args.prices),
             base_url=_base_url(args.base_url),
             fallback_models=args.fallback_model,
             api_key=_api_key(args),

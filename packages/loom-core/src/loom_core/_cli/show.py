@@ -6,11 +6,12 @@ import argparse
 import json
 from typing import IO, Any
 
-from loom_protocol import redact_value
+from loom_protocol import ModelPrice, redact_value
 from loom_store import ConfigInfo, ResultStore
 
 from .args import add_config_argument, add_db_argument
 from .command import Console, Subcommands
+from .cost import add_prices_argument, describe_stored_cost, load_prices, stored_cost
 from .store import SHORT, check_task, config_model, config_when, on_store, select_config, table
 
 __all__ = ["add_parser", "show_task"]
@@ -27,13 +28,15 @@ def add_parser(commands: Subcommands) -> None:
     parser.add_argument("task", metavar="TASK")
     add_config_argument(parser)
     add_db_argument(parser)
+    add_prices_argument(parser)
     parser.set_defaults(func=_command)
 
 
 def _command(args: argparse.Namespace, console: Console) -> int:
+    prices = load_prices(args.prices)
     return on_store(
         args.db,
-        lambda store: show_task(store, args.task, args.config, console.stdout),
+        lambda store: show_task(store, args.task, args.config, console.stdout, prices),
         console.stderr,
     )
 
@@ -87,9 +90,18 @@ def _describe(info: ConfigInfo, number: int, shown: bool, out: IO[str]) -> None:
         out.write(f"     params {shown_params}\n")
 
 
-def show_task(store: ResultStore, task: str, config: str | None, out: IO[str]) -> None:
-    """Print the counts and failures of one configuration of a task (default: the latest;
-    ``"all"``: every one) and every configuration the task was run with.
+def show_task(
+    store: ResultStore,
+    task: str,
+    config: str | None,
+    out: IO[str],
+    prices: dict[str, ModelPrice] | None = None,
+) -> None:
+    """Print the counts, cost and failures of one configuration of a task (default: the
+    latest; ``"all"``: every one) and every configuration the task was run with.
+
+    The cost is recomputed from the stored usage at today's prices (``prices`` first, then
+    the bundled table): a call whose model has no known price is said to be unknown.
 
     Raises:
         CliUsageError: The store has no such task, or ``config`` selects no configuration.
@@ -108,6 +120,9 @@ def show_task(store: ResultStore, task: str, config: str | None, out: IO[str]) -
             "--config all every one)\n"
         )
     out.write(f"results  {stats.total} ({stats.succeeded} succeeded, {stats.failed} failed)\n")
+    models = {info.config_fp: config_model(info) for info in infos}
+    cost = stored_cost(store.iter_results(task, config_fp=fp), prices, models)
+    out.write(describe_stored_cost(cost, prices is not None))
     if stats.failures_by_code:
         out.write("\nfailures by error code:\n")
         table([[f"  {code}", str(n)] for code, n in stats.failures_by_code.items()], out)
