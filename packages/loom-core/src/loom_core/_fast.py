@@ -98,6 +98,7 @@ trusted_result_from: Callable[[dict[str, Any]], TaskResult[Any]] = _trusted(
         "usage": Usage(prompt_tokens=1, completion_tokens=2),
         "latency_ms": 1.5,
         "model": "m",
+        "provider_batch": False,
     },
     {"cached": False},
 )

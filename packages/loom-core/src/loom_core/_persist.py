@@ -80,6 +80,7 @@ def _cached(task_id: str, hit: tuple[Any, ...], input_data: dict[str, Any]) -> T
             "usage": _usage(hit[_USAGE]),
             "latency_ms": hit[_LATENCY_MS],
             "model": hit[_MODEL],
+            "provider_batch": False,
         }
     )
 

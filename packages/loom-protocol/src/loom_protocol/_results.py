@@ -44,7 +44,8 @@ class TaskResult(BaseModel, Generic[T]):
 
     A successful result has ``data`` (a model instance, a dict or the text, depending on the
     loom's ``response_model``) and no ``error``; a failed one always has an ``error``.
-    ``model_dump(mode="json")`` is always JSON-serializable.
+    ``model_dump(mode="json")`` is always JSON-serializable. ``provider_batch`` is true for a
+    result computed in this run through a provider's Batch API (``map(..., batch=True)``).
     """
 
     model_config = ConfigDict(arbitrary_types_allowed=False)
@@ -61,6 +62,7 @@ class TaskResult(BaseModel, Generic[T]):
     usage: Usage | None = None
     latency_ms: float | None = Field(default=None, ge=0)
     model: str | None = None
+    provider_batch: bool = False
 
     # No return annotation on purpose: pydantic would take it for the serialization schema,
     # and TaskResult's JSON schema (mode="serialization") would lose its properties.
@@ -108,7 +110,8 @@ class BatchSummary(BaseModel):
     The counts (``total``, ``succeeded``, ``failed``, ``cached``) are per result, one per input
     position. The tokens are per request: a result handed to several positions (duplicate
     inputs, asked once) counts once, and a cached result counts nothing (its ``usage`` is that
-    of the earlier run that paid for it).
+    of the earlier run that paid for it). ``provider_batch`` counts the results computed in this
+    run through a provider's Batch API (at its lower price).
     """
 
     model_config = ConfigDict(frozen=True)
@@ -121,6 +124,7 @@ class BatchSummary(BaseModel):
     completion_tokens: int = Field(default=0, ge=0)
     total_tokens: int = Field(default=0, ge=0)
     elapsed_s: float = Field(default=0.0, ge=0)
+    provider_batch: int = Field(default=0, ge=0)
 
     @classmethod
     def from_results(cls, results: list[TaskResult[Any]], elapsed_s: float = 0.0) -> BatchSummary:
@@ -157,12 +161,13 @@ class SummaryCounter:
         "completion_tokens",
         "failed",
         "prompt_tokens",
+        "provider_batch",
         "succeeded",
         "total_tokens",
     )
 
     def __init__(self, remember: int | None = _REMEMBERED_CALLS) -> None:
-        self.succeeded = self.failed = self.cached = 0
+        self.succeeded = self.failed = self.cached = self.provider_batch = 0
         self.prompt_tokens = self.completion_tokens = self.total_tokens = 0
         self._remember = remember
         self._calls: dict[str, _CallKey] = {}
@@ -176,6 +181,8 @@ class SummaryCounter:
         if result.cached:
             self.cached += 1
             return
+        if result.provider_batch:
+            self.provider_batch += 1
         usage = result.usage
         if usage is None:
             return
@@ -212,6 +219,7 @@ class SummaryCounter:
             completion_tokens=self.completion_tokens,
             total_tokens=self.total_tokens,
             elapsed_s=max(elapsed_s, 0.0),
+            provider_batch=self.provider_batch,
         )
 
 
