@@ -13,9 +13,17 @@ from collections.abc import AsyncIterable, AsyncIterator, Iterable, Iterator
 from typing import Any, Generic, TypeVar
 
 from loom_backends import DEFAULT_TIMEOUT
-from loom_protocol import Backend, BatchResult, StreamEvent, TaskResult, redact_url
+from loom_protocol import (
+    Backend,
+    BatchResult,
+    LoomUsageError,
+    StreamEvent,
+    TaskResult,
+    redact_url,
+)
 from loom_store import ResultStore
 
+from ._batch_policy import BatchPolicy
 from ._bridge import LoomClosedError, LoopThread
 from ._build import build_engine
 from ._calls import BatchCall, LoomConfigWarning, batch_call
@@ -23,6 +31,7 @@ from ._defaults import DEFAULT_DB, DEFAULT_MAX_WORKERS
 from ._delivery import BatchEvents, ResultCollector
 from ._drive import Driver
 from ._lifetime import ABORT_WAIT, end_runs
+from ._loom_batch import ProviderBatchMethods
 from ._outbox import Pair
 from ._retry import DEFAULT_MAX_RETRY_WAIT
 from ._session import Session
@@ -41,7 +50,7 @@ def _loom_args() -> frozenset[str]:
     return frozenset(n for n in names if n not in ("self", "llm_kwargs"))
 
 
-class TaskLoom(Generic[T]):
+class TaskLoom(ProviderBatchMethods, Generic[T]):
     """Run one prompt template over many inputs and get typed results back.
 
     Args:
@@ -69,6 +78,8 @@ class TaskLoom(Generic[T]):
             of the whole loom after a 429. A task whose provider asks (``Retry-After``) for
             longer fails at once, with a message saying what was asked.
         image_root: When set, local image paths must lie inside this folder.
+        batch_policy: How provider batches (``map(..., batch=True)``, ``submit_batch``…) are
+            polled and how long a submit may take; see ``docs/batch.md``.
         **llm_kwargs: Generation parameters the backend declares (temperature, max_tokens,
             top_p, seed…; see ``generation_params`` of each backend), and
             ``extra_body={...}`` for provider-specific ones, merged into the request body.
@@ -102,8 +113,14 @@ class TaskLoom(Generic[T]):
         timeout: float = DEFAULT_TIMEOUT,
         max_retry_wait: float = DEFAULT_MAX_RETRY_WAIT,
         image_root: str | os.PathLike[str] | None = None,
+        batch_policy: BatchPolicy | None = None,
         **llm_kwargs: Any,
     ) -> None:
+        if batch_policy is not None and not isinstance(batch_policy, BatchPolicy):
+            raise LoomUsageError(
+                f"batch_policy must be a BatchPolicy, got {type(batch_policy).__name__}"
+            )
+        self._batch_policy = batch_policy or BatchPolicy()
         engine = build_engine(
             model,
             prompt_template,
@@ -181,6 +198,8 @@ class TaskLoom(Generic[T]):
         task_name: str | None = None,
         max_workers: int = DEFAULT_MAX_WORKERS,
         progress: bool = False,
+        *,
+        batch: bool = False,
     ) -> BatchResult[T]:
         """Run every input; results in input order.
 
@@ -189,7 +208,13 @@ class TaskLoom(Generic[T]):
             task_name: Store results under this name and serve them from the store next time.
             max_workers: Calls in flight at most.
             progress: Show a tqdm progress bar.
+            batch: Run the inputs that have no stored result through the provider's Batch
+                API (half the price, within 24 hours): submit, poll, collect. Needs a
+                ``task_name``; Ctrl-C or a crash loses nothing, and the same call resumes
+                the job without submitting anything twice (``docs/batch.md``).
         """
+        if _check_batch(batch):
+            return self._driver.run(self._batch_map(sequence, task_name, progress))
         call = self._call(sequence, task_name, max_workers, streamed=False)
         with self._collector(progress, call) as collector:
             # Collected on the loop thread, in one call: handing results over to this thread
@@ -203,8 +228,12 @@ class TaskLoom(Generic[T]):
         task_name: str | None = None,
         max_workers: int = DEFAULT_MAX_WORKERS,
         progress: bool = False,
+        *,
+        batch: bool = False,
     ) -> BatchResult[T]:
         """Async twin of :meth:`map` (also takes an async iterable)."""
+        if _check_batch(batch):
+            return await self._batch_map(sequence, task_name, progress)
         call = self._call(sequence, task_name, max_workers, streamed=False)
         with self._collector(progress, call) as collector:
             await self._driver.collect(call, collector)
@@ -335,6 +364,12 @@ class TaskLoom(Generic[T]):
 
     async def __aexit__(self, *exc_info: object) -> None:
         await self.aclose()
+
+
+def _check_batch(batch: Any) -> bool:
+    if not isinstance(batch, bool):
+        raise LoomUsageError(f"batch must be True or False, got {batch!r}")
+    return batch
 
 
 async def _results(pairs: AsyncIterator[Pair]) -> AsyncIterator[TaskResult[Any]]:

@@ -15,7 +15,7 @@ from __future__ import annotations
 import json
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from sqlalchemy import and_, select
@@ -101,8 +101,7 @@ class JobTracker(StoreBase):
             self._d.lock_task(conn, task_name)
             if wanted & _open_ids(conn, task_name, config_fp):
                 return False
-            for batch in batches:
-                _insert_batch(conn, task_name, config_fp, batch, now)
+            _insert_batches(conn, task_name, config_fp, batches, now)
         self._note_write()
         return True
 
@@ -215,8 +214,7 @@ class JobTracker(StoreBase):
                 return False
             if latest:
                 self._d.upsert(conn, list(latest.values()), now)
-            for batch in followups:
-                _insert_batch(conn, row.task_name, row.config_fp, batch, now)
+            _insert_batches(conn, row.task_name, row.config_fp, followups, now)
         self._note_write()
         return True
 
@@ -304,6 +302,18 @@ def _open_ids(conn: Connection, task_name: str, config_fp: str) -> set[str]:
         .where(and_(_B.task_name == task_name, _B.config_fp == config_fp, _OPEN))
     )
     return set(conn.execute(stmt).scalars())
+
+
+def _insert_batches(
+    conn: Connection,
+    task_name: str,
+    config_fp: str,
+    batches: Sequence[NewProviderBatch],
+    now: datetime,
+) -> None:
+    # One microsecond apart: batches are listed (and so submitted) in the order written.
+    for n, batch in enumerate(batches):
+        _insert_batch(conn, task_name, config_fp, batch, now + timedelta(microseconds=n))
 
 
 def _insert_batch(
