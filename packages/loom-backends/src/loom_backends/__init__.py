@@ -10,9 +10,13 @@ only (``acomplete`` / ``aclose``); a blocking function or SDK client runs in a w
 OpenAI- and Anthropic-compatible server for tests and benchmarks, its in-process twin
 :class:`~loom_backends.testing.FakeBackend`, and :class:`~loom_backends.testing.BackendContract`,
 the conformance suite a third-party backend subclasses.
+
+:class:`OpenAIChatBackend` and :class:`AnthropicBackend` also implement
+:class:`loom_protocol.ProviderBatchBackend` (OpenAI's Batch API, Anthropic's Message Batches).
 """
 
 from ._anthropic import AnthropicBackend
+from ._anthropic_batch import ANTHROPIC_BATCH_LIMITS
 from ._callable import CallableBackend, OpenAIClientBackend
 from ._defaults import (
     ANTHROPIC_API_KEY_ENV,
@@ -24,17 +28,20 @@ from ._defaults import (
 )
 from ._errors import error_for_status, error_for_transport, parse_retry_after
 from ._openai import OpenAIChatBackend
+from ._openai_batch import OPENAI_BATCH_LIMITS
 from ._resolve import ENTRY_POINT_GROUP, ResolvedBackend, resolve_backend
 from ._version import __version__ as __version__
 
 __all__ = [
     "ANTHROPIC_API_KEY_ENV",
     "ANTHROPIC_BASE_URL_ENV",
+    "ANTHROPIC_BATCH_LIMITS",
     "DEFAULT_MAX_CONNECTIONS",
     "DEFAULT_TIMEOUT",
     "ENTRY_POINT_GROUP",
     "OPENAI_API_KEY_ENV",
     "OPENAI_BASE_URL_ENV",
+    "OPENAI_BATCH_LIMITS",
     "AnthropicBackend",
     "CallableBackend",
     "OpenAIChatBackend",

@@ -18,11 +18,13 @@ from loom_protocol import (
     ErrorCode,
     ImagePart,
     Message,
+    ProviderBatchLimits,
     TextPart,
     check_int,
     shorten,
 )
 
+from ._anthropic_batch import AnthropicBatchBackend
 from ._defaults import (
     ANTHROPIC_API_KEY_ENV,
     ANTHROPIC_BASE_URL_ENV,
@@ -30,7 +32,6 @@ from ._defaults import (
     DEFAULT_TIMEOUT,
 )
 from ._errors import bad_answer_error
-from ._http import HTTPBackend
 from ._openai import usage_from
 from ._params import ANTHROPIC_PARAMS, merge_params
 
@@ -173,12 +174,13 @@ def parse_anthropic_answer(
     )
 
 
-class AnthropicBackend(HTTPBackend):
+class AnthropicBackend(AnthropicBatchBackend):
     """Anthropic's native Messages API (``POST {base_url}/v1/messages``).
 
     The model name is sent as given: :func:`~loom_backends.resolve_backend` strips an
     ``anthropic/`` prefix. The backend does not retry and raises only
-    :class:`~loom_protocol.BackendError`.
+    :class:`~loom_protocol.BackendError`. It implements
+    :class:`~loom_protocol.ProviderBatchBackend` through Message Batches.
 
     Args:
         base_url: The API root; defaults to ``ANTHROPIC_BASE_URL``, then
@@ -190,6 +192,8 @@ class AnthropicBackend(HTTPBackend):
         anthropic_version: The ``anthropic-version`` header.
         default_max_tokens: ``max_tokens`` when the request sets none (the API requires one).
         async_transport: An httpx async transport; by default the aiohttp transport.
+        batch_limits: The limits per provider batch; by default Anthropic's
+            (:data:`~loom_backends.ANTHROPIC_BATCH_LIMITS`).
     """
 
     #: The generation parameters this backend accepts (see ``_params``).
@@ -216,6 +220,7 @@ class AnthropicBackend(HTTPBackend):
         anthropic_version: str = "2023-06-01",
         default_max_tokens: int = 4096,
         async_transport: httpx.AsyncBaseTransport | None = None,
+        batch_limits: ProviderBatchLimits | None = None,
     ) -> None:
         check_int("AnthropicBackend: default_max_tokens", default_max_tokens, 1)
         self._anthropic_version = anthropic_version
@@ -227,6 +232,7 @@ class AnthropicBackend(HTTPBackend):
             max_connections=max_connections,
             headers=headers,
             async_transport=async_transport,
+            batch_limits=batch_limits,
         )
 
     def _endpoint(self, path: str) -> str:

@@ -7,7 +7,7 @@ HTTP statuses, transport failures and malformed answers all become a
 what happened          ErrorCode                 retryable
 =====================  ========================  =========
 401, 403               provider_auth             no
-400, 404, 422          provider_bad_request      no
+400, 404, 413, 422     provider_bad_request      no
 408, 409, 429          provider_rate_limited     yes (``retry_after`` from the headers)
 5xx, reset, refused    provider_unavailable      yes
 timeout                provider_timeout          yes
@@ -145,7 +145,7 @@ def provider_message(body: str) -> str | None:
 def _classify_status(status: int) -> tuple[ErrorCode, bool]:
     if status in (401, 403):
         return ErrorCode.PROVIDER_AUTH, False
-    if status in (400, 404, 422):
+    if status in (400, 404, 413, 422):
         return ErrorCode.PROVIDER_BAD_REQUEST, False
     if status in (408, 409, 429):
         return ErrorCode.PROVIDER_RATE_LIMITED, True

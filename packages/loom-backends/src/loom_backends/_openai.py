@@ -12,7 +12,7 @@ from loom_protocol import ChatRequest, ChatResponse, Message, TextPart, Usage, i
 
 from ._defaults import OPENAI_API_KEY_ENV, OPENAI_BASE_URL_ENV
 from ._errors import bad_answer_error
-from ._http import HTTPBackend
+from ._openai_batch import OpenAIBatchBackend
 from ._params import OPENAI_CHAT_PARAMS, merge_params
 
 __all__ = ["OpenAIChatBackend", "build_openai_body", "parse_openai_answer", "usage_from"]
@@ -141,12 +141,14 @@ def parse_openai_answer(
     )
 
 
-class OpenAIChatBackend(HTTPBackend):
+class OpenAIChatBackend(OpenAIBatchBackend):
     """Any OpenAI-compatible ``/chat/completions`` server.
 
     OpenAI, DeepSeek, Qwen/DashScope, vLLM, Ollama, Together, Groq, LM Studio… The backend
     does not retry (the engine owns retries) and raises only
-    :class:`~loom_protocol.BackendError`.
+    :class:`~loom_protocol.BackendError`. It implements
+    :class:`~loom_protocol.ProviderBatchBackend` through OpenAI's Batch API (``/files`` and
+    ``/batches`` under ``base_url``), for servers that have one.
 
     Args:
         base_url: The API root, e.g. ``https://api.openai.com/v1``; defaults to the
@@ -158,6 +160,8 @@ class OpenAIChatBackend(HTTPBackend):
         headers: Extra headers sent with every request.
         async_transport: An httpx async transport (tests, proxies); by default Loom's aiohttp
             connection pool, one per event loop.
+        batch_limits: The limits per provider batch; by default OpenAI's
+            (:data:`~loom_backends.OPENAI_BATCH_LIMITS`).
     """
 
     #: The generation parameters this backend accepts (see ``_params``).

@@ -126,6 +126,9 @@ class ProviderBatchInfo(BaseModel):
         metadata: The metadata the batch was created with (OpenAI); ``{}`` where the provider
             keeps none (Anthropic).
         results_ready: Whether :meth:`ProviderBatchBackend.aresults` can be read now.
+        error: Why the provider failed the whole batch (state ``failed``: a file that did not
+            validate, a quota reached), classified with the online error codes; ``None``
+            otherwise.
     """
 
     model_config = ConfigDict(frozen=True)
@@ -139,6 +142,7 @@ class ProviderBatchInfo(BaseModel):
     expires_at: datetime | None = None
     metadata: dict[str, str] = Field(default_factory=dict)
     results_ready: bool = False
+    error: Error | None = None
 
 
 class ProviderBatchItem(BaseModel):

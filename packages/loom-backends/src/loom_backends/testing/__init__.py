@@ -2,8 +2,9 @@
 
 :class:`FakeLLMServer` is a real HTTP server on 127.0.0.1 speaking the OpenAI
 ``/v1/chat/completions`` and Anthropic ``/v1/messages`` protocols, scriptable per request,
-with injectable faults, recording what it receives. With pytest, the ``fake_llm_server``
-fixture (registered by this package's pytest plugin) hands out a started server.
+with injectable faults, recording what it receives; it serves OpenAI's Batch API and
+Anthropic's Message Batches too, scripted by a :class:`BatchPlan`. With pytest, the
+``fake_llm_server`` fixture (registered by this package's pytest plugin) hands out a started server.
 :class:`FakeBackend` gives the same answers in process, without a socket.
 
 :class:`BackendContract` is the conformance suite every backend passes: a third-party backend
@@ -14,6 +15,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
+from ._batch_jobs import BatchPlan
 from ._fake_backend import FakeBackend
 from ._replies import FakeReply, FaultPlan, RecordedRequest
 from ._server import FakeLLMServer, Handler
@@ -25,6 +27,7 @@ __all__ = [
     "CONTRACT_API_KEY",
     "ERROR_ROWS",
     "BackendContract",
+    "BatchPlan",
     "FakeBackend",
     "FakeLLMServer",
     "FakeReply",

@@ -16,7 +16,7 @@ import threading
 import time
 import traceback
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from multiprocessing.connection import Connection
 from typing import Any
 
@@ -24,6 +24,8 @@ from aiohttp import web
 
 from loom_backends._errors import parse_retry_after
 
+from ._batch_app import BatchRoutes
+from ._batch_jobs import BatchPlan
 from ._replies import (
     FakeReply,
     FaultPlan,
@@ -54,6 +56,7 @@ class Config:
     faults: FaultPlan | None
     seed: int | None
     model: str
+    batch: BatchPlan = field(default_factory=BatchPlan)
 
 
 class ServerCore:
@@ -74,6 +77,7 @@ class ServerCore:
         self.tokens = self.capacity
         self.last_refill = time.monotonic()
         self.runner: web.AppRunner | None = None
+        self.batch = BatchRoutes(self, config.batch)
 
     # -- bookkeeping --------------------------------------------------------------------------
 
@@ -126,6 +130,7 @@ class ServerCore:
         app.router.add_post("/chat/completions", self.chat)
         app.router.add_post("/v1/messages", self.chat)
         app.router.add_get("/v1/models", self.models)
+        self.batch.add_routes(app)
         app.router.add_get("/_fake/requests", self.admin_requests)
         app.router.add_get("/_fake/stats", self.admin_stats)
         app.router.add_post("/_fake/clear", self.admin_clear)

@@ -16,6 +16,7 @@ import httpx
 from loom_protocol import LoomUsageError, check_int, check_non_negative_number
 
 from ._app import HOST, Config, Handler, ServerCore, child_main
+from ._batch_jobs import BatchPlan
 from ._replies import FaultPlan, RecordedRequest, default_handler
 
 __all__ = ["FakeLLMServer", "Handler"]
@@ -51,6 +52,10 @@ class FakeLLMServer:
         seed: Seed of the generator behind faults and jitter, for reproducible runs.
         model: The model name the answers report.
         process: Run the server in a separate process (multiprocessing ``spawn``).
+        batch: How the Batch APIs behave (:class:`BatchPlan`): time to complete, expiry
+            part-way, shuffled results, size limits, failing polls. The server serves OpenAI's
+            ``/v1/files`` and ``/v1/batches`` and Anthropic's ``/v1/messages/batches``; each
+            request of a batch is answered by ``handler``, as online.
     """
 
     def __init__(
@@ -64,6 +69,7 @@ class FakeLLMServer:
         seed: int | None = None,
         model: str = "fake-model",
         process: bool = False,
+        batch: BatchPlan | None = None,
     ) -> None:
         if handler is not None and not callable(handler):
             raise LoomUsageError(
@@ -77,9 +83,15 @@ class FakeLLMServer:
             raise LoomUsageError(
                 f"FakeLLMServer: faults must be a FaultPlan, got {type(faults).__name__}"
             )
+        if batch is not None and not isinstance(batch, BatchPlan):
+            raise LoomUsageError(
+                f"FakeLLMServer: batch must be a BatchPlan, got {type(batch).__name__}"
+            )
         self._config = Config(
             handler, float(latency), float(jitter), rpm_limit, faults, seed, model
         )
+        if batch is not None:
+            self._config = replace(self._config, batch=batch)
         if process and handler is not None:
             try:
                 pickle.dumps(handler)
@@ -263,6 +275,28 @@ class FakeLLMServer:
         self._config = replace(self._config, handler=handler)
         if self._core is not None:
             self._core.handler = handler or default_handler
+
+    @property
+    def batch_plan(self) -> BatchPlan:
+        """How the Batch APIs behave; settable while running in thread mode (it applies to
+        batches created afterwards, and restarts the count of failing polls)."""
+        if self._core is not None:
+            return self._core.batch.book.plan
+        return self._config.batch
+
+    @batch_plan.setter
+    def batch_plan(self, plan: BatchPlan) -> None:
+        if not isinstance(plan, BatchPlan):
+            raise LoomUsageError(
+                f"FakeLLMServer: batch_plan must be a BatchPlan, got {type(plan).__name__}"
+            )
+        if self._process_mode:
+            raise LoomUsageError(
+                "FakeLLMServer: the batch plan of a process=True server is fixed at construction"
+            )
+        self._config = replace(self._config, batch=plan)
+        if self._core is not None:
+            self._core.batch.book.set_plan(plan)
 
     # -- what was received --------------------------------------------------------------------
 
