@@ -10,6 +10,7 @@ apart, against FakeLLMServer (tests/integration/test_batch_fake_server.py).
 from __future__ import annotations
 
 import json
+import math
 import random
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
@@ -89,6 +90,8 @@ class BatchFake:
         self.end_state = ProviderBatchState.EXPIRED
         self.errors: dict[int, Error] = {}
         self.fail: dict[str, list[BackendError]] = {}
+        #: Errors the next submits raise after creating their batch (a lost answer).
+        self.lose_answer: list[BackendError] = []
         self.shuffle = True
         self.usage = Usage(prompt_tokens=3, completion_tokens=2)
 
@@ -128,6 +131,8 @@ class BatchFake:
         )
         self.batches[batch_id] = batch
         self.submissions.append((batch_id, [line["custom_id"] for line in lines]))
+        if self.lose_answer:
+            raise self.lose_answer.pop(0)
         return self._info(batch)
 
     async def aget_batch(self, batch_id: str) -> ProviderBatchInfo:
@@ -164,7 +169,7 @@ class BatchFake:
             raise pending.pop(0)
 
     def _finish(self, batch: FakeBatch, share: float, end: ProviderBatchState) -> None:
-        done = int(len(batch.lines) * share)
+        done = math.ceil(len(batch.lines) * share)
         outcomes = []
         for n, line in enumerate(batch.lines):
             cid = line["custom_id"]

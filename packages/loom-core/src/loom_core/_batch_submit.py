@@ -136,6 +136,9 @@ async def _attach(ctx: JobContext, token: str, info: ProviderBatchInfo, *, tenta
     )
     if attached or tentative:
         return
+    record = await ctx.db(ctx.store.provider_batch, token)
+    if record is not None and record.batch_id == info.batch_id:
+        return  # another process found this submission meanwhile and attached it: fine
     # Another process found this submission lost and abandoned it: only possible when the
     # provider created the batch after the submit time-out, the one assumption broken.
     job_log.error(
