@@ -12,7 +12,10 @@ from dataclasses import dataclass
 
 from loom_protocol import LoomUsageError, check_non_negative_number, check_positive_number
 
-__all__ = ["BatchPolicy", "PollBackoff"]
+__all__ = ["DEFAULT_POLL_MAX", "BatchPolicy", "PollBackoff"]
+
+#: The longest wait between two polls by default, seconds.
+DEFAULT_POLL_MAX = 300.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -32,7 +35,7 @@ class BatchPolicy:
     """
 
     poll_interval: float = 5.0
-    poll_max: float = 300.0
+    poll_max: float = DEFAULT_POLL_MAX
     poll_factor: float = 1.5
     submit_timeout: float = 600.0
     clock_skew: float = 300.0

@@ -17,9 +17,10 @@ from typing import Any
 from loom_protocol import BackendError, Error, ErrorCode, ProviderBatchInfo, TaskResult
 from loom_store import ProviderBatchRecord
 
+from ._batch_cancel import cancel_job
 from ._batch_context import JobContext
 from ._batch_policy import PollBackoff
-from ._batch_poll import cancel_remote, poll_batch
+from ._batch_poll import poll_batch
 from ._batch_status import BatchJobStatus, job_status
 from ._batch_submit import add_inputs, resolve_lost, submit_pending
 from ._inputs import PreparedInput, prepare_input
@@ -205,14 +206,8 @@ class ProviderJob:
         """Cancel every open batch of the task (every configuration): nothing more is sent;
         the provider is asked to stop what runs. What finished stays collectable."""
         ctx = self.ctx
-        await ctx.db(ctx.store.request_cancel, ctx.task_name)
+        await cancel_job(ctx.store, ctx.backend, ctx.task_name)
         self.cancelled = True
-        records = await ctx.db(ctx.store.provider_batches, ctx.task_name, open_only=True)
-        for record in records:
-            if record.batch_id is not None and record.state in ("in_progress", "cancelling"):
-                info = await cancel_remote(ctx, record)
-                if info is not None:
-                    await _record_info(ctx, record, info)
         return await self.status(refresh=False)
 
 

@@ -15,6 +15,7 @@ from typing import Any
 
 from pydantic import BaseModel
 
+from loom_core._batch_policy import DEFAULT_POLL_MAX, BatchPolicy
 from loom_core._loom import TaskLoom
 from loom_core._render import PromptTemplate, TemplateRenderError
 from loom_core._task import prepare_input
@@ -117,6 +118,11 @@ def build_loom(args: argparse.Namespace, template: str, response_model: Any) -> 
         for name in ("temperature", "max_tokens", "timeout")
         if getattr(args, name) is not None
     }
+    if getattr(args, "poll_interval", None) is not None:
+        interval = args.poll_interval
+        llm_kwargs["batch_policy"] = BatchPolicy(
+            poll_interval=interval, poll_max=max(interval, DEFAULT_POLL_MAX)
+        )
     try:
         return TaskLoom(
             args.model,
