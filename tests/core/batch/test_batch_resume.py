@@ -79,10 +79,46 @@ def test_a_tentative_match_that_is_not_ours_is_dropped(make_loom: LoomFactory) -
     provider.alist_batches = listing  # type: ignore[method-assign]
     result = loom.map(_texts(3), task_name="t", batch=True)
     assert all(r.is_success for r in result)
-    states = [(b.state, b.tentative) for b in loom.batch_status("t", refresh=False).batches]
-    assert states == [("abandoned", True), ("collected", False)]
+    states = [(b.state, b.batch_id) for b in loom.batch_status("t", refresh=False).batches]
+    # Ours (abandoned: never created, resubmitted), the foreign one recorded apart, the
+    # resubmission.
+    assert sorted(states, key=str) == [
+        ("abandoned", "batch_00000"),
+        ("abandoned", None),
+        ("collected", "batch_00001"),
+    ]
     # The foreign batch was read but none of its answers became a result.
     assert [r.data for r in result] == [{"text": t} for t in _texts(3)]
+
+
+def test_a_tentative_mismatch_finds_the_real_submission_after(make_loom: LoomFactory) -> None:
+    """Both exist: a foreign batch of the same size, older, and ours, whose answer was lost.
+    The foreign one is attached first, proves foreign, and ours is found: nothing runs twice."""
+    provider = BatchFake(keeps_metadata=False)
+    loom = make_loom(provider)
+
+    async def foreign() -> None:
+        lines = [
+            b'{"custom_id": "other-%06d", "body": {"model": "m", "messages": '
+            b'[{"role": "user", "content": "x"}]}}' % n
+            for n in range(3)
+        ]
+        await original_submit(lines, metadata={})
+
+    original_submit = provider.asubmit_batch
+
+    async def submit(encoded: Any, *, metadata: dict[str, str]) -> Any:
+        if not provider.batches:
+            await foreign()
+            provider.lose_answer = [BackendError(LOST)]
+        return await original_submit(encoded, metadata=metadata)
+
+    provider.asubmit_batch = submit  # type: ignore[method-assign]
+    result = loom.map(_texts(3), task_name="t", batch=True)
+    assert [r.data for r in result] == [{"text": t} for t in _texts(3)]
+    assert len(provider.submissions) == 2  # the foreign batch and ours, nothing more
+    states = sorted((b.state, b.batch_id) for b in loom.batch_status("t", refresh=False).batches)
+    assert states == [("abandoned", "batch_00000"), ("collected", "batch_00001")]
 
 
 def test_interrupting_the_wait_loses_nothing(provider: BatchFake, make_loom: LoomFactory) -> None:

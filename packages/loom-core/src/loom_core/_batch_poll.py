@@ -92,24 +92,18 @@ async def _collect(
             raise
         outcomes = []  # a batch the provider failed as a whole may have no results at all
     items = await ctx.db(ctx.store.provider_items, record.token)
-    if (
-        record.tentative
-        and outcomes
-        and any(token_of(o.custom_id) != record.token for o in outcomes)
+    if record.tentative and (
+        not outcomes or any(token_of(o.custom_id) != record.token for o in outcomes)
     ):
-        # Attached by size and time alone, and the answers are not ours: this submission
-        # never happened. Its requests are written anew; the batch stays recorded (as
-        # abandoned), so that no later search takes it for ours again.
+        # Attached by size and time alone, and the answers do not prove it ours: the batch is
+        # recorded apart (no later search takes it again) and the search for this submission
+        # starts over; it finds the real one, or resubmits once that cannot exist.
         job_log.warning(
-            "batch %s: %s is not this submission (its custom_ids differ); submitting again",
+            "batch %s: %s is not this submission (its custom_ids differ); looking again",
             record.token,
             record.batch_id,
         )
-        split, failures = await ctx.build(items, record.round)
-        finish = ctx.store.finish_provider_batch
-        if await ctx.db(finish, record.token, ctx.rows(failures), split.batches, state="abandoned"):
-            ctx.remember(split.batches, split)
-            results.extend(failures)
+        await ctx.db(ctx.store.detach_provider_batch, record.token, record.batch_id)
         return True
     if info.state == ProviderBatchState.FAILED:
         outcomes = _failed_whole(info, items, outcomes)

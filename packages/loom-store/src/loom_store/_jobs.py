@@ -175,6 +175,59 @@ class JobTracker(StoreBase):
         with self._op("update_provider_batch"), self._t.write_engine.begin() as conn:
             conn.execute(stmt)
 
+    def detach_provider_batch(self, token: str, foreign_id: str) -> bool:
+        """Undo a tentative attach: the batch ``foreign_id`` proved not to be ``token``'s.
+
+        In one transaction ``token`` goes back to ``submitting`` without an id (so that the
+        search for its submission runs again) and ``foreign_id`` is recorded apart, as an
+        ``abandoned`` batch of no requests, so that no later search takes it again.
+
+        Returns:
+            False, writing nothing, when ``token`` was not tentatively attached to it.
+        """
+        now = datetime.now(UTC)
+        stmt = (
+            batches_table.update()
+            .where(
+                _B.token == token,
+                _B.batch_id == foreign_id,
+                _B.tentative.is_(True),
+                _OPEN,
+            )
+            .values(
+                batch_id=None,
+                state="submitting",
+                provider_status=None,
+                counts=None,
+                tentative=False,
+                updated_at=now,
+            )
+        )
+        with self._op("detach_provider_batch"), self._t.write_engine.begin() as conn:
+            row = conn.execute(select(batches_table).where(_B.token == token)).first()
+            if row is None or conn.execute(stmt).rowcount != 1:
+                return False
+            conn.execute(
+                batches_table.insert(),
+                {
+                    "token": f"foreign-{token}",
+                    "task_name": row.task_name,
+                    "config_fp": row.config_fp,
+                    "model": row.model,
+                    "round": row.round,
+                    "state": "abandoned",
+                    "batch_id": foreign_id,
+                    "provider_status": "not ours",
+                    "requests": 0,
+                    "tentative": False,
+                    "cancel_requested": False,
+                    "submitted_at": row.submitted_at,
+                    "created_at": now,
+                    "updated_at": now,
+                },
+            )
+        return True
+
     def finish_provider_batch(
         self,
         token: str,
