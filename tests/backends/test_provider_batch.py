@@ -374,3 +374,29 @@ async def test_credentials_stay_out_of_reprs_and_requests_carry_them(
     assert KEY not in repr(backend)
     sent = server.requests[-1].headers
     assert KEY in (sent.get("authorization", "") + sent.get("x-api-key", ""))
+
+
+async def test_concurrent_polls_run_each_request_once(server: FakeLLMServer) -> None:
+    calls: list[str] = []
+
+    def counting(request: RecordedRequest) -> str:
+        calls.append(request.last_user_text)
+        return json.dumps({"echo": request.last_user_text})
+
+    server.handler = counting
+    server.batch_plan = BatchPlan(complete_after=0.6)
+    try:
+        async with AnthropicBackend(base_url=server.anthropic_base_url, api_key=KEY) as backend:
+            texts = [f"t{i}" for i in range(40)]
+            info = await backend.asubmit_batch(_encode(backend, texts), metadata={})
+            for _ in range(8):
+                seen = await asyncio.gather(*(backend.aget_batch(info.batch_id) for _ in range(10)))
+                done = [s.counts.succeeded for s in seen]
+                assert all(0 <= n <= 40 for n in done)
+                await asyncio.sleep(0.1)
+            final = await backend.aget_batch(info.batch_id)
+            assert final.state is ProviderBatchState.COMPLETED
+            assert len(await backend.aresults(info.batch_id)) == 40
+    finally:
+        server.handler = _handler
+    assert sorted(calls) == sorted(texts)  # every request answered exactly once

@@ -9,7 +9,6 @@ in any order. Anthropic keeps no metadata on a batch.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from datetime import datetime
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -99,52 +98,11 @@ class AnthropicBatchBackend(BatchHTTPBackend):
             await self._json("GET", self._batches_url(f"/{self._batch_id(batch_id)}"))
         )
 
-    async def alist_batches(self, *, created_after: datetime) -> list[ProviderBatchInfo]:
-        """Every batch created at or after ``created_after``, newest first (all pages)."""
-        if not isinstance(created_after, datetime) or created_after.tzinfo is None:
-            raise LoomUsageError(
-                f"{type(self).__name__}.alist_batches: created_after must be an aware datetime"
-            )
-        found: list[ProviderBatchInfo] = []
-        after: str | None = None
-        seen: set[str] = set()
-        while True:
-            page = await self._json(
-                "GET", self._batches_url(params={"limit": _PAGE, "after_id": after})
-            )
-            data = page.get("data")
-            if not isinstance(data, list):
-                raise self._bad("the provider's batch list has no data list", page)
-            older = False
-            for item in data:
-                if not isinstance(item, dict):
-                    raise self._bad("the provider's batch list holds a non-object", item)
-                info = self._info(item)
-                if info.created_at is not None and info.created_at < created_after:
-                    older = True  # newest first: every later one is older still
-                    break
-                if info.batch_id not in seen:
-                    seen.add(info.batch_id)
-                    found.append(info)
-            last = page.get("last_id")
-            if older or page.get("has_more") is not True or not isinstance(last, str):
-                return found
-            if last == after:
-                raise self._bad("the provider's batch list repeats its cursor", page)
-            after = last
+    def _list_url(self, after: str | None) -> str:
+        return self._batches_url(params={"limit": _PAGE, "after_id": after})
 
-    async def acancel_batch(self, batch_id: str) -> ProviderBatchInfo:
-        """Ask to cancel; a batch that already ended is returned as it is."""
-        url = self._batches_url(f"/{self._batch_id(batch_id)}/cancel")
-        try:
-            return self._info(await self._json("POST", url, b""))
-        except BackendError as exc:
-            if exc.error.status not in (400, 409):
-                raise
-            info = await self.aget_batch(batch_id)
-            if info.state.is_final:
-                return info
-            raise
+    def _cancel_url(self, batch_id: str) -> str:
+        return self._batches_url(f"/{self._batch_id(batch_id)}/cancel")
 
     async def aresults(self, batch_id: str) -> list[ProviderBatchItem]:
         """Every outcome, once the batch has ended (``[]`` before: Anthropic has none yet)."""
@@ -153,14 +111,8 @@ class AnthropicBatchBackend(BatchHTTPBackend):
             return []
         # The results are read from this backend's base URL, not from the answer's
         # results_url: the key goes only where the user pointed the backend.
-        content = await self._download(self._batches_url(f"/{self._batch_id(batch_id)}/results"))
-        items: list[ProviderBatchItem] = []
-        for number, line in enumerate(content.split(b"\n"), start=1):
-            if line.strip():
-                item = self._item(number, line)
-                if item is not None:
-                    items.append(item)
-        return items
+        url = self._batches_url(f"/{self._batch_id(batch_id)}/results")
+        return self._items(await self._download(url))
 
     # -- reading the provider's objects -------------------------------------------------------
 

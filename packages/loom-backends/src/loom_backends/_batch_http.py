@@ -21,6 +21,7 @@ from loom_protocol import (
     Error,
     ErrorCode,
     LoomUsageError,
+    ProviderBatchInfo,
     ProviderBatchItem,
     ProviderBatchLimits,
     is_int,
@@ -195,6 +196,88 @@ class BatchHTTPBackend(HTTPBackend):
         status, headers, body = await self._call("GET", url, accept="application/binary")
         self._check_status(status, headers, body)
         return body
+
+    # -- what both providers do alike -----------------------------------------------------------
+
+    def _info(self, data: dict[str, Any]) -> ProviderBatchInfo:
+        """The provider's batch object, read."""
+        raise NotImplementedError
+
+    def _item(self, number: int, raw: bytes) -> ProviderBatchItem | None:
+        """One results line, read; ``None`` for a line that names no request."""
+        raise NotImplementedError
+
+    def _cancel_url(self, batch_id: str) -> str:
+        raise NotImplementedError
+
+    def _list_url(self, after: str | None) -> str:
+        """The URL of the page of batches after the one named ``after`` (newest first)."""
+        raise NotImplementedError
+
+    async def aget_batch(self, batch_id: str) -> ProviderBatchInfo:
+        """The provider batch ``batch_id`` now."""
+        raise NotImplementedError
+
+    async def alist_batches(self, *, created_after: datetime) -> list[ProviderBatchInfo]:
+        """Every batch created at or after ``created_after`` (to the second), newest first.
+
+        Follows the provider's pages until one holds an older batch or says there is no more.
+        """
+        if not isinstance(created_after, datetime) or created_after.tzinfo is None:
+            raise LoomUsageError(
+                f"{type(self).__name__}.alist_batches: created_after must be an aware datetime"
+            )
+        # OpenAI counts whole seconds: a batch created in the same second is kept.
+        floor = created_after.replace(microsecond=0)
+        found: list[ProviderBatchInfo] = []
+        after: str | None = None
+        seen: set[str] = set()
+        while True:
+            page = await self._json("GET", self._list_url(after))
+            data = page.get("data")
+            if not isinstance(data, list):
+                raise self._bad("the provider's batch list has no data list", page)
+            older = False
+            for item in data:
+                if not isinstance(item, dict):
+                    raise self._bad("the provider's batch list holds a non-object", item)
+                info = self._info(item)
+                if info.created_at is not None and info.created_at < floor:
+                    older = True  # newest first: every later one is older still
+                    break
+                if info.batch_id not in seen:
+                    seen.add(info.batch_id)
+                    found.append(info)
+            last = page.get("last_id") or (data[-1].get("id") if data else None)
+            if older or page.get("has_more") is not True or not isinstance(last, str):
+                return found
+            if last == after:
+                raise self._bad("the provider's batch list repeats its cursor", page)
+            after = last
+
+    async def acancel_batch(self, batch_id: str) -> ProviderBatchInfo:
+        """Ask to cancel; a batch that already ended is returned as it is."""
+        try:
+            return self._info(await self._json("POST", self._cancel_url(batch_id), b""))
+        except BackendError as exc:
+            if exc.error.status not in (400, 409):
+                raise
+            # Cancelling a batch that ended meanwhile is a race, not a mistake.
+            info = await self.aget_batch(batch_id)
+            if info.state.is_final:
+                return info
+            raise
+
+    def _items(self, content: bytes) -> list[ProviderBatchItem]:
+        """Every request named in a results file. Split on ``\\n`` bytes only: an answer may
+        hold U+2028, which ``str.splitlines`` would take for a line break."""
+        items: list[ProviderBatchItem] = []
+        for number, line in enumerate(content.split(b"\n"), start=1):
+            if line.strip():
+                item = self._item(number, line)
+                if item is not None:
+                    items.append(item)
+        return items
 
     # -- checks and reading -------------------------------------------------------------------
 

@@ -8,7 +8,6 @@ A batch is one uploaded JSONL file (one request per line: ``custom_id``, ``metho
 from __future__ import annotations
 
 from collections.abc import Sequence
-from datetime import datetime
 from typing import Any
 
 import httpx
@@ -127,7 +126,9 @@ class OpenAIBatchBackend(BatchHTTPBackend):
         return self._info(answer)
 
     def _no_batch_api(self, status: int, headers: Any, body: bytes) -> BackendError:
-        error = error_for_status(status, body.decode("utf-8", "replace"), headers)
+        error = error_for_status(
+            status, body.decode("utf-8", "replace"), headers, secrets=self._secrets
+        )
         message = (
             f"{error.error.message} (POST {redact(self._api_url('/files'), self._secrets)} "
             "answered 404: this server has no OpenAI Batch API; vLLM and most local servers "
@@ -140,56 +141,11 @@ class OpenAIBatchBackend(BatchHTTPBackend):
         url = self._api_url(f"/batches/{self._batch_id(batch_id)}")
         return self._info(await self._json("GET", url))
 
-    async def alist_batches(self, *, created_after: datetime) -> list[ProviderBatchInfo]:
-        """Every batch created at or after ``created_after``, newest first (all pages)."""
-        if not isinstance(created_after, datetime) or created_after.tzinfo is None:
-            raise LoomUsageError(
-                f"{type(self).__name__}.alist_batches: created_after must be an aware datetime"
-            )
-        # OpenAI counts whole seconds: a batch created in the same second is kept.
-        floor = int(created_after.timestamp())
-        found: list[ProviderBatchInfo] = []
-        after: str | None = None
-        seen: set[str] = set()
-        while True:
-            page = await self._json(
-                "GET", self._api_url("/batches", {"limit": _PAGE, "after": after})
-            )
-            data = page.get("data")
-            if not isinstance(data, list):
-                raise self._bad("the provider's batch list has no data list", page)
-            older = False
-            for item in data:
-                if not isinstance(item, dict):
-                    raise self._bad("the provider's batch list holds a non-object", item)
-                created = item.get("created_at")
-                if is_int(created) and created < floor:
-                    older = True  # newest first: every later one is older still
-                    break
-                info = self._info(item)
-                if info.batch_id not in seen:
-                    seen.add(info.batch_id)
-                    found.append(info)
-            last = page.get("last_id") or (data[-1].get("id") if data else None)
-            if older or page.get("has_more") is not True or not isinstance(last, str):
-                return found
-            if last == after:
-                raise self._bad("the provider's batch list repeats its cursor", page)
-            after = last
+    def _list_url(self, after: str | None) -> str:
+        return self._api_url("/batches", {"limit": _PAGE, "after": after})
 
-    async def acancel_batch(self, batch_id: str) -> ProviderBatchInfo:
-        """Ask to cancel; a batch that already ended is returned as it is."""
-        url = self._api_url(f"/batches/{self._batch_id(batch_id)}/cancel")
-        try:
-            return self._info(await self._json("POST", url, b""))
-        except BackendError as exc:
-            if exc.error.status not in (400, 409):
-                raise
-            # Cancelling a batch that ended meanwhile is a race, not a mistake.
-            info = await self.aget_batch(batch_id)
-            if info.state.is_final:
-                return info
-            raise
+    def _cancel_url(self, batch_id: str) -> str:
+        return self._api_url(f"/batches/{self._batch_id(batch_id)}/cancel")
 
     async def aresults(self, batch_id: str) -> list[ProviderBatchItem]:
         """Every outcome so far: the output file's and the error file's lines, once final."""
@@ -203,12 +159,7 @@ class OpenAIBatchBackend(BatchHTTPBackend):
             if not isinstance(file_id, str) or not file_id:
                 continue
             url = self._api_url(f"/files/{self._batch_id(file_id)}/content")
-            content = await self._download(url)
-            for number, line in enumerate(content.split(b"\n"), start=1):
-                if line.strip():
-                    item = self._item(number, line)
-                    if item is not None:
-                        items.append(item)
+            items.extend(self._items(await self._download(url)))
         return items
 
     # -- reading the provider's objects -------------------------------------------------------

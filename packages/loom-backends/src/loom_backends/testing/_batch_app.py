@@ -9,14 +9,22 @@ are the providers' own (``_batch_render``).
 from __future__ import annotations
 
 import json
-import re
 import time
 import traceback
 from typing import TYPE_CHECKING, Any
 
 from aiohttp import web
 
-from ._batch_jobs import BatchBook, BatchPlan, FakeBatch, Provider
+from ._batch_jobs import BatchBook, BatchPlan, FakeBatch, FakeFile, Provider
+from ._batch_parse import (
+    after_cursor,
+    anthropic_lines,
+    good_metadata,
+    json_body,
+    loads,
+    openai_lines,
+    origin,
+)
 from ._batch_render import (
     anthropic_batch,
     anthropic_results,
@@ -32,7 +40,6 @@ if TYPE_CHECKING:
 __all__ = ["BatchRoutes"]
 
 _OPENAI_ENDPOINTS = frozenset({"/v1/chat/completions", "/v1/responses", "/v1/embeddings"})
-_CUSTOM_ID = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
 _ERROR_TYPES = {
     400: "invalid_request_error",
     404: "not_found_error",
@@ -70,6 +77,7 @@ class BatchRoutes:
         return self.core._record(
             RecordedRequest(
                 path=request.path,
+                method=request.method,
                 query=request.raw_path.partition("?")[2],
                 headers={k.lower(): v for k, v in request.headers.items()},
                 body=body,
@@ -134,6 +142,21 @@ class BatchRoutes:
         batch = self.book.batches.get(request.match_info["batch_id"])
         return batch if batch is not None and batch.provider == provider else None
 
+    async def _open(
+        self, request: web.Request, provider: Provider, *, read: bool = True
+    ) -> tuple[tuple[int, int], FakeBatch | web.Response]:
+        """Record the call; then the batch it names, advanced to now, or the answer to send
+        instead (a scripted failing poll, a 404)."""
+        where = self._record(request, {})
+        failing = self._failing_read(where, provider) if read else None
+        if failing is not None:
+            return where, failing
+        batch = self._find(request, provider)
+        if batch is None:
+            return where, self._error(where, provider, 404, f"no such batch in {provider}'s API")
+        await self._advance(batch)
+        return where, batch
+
     @staticmethod
     def _limit(request: web.Request, default: int, most: int) -> int | None:
         raw = request.query.get("limit", str(default))
@@ -169,31 +192,33 @@ class BatchRoutes:
         item = self.book.add_file(upload.filename, purpose, data, time.time())
         return self._json(where, 200, openai_file(item))
 
-    async def get_file(self, request: web.Request) -> web.Response:
+    def _open_file(self, request: web.Request) -> tuple[tuple[int, int], FakeFile | web.Response]:
         where = self._record(request, {})
         failing = self._failing_read(where, "openai")
         if failing is not None:
-            return failing
+            return where, failing
         item = self.book.files.get(request.match_info["file_id"])
         if item is None:
-            return self._error(where, "openai", 404, "no such file")
+            return where, self._error(where, "openai", 404, "no such file")
+        return where, item
+
+    async def get_file(self, request: web.Request) -> web.Response:
+        where, item = self._open_file(request)
+        if isinstance(item, web.Response):
+            return item
         return self._json(where, 200, openai_file(item))
 
     async def file_content(self, request: web.Request) -> web.Response:
-        where = self._record(request, {})
-        failing = self._failing_read(where, "openai")
-        if failing is not None:
-            return failing
-        item = self.book.files.get(request.match_info["file_id"])
-        if item is None:
-            return self._error(where, "openai", 404, "no such file")
+        where, item = self._open_file(request)
+        if isinstance(item, web.Response):
+            return item
         self.core._answered(where, 200)
         return web.Response(body=item.data, content_type="application/octet-stream")
 
     # -- OpenAI batches -----------------------------------------------------------------------
 
     async def openai_create(self, request: web.Request) -> web.Response:
-        body = await _json_body(request)
+        body = await json_body(request)
         where = self._record(request, body or {})
         if body is None:
             return self._error(where, "openai", 400, "the body is not a JSON object")
@@ -206,11 +231,11 @@ class BatchRoutes:
             return self._error(where, "openai", 400, f"unsupported endpoint {endpoint!r}")
         if body.get("completion_window") != "24h":
             return self._error(where, "openai", 400, "completion_window must be '24h'")
-        if not _good_metadata(metadata):
+        if not good_metadata(metadata):
             return self._error(
                 where, "openai", 400, "metadata: at most 16 string pairs (keys 64, values 512)"
             )
-        lines, errors = _openai_lines(item.data, str(endpoint), self.book.plan)
+        lines, errors = openai_lines(item.data, str(endpoint), self.book.plan)
         headers = {k.lower(): v for k, v in request.headers.items()}
         batch = self.book.add_batch(
             "openai",
@@ -226,14 +251,14 @@ class BatchRoutes:
         return self._json(where, 200, openai_batch(batch, validating=True))
 
     async def openai_get(self, request: web.Request) -> web.Response:
-        where = self._record(request, {})
-        failing = self._failing_read(where, "openai")
-        if failing is not None:
-            return failing
-        batch = self._find(request, "openai")
-        if batch is None:
-            return self._error(where, "openai", 404, "no such batch")
-        return self._json(where, 200, await self._openai_view(batch))
+        seen = self._find(request, "openai")
+        validating = seen is not None and not seen.seen
+        where, batch = await self._open(request, "openai")
+        if isinstance(batch, web.Response):
+            return batch
+        if batch.final:
+            write_files(self.book, batch)
+        return self._json(where, 200, openai_batch(batch, validating=validating))
 
     async def _openai_view(self, batch: FakeBatch) -> dict[str, Any]:
         seen = batch.seen
@@ -243,11 +268,9 @@ class BatchRoutes:
         return openai_batch(batch, validating=not seen)
 
     async def openai_cancel(self, request: web.Request) -> web.Response:
-        where = self._record(request, {})
-        batch = self._find(request, "openai")
-        if batch is None:
-            return self._error(where, "openai", 404, "no such batch")
-        await self._advance(batch)
+        where, batch = await self._open(request, "openai", read=False)
+        if isinstance(batch, web.Response):
+            return batch
         if batch.status in ("completed", "expired", "failed"):
             write_files(self.book, batch)
             return self._error(
@@ -264,7 +287,7 @@ class BatchRoutes:
         limit = self._limit(request, 20, 100)
         if limit is None:
             return self._error(where, "openai", 400, "limit must be an integer in [1, 100]")
-        batches = _after(self.book.listed("openai"), request.query.get("after"))
+        batches = after_cursor(self.book.listed("openai"), request.query.get("after"))
         page = batches[:limit]
         data = [await self._openai_view(b) for b in page]
         return self._json(
@@ -290,7 +313,7 @@ class BatchRoutes:
                 where, "anthropic", 413, f"the request body is larger than {most_bytes} bytes"
             )
         raw = await request.read()
-        body = _loads(raw)
+        body = loads(raw)
         where = self._record(request, body or {})
         if len(raw) > most_bytes:
             return self._error(
@@ -298,42 +321,30 @@ class BatchRoutes:
             )
         if body is None:
             return self._error(where, "anthropic", 400, "the body is not a JSON object")
-        lines, problem = _anthropic_lines(body.get("requests"), most_requests)
+        lines, problem = anthropic_lines(body.get("requests"), most_requests)
         if problem is not None:
             return self._error(where, "anthropic", 400, problem)
         headers = {k.lower(): v for k, v in request.headers.items()}
         batch = self.book.add_batch("anthropic", lines, headers, "/v1/messages", time.time())
-        return self._json(where, 200, anthropic_batch(batch, _origin(request)))
+        return self._json(where, 200, anthropic_batch(batch, origin(request)))
 
     async def anthropic_get(self, request: web.Request) -> web.Response:
-        where = self._record(request, {})
-        failing = self._failing_read(where, "anthropic")
-        if failing is not None:
-            return failing
-        batch = self._find(request, "anthropic")
-        if batch is None:
-            return self._error(where, "anthropic", 404, "no such message batch")
-        await self._advance(batch)
-        return self._json(where, 200, anthropic_batch(batch, _origin(request)))
+        where, batch = await self._open(request, "anthropic")
+        if isinstance(batch, web.Response):
+            return batch
+        return self._json(where, 200, anthropic_batch(batch, origin(request)))
 
     async def anthropic_cancel(self, request: web.Request) -> web.Response:
-        where = self._record(request, {})
-        batch = self._find(request, "anthropic")
-        if batch is None:
-            return self._error(where, "anthropic", 404, "no such message batch")
-        await self._advance(batch)
+        where, batch = await self._open(request, "anthropic", read=False)
+        if isinstance(batch, web.Response):
+            return batch
         batch.cancel(time.time())
-        return self._json(where, 200, anthropic_batch(batch, _origin(request)))
+        return self._json(where, 200, anthropic_batch(batch, origin(request)))
 
     async def anthropic_results(self, request: web.Request) -> web.Response:
-        where = self._record(request, {})
-        failing = self._failing_read(where, "anthropic")
-        if failing is not None:
-            return failing
-        batch = self._find(request, "anthropic")
-        if batch is None:
-            return self._error(where, "anthropic", 404, "no such message batch")
-        await self._advance(batch)
+        where, batch = await self._open(request, "anthropic")
+        if isinstance(batch, web.Response):
+            return batch
         if not batch.final:
             return self._error(
                 where, "anthropic", 404, "the message batch has not ended: no results yet"
@@ -349,122 +360,18 @@ class BatchRoutes:
         limit = self._limit(request, 20, 1000)
         if limit is None:
             return self._error(where, "anthropic", 400, "limit must be an integer in [1, 1000]")
-        batches = _after(self.book.listed("anthropic"), request.query.get("after_id"))
+        batches = after_cursor(self.book.listed("anthropic"), request.query.get("after_id"))
         page = batches[:limit]
         for batch in page:
             await self._advance(batch)
-        origin = _origin(request)
+        here = origin(request)
         return self._json(
             where,
             200,
             {
-                "data": [anthropic_batch(b, origin) for b in page],
+                "data": [anthropic_batch(b, here) for b in page],
                 "has_more": len(batches) > limit,
                 "first_id": page[0].id if page else None,
                 "last_id": page[-1].id if page else None,
             },
         )
-
-
-# -- parsing ----------------------------------------------------------------------------------
-
-
-def _loads(raw: bytes) -> dict[str, Any] | None:
-    try:
-        data = json.loads(raw)
-    except ValueError:
-        return None
-    return data if isinstance(data, dict) else None
-
-
-async def _json_body(request: web.Request) -> dict[str, Any] | None:
-    return _loads(await request.read())
-
-
-def _origin(request: web.Request) -> str:
-    return f"{request.scheme}://{request.host}"
-
-
-def _after(batches: list[FakeBatch], cursor: str | None) -> list[FakeBatch]:
-    if not cursor:
-        return batches
-    for index, batch in enumerate(batches):
-        if batch.id == cursor:
-            return batches[index + 1 :]
-    return []
-
-
-def _good_metadata(metadata: Any) -> bool:
-    return (
-        isinstance(metadata, dict)
-        and len(metadata) <= 16
-        and all(
-            isinstance(k, str) and isinstance(v, str) and len(k) <= 64 and len(v) <= 512
-            for k, v in metadata.items()
-        )
-    )
-
-
-def _openai_lines(
-    data: bytes, endpoint: str, plan: BatchPlan
-) -> tuple[list[tuple[str, dict[str, Any]]], list[dict[str, Any]]]:
-    """The requests of an input file, or the validation errors that fail the batch."""
-    lines: list[tuple[str, dict[str, Any]]] = []
-    errors: list[dict[str, Any]] = []
-    seen: set[str] = set()
-    models: set[Any] = set()
-
-    def error(code: str, message: str, line: int | None) -> None:
-        errors.append({"code": code, "message": message, "param": None, "line": line})
-
-    for number, raw in enumerate(data.splitlines(), start=1):
-        if not raw.strip():
-            continue
-        item = _loads(raw)
-        if item is None:
-            error("invalid_json_line", "This line is not parseable as valid JSON.", number)
-            continue
-        custom_id, body = item.get("custom_id"), item.get("body")
-        if not isinstance(custom_id, str) or not custom_id:
-            error("missing_custom_id", "The custom_id field is missing.", number)
-        elif custom_id in seen:
-            error("duplicate_custom_id", f"The custom_id {custom_id!r} is not unique.", number)
-        elif item.get("method") != "POST" or item.get("url") != endpoint:
-            error("invalid_url", f"The url must be {endpoint!r} and the method POST.", number)
-        elif not isinstance(body, dict):
-            error("invalid_request", "The body field must be a JSON object.", number)
-        else:
-            seen.add(custom_id)
-            models.add(body.get("model"))
-            lines.append((custom_id, body))
-    most, _ = plan.limits("openai")
-    if not lines and not errors:
-        error("empty_file", "The input file has no requests.", None)
-    if len(lines) > most:
-        error("too_many_requests", f"The file has {len(lines)} requests; at most {most}.", None)
-    if len(models) > 1:
-        error("mixed_models", "Every request of a batch must use the same model.", None)
-    return lines, errors
-
-
-def _anthropic_lines(
-    requests: Any, most: int
-) -> tuple[list[tuple[str, dict[str, Any]]], str | None]:
-    if not isinstance(requests, list) or not requests:
-        return [], "requests: must be a non-empty list"
-    if len(requests) > most:
-        return [], f"requests: {len(requests)} requests, at most {most} per batch"
-    lines: list[tuple[str, dict[str, Any]]] = []
-    seen: set[str] = set()
-    for index, item in enumerate(requests):
-        custom_id = item.get("custom_id") if isinstance(item, dict) else None
-        params = item.get("params") if isinstance(item, dict) else None
-        if not isinstance(custom_id, str) or not _CUSTOM_ID.match(custom_id):
-            return [], f"requests.{index}.custom_id: must match ^[a-zA-Z0-9_-]{{1,64}}$"
-        if custom_id in seen:
-            return [], f"requests.{index}.custom_id: {custom_id!r} is not unique"
-        if not isinstance(params, dict):
-            return [], f"requests.{index}.params: must be an object"
-        seen.add(custom_id)
-        lines.append((custom_id, params))
-    return lines, None

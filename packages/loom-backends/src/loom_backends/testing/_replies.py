@@ -59,6 +59,7 @@ class RecordedRequest:
             never came back before that.
         query: The URL's query string as sent (not decoded), without the ``?`` (``""`` when
             there was none).
+        method: The HTTP method (``GET`` for the Batch APIs' reads; chat requests are POSTs).
     """
 
     path: str
@@ -68,6 +69,7 @@ class RecordedRequest:
     status: int = 0
     retry_after: float | None = None
     query: str = ""
+    method: str = "POST"
 
     @property
     def messages(self) -> list[dict[str, Any]]:
@@ -115,6 +117,7 @@ class RecordedRequest:
             "status": self.status,
             "retry_after": self.retry_after,
             "query": self.query,
+            "method": self.method,
         }
 
 

@@ -16,7 +16,7 @@ import socket
 import time
 from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager
-from typing import Any, ClassVar
+from typing import ClassVar
 
 import pytest
 
@@ -31,24 +31,14 @@ from loom_protocol import (
     TextPart,
 )
 
+from ._batch_suite import ProviderBatchContract
+from ._contract import CONTRACT_API_KEY, contract_request
 from ._replies import FakeReply, RecordedRequest
 from ._server import FakeLLMServer
 
 __all__ = ["CONTRACT_API_KEY", "ERROR_ROWS", "BackendContract", "contract_request"]
 
-#: A recognisable fake key: no test may find it in an error, a repr or a log record.
-CONTRACT_API_KEY = "sk-loom-test-SECRET-0123456789abcdef"
-
 PNG = base64.b64encode(b"\x89PNG\r\n\x1a\n" + b"\x00" * 16).decode()
-
-
-def contract_request(text: str = "hello", **kwargs: Any) -> ChatRequest:
-    """A request with a system prompt and one user message (``kwargs`` go to ChatRequest)."""
-    return ChatRequest(
-        model="test-model",
-        messages=[Message(role="system", content="be brief"), Message(role="user", content=text)],
-        **kwargs,
-    )
 
 
 #: The error table every backend follows: (status, code, retryable).
@@ -57,6 +47,7 @@ ERROR_ROWS = [
     (403, ErrorCode.PROVIDER_AUTH, False),
     (400, ErrorCode.PROVIDER_BAD_REQUEST, False),
     (404, ErrorCode.PROVIDER_BAD_REQUEST, False),
+    (413, ErrorCode.PROVIDER_BAD_REQUEST, False),
     (422, ErrorCode.PROVIDER_BAD_REQUEST, False),
     (408, ErrorCode.PROVIDER_RATE_LIMITED, True),
     (409, ErrorCode.PROVIDER_RATE_LIMITED, True),
@@ -68,13 +59,15 @@ ERROR_ROWS = [
 ]
 
 
-class BackendContract:
+class BackendContract(ProviderBatchContract):
     """Subclass per backend, name the subclass ``Test...`` and implement :meth:`make_backend`.
 
     Every test builds the backend against a :class:`FakeLLMServer` (or a closed port), drives
     ``acomplete`` and closes it with ``aclose``: answers, generation parameters, images,
     JSON formats, a 5 MB answer, the whole error table, ``Retry-After``, timeouts, refused
     connections and the rule that a credential never shows in an error, a repr or a log.
+    A backend that implements :class:`~loom_protocol.ProviderBatchBackend` also goes through
+    the Batch API checks of :class:`ProviderBatchContract` (skipped for the others).
     """
 
     #: The wire format the server sees: ``"openai"`` (``/v1/chat/completions``) or
