@@ -28,6 +28,7 @@ def _fields(**changes: Any) -> dict[str, Any]:
         "usage": Usage(prompt_tokens=3, completion_tokens=4, total_tokens=7),
         "latency_ms": 12.5,
         "model": "m",
+        "provider_batch": False,
     }
     fields.update(changes)
     return fields

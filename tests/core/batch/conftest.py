@@ -93,6 +93,8 @@ class BatchFake:
         #: Errors the next submits raise after creating their batch (a lost answer).
         self.lose_answer: list[BackendError] = []
         self.shuffle = True
+        #: Fail whole batches (no results) with this error, as a file that does not validate.
+        self.fail_whole: Error | None = None
         self.usage = Usage(prompt_tokens=3, completion_tokens=2)
 
     # -- Backend -----------------------------------------------------------------------------
@@ -169,6 +171,9 @@ class BatchFake:
             raise pending.pop(0)
 
     def _finish(self, batch: FakeBatch, share: float, end: ProviderBatchState) -> None:
+        if self.fail_whole is not None:
+            batch.state = ProviderBatchState.FAILED
+            return
         done = math.ceil(len(batch.lines) * share)
         outcomes = []
         for n, line in enumerate(batch.lines):
@@ -220,6 +225,7 @@ class BatchFake:
             created_at=batch.created_at,
             metadata=batch.metadata,
             results_ready=batch.state.is_final,
+            error=self.fail_whole if batch.state == ProviderBatchState.FAILED else None,
         )
 
 

@@ -286,3 +286,28 @@ async def test_async_twins(provider: BatchFake, make_loom: LoomFactory) -> None:
     assert (await loom.abatch_status("t")).open_batches == 1
     assert len(await loom.acollect_batch("t", wait=True)) == 2
     assert (await loom.acancel_batch("t")).done
+
+
+def test_a_batch_failed_whole_fails_its_tasks_with_the_reason(
+    provider: BatchFake, make_loom: LoomFactory
+) -> None:
+    provider.fail_whole = Error(
+        code=ErrorCode.PROVIDER_BAD_REQUEST, message="line 1: unsupported parameter"
+    )
+    loom = make_loom(provider)
+    result = loom.map(_texts(3), task_name="t", batch=True)
+    assert all(r.error is not None and "unsupported parameter" in r.error.message for r in result)
+    assert len(provider.submissions) == 1
+
+
+def test_progress_bar_and_inputs_that_do_not_render(
+    provider: BatchFake, make_loom: LoomFactory
+) -> None:
+    loom = make_loom(provider, prompt_template="{{ text }} / {{ extra }}")
+    result = loom.map(
+        [{"text": "a", "extra": "x"}, {"text": "b"}], task_name="t", batch=True, progress=True
+    )
+    assert result[0].is_success
+    assert result[1].error is not None and result[1].error.code == ErrorCode.TEMPLATE_ERROR
+    ((_, sent),) = provider.submissions
+    assert len(sent) == 1

@@ -130,7 +130,8 @@ def _failed_whole(
 ) -> list[ProviderBatchItem]:
     """A failed batch's outcomes: what it returned, and an error for every other request."""
     seen = {o.custom_id for o in outcomes}
-    error = Error(
+    # The provider's reason when it gave one (a quota reached is retryable: sent again).
+    error = info.error or Error(
         code=ErrorCode.PROVIDER_BAD_REQUEST,
         message=f"the provider failed the whole batch ({info.provider_status})",
     )
