@@ -13,6 +13,13 @@ from loom_protocol import BackendError, Error, ErrorCode
 
 from .conftest import FAST, BatchFake, LoomFactory
 
+#: Three lines of someone else's batch (custom_ids without a Loom token).
+FOREIGN = [
+    b'{"custom_id": "other-%06d", "body": {"model": "m", "messages": '
+    b'[{"role": "user", "content": "x"}]}}' % n
+    for n in range(3)
+]
+
 LOST = Error(code=ErrorCode.PROVIDER_TIMEOUT, message="read timed out", retryable=True)
 
 
@@ -62,12 +69,7 @@ def test_a_tentative_match_that_is_not_ours_is_dropped(make_loom: LoomFactory) -
 
     # Someone else's batch of the same size appears in the window.
     async def foreign() -> None:
-        lines = [
-            b'{"custom_id": "other-%06d", "body": {"model": "m", "messages": '
-            b'[{"role": "user", "content": "x"}]}}' % n
-            for n in range(3)
-        ]
-        await provider.asubmit_batch(lines, metadata={})
+        await provider.asubmit_batch(FOREIGN, metadata={})
 
     original = provider.alist_batches
 
@@ -98,12 +100,7 @@ def test_a_tentative_mismatch_finds_the_real_submission_after(make_loom: LoomFac
     loom = make_loom(provider)
 
     async def foreign() -> None:
-        lines = [
-            b'{"custom_id": "other-%06d", "body": {"model": "m", "messages": '
-            b'[{"role": "user", "content": "x"}]}}' % n
-            for n in range(3)
-        ]
-        await original_submit(lines, metadata={})
+        await original_submit(FOREIGN, metadata={})
 
     original_submit = provider.asubmit_batch
 

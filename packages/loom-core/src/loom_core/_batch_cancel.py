@@ -14,6 +14,8 @@ import logging
 from loom_protocol import BackendError, ProviderBatchBackend
 from loom_store import ResultStore
 
+from ._batch_context import save_info
+
 __all__ = ["cancel_job"]
 
 _log = logging.getLogger("loom.batch")
@@ -44,11 +46,5 @@ async def cancel_job(store: ResultStore, backend: ProviderBatchBackend, task_nam
             _log.warning("batch %s: cancelling failed (%s)", record.batch_id, exc)
             continue
         asked += 1
-        await asyncio.to_thread(
-            store.update_provider_batch,
-            record.token,
-            state=info.state.value,
-            provider_status=info.provider_status,
-            counts=info.counts.model_dump(),
-        )
+        await save_info(store, record.token, info)
     return asked

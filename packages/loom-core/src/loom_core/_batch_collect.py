@@ -31,7 +31,7 @@ from loom_store import ProviderItem
 from ._attempts import Attempts
 from ._extract import split_reasoning
 from ._output_errors import OutputError
-from ._task import TaskRunner
+from ._task import TaskRunner, task_result
 
 __all__ = ["Collected", "read_outcomes"]
 
@@ -162,16 +162,14 @@ def _result(
     *,
     error: Error | None = None,
 ) -> TaskResult[Any]:
-    return TaskResult(
-        task_id=item.task_id,
-        is_success=error is None,
-        data=value,
+    return task_result(
+        runner.model,
+        item.task_id,
+        data,
+        attempts,
+        response,
+        reasoning,
+        value,
         error=error,
-        input_data=data,
-        raw_output=None if response is None else response.content,
-        reasoning=reasoning,
-        attempts=attempts.calls,
-        usage=attempts.usage,
-        model=runner.model if response is None else (response.model or runner.model),
         provider_batch=True,
     )

@@ -14,7 +14,14 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
-from loom_protocol import Error, ErrorCode, ProviderBatchBackend, TaskResult, Usage
+from loom_protocol import (
+    Error,
+    ErrorCode,
+    ProviderBatchBackend,
+    ProviderBatchInfo,
+    TaskResult,
+    Usage,
+)
 from loom_store import NewProviderBatch, ProviderItem, ResultStore
 
 from ._batch_lines import Entry, Split, build_request, split_entries
@@ -24,7 +31,7 @@ from ._persist import ResultCache
 from ._render import TemplateRenderError
 from ._task import TaskRunner
 
-__all__ = ["JobContext", "job_log"]
+__all__ = ["JobContext", "job_log", "save_info"]
 
 job_log = logging.getLogger("loom.batch")
 
@@ -120,3 +127,14 @@ class JobContext:
         """Keep the built lines of ``batches`` (written now) for their submission."""
         for batch in batches:
             self.encoded[batch.token] = split.encoded[batch.token]
+
+
+async def save_info(store: ResultStore, token: str, info: ProviderBatchInfo) -> None:
+    """Store what the provider said of the open batch ``token`` (its state and counts)."""
+    await asyncio.to_thread(
+        store.update_provider_batch,
+        token,
+        state=info.state.value,
+        provider_status=info.provider_status,
+        counts=info.counts.model_dump(),
+    )

@@ -24,7 +24,7 @@ from loom_protocol import (
 from loom_store import ProviderBatchRecord
 
 from ._batch_collect import read_outcomes
-from ._batch_context import JobContext, job_log
+from ._batch_context import JobContext, job_log, save_info
 from ._batch_lines import token_of
 
 __all__ = ["cancel_remote", "poll_batch"]
@@ -47,13 +47,7 @@ async def poll_batch(
     counts = info.counts.model_dump()
     changed = info.state.value != record.state or counts != record.counts
     if changed:
-        await ctx.db(
-            ctx.store.update_provider_batch,
-            record.token,
-            state=info.state.value,
-            provider_status=info.provider_status,
-            counts=counts,
-        )
+        await save_info(ctx.store, record.token, info)
     if info.state.is_final and (info.results_ready or info.state != ProviderBatchState.COMPLETED):
         return await _collect(ctx, record, info, results)
     return changed

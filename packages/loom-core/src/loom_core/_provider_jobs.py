@@ -14,11 +14,11 @@ import asyncio
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from loom_protocol import BackendError, Error, ErrorCode, ProviderBatchInfo, TaskResult
+from loom_protocol import BackendError, Error, ErrorCode, TaskResult
 from loom_store import ProviderBatchRecord
 
 from ._batch_cancel import cancel_job
-from ._batch_context import JobContext
+from ._batch_context import JobContext, save_info
 from ._batch_policy import PollBackoff
 from ._batch_poll import poll_batch
 from ._batch_status import BatchJobStatus, job_status
@@ -43,8 +43,13 @@ class ProviderJob:
 
     # -- one pass ----------------------------------------------------------------------------
 
-    async def advance(self) -> tuple[list[TaskResult[Any]], bool]:
-        """One pass over the open batches; the results settled and whether anything changed."""
+    async def advance(self, *, poll: bool = True) -> tuple[list[TaskResult[Any]], bool]:
+        """One pass over the open batches; the results settled and whether anything changed.
+
+        Args:
+            poll: Also poll (and collect) the submitted batches; ``False`` only submits the
+                pending ones and looks for lost submissions (``submit_batch``).
+        """
         ctx = self.ctx
         results: list[TaskResult[Any]] = []
         changed = False
@@ -60,7 +65,7 @@ class ProviderJob:
                     changed |= await submit_pending(ctx, record, results)
             elif record.batch_id is None:
                 changed |= await resolve_lost(ctx, record)
-            else:
+            elif poll:
                 changed |= await poll_batch(ctx, record, results)
         return results, changed
 
@@ -95,7 +100,7 @@ class ProviderJob:
         misses = [p for task_id, p in first.items() if task_id not in settled]
         settled.update((r.task_id, r) for r in await add_inputs(ctx, misses))
         if not wait:
-            submitted, _ = await self._submit_only()
+            submitted, _ = await self.advance(poll=False)
             settled.update((r.task_id, r) for r in submitted if r.task_id in first)
         else:
             await self._wait(first, settled, progress)
@@ -106,21 +111,6 @@ class ProviderJob:
             elif p.task_id in settled:
                 out.append(settled[p.task_id])
         return out
-
-    async def _submit_only(self) -> tuple[list[TaskResult[Any]], bool]:
-        """Submit the pending batches (and find lost submissions) without polling."""
-        ctx = self.ctx
-        results: list[TaskResult[Any]] = []
-        changed = False
-        records = await ctx.db(
-            ctx.store.provider_batches, ctx.task_name, ctx.config_fp, open_only=True
-        )
-        for record in records:
-            if record.state == "pending" and not record.cancel_requested:
-                changed |= await submit_pending(ctx, record, results)
-            elif record.state == "submitting" and record.batch_id is None:
-                changed |= await resolve_lost(ctx, record)
-        return results, changed
 
     async def _wait(
         self,
@@ -219,16 +209,4 @@ async def _refresh(ctx: JobContext, record: ProviderBatchRecord) -> None:
         if not exc.retryable:
             raise
         return
-    await _record_info(ctx, record, info)
-
-
-async def _record_info(
-    ctx: JobContext, record: ProviderBatchRecord, info: ProviderBatchInfo
-) -> None:
-    await ctx.db(
-        ctx.store.update_provider_batch,
-        record.token,
-        state=info.state.value,
-        provider_status=info.provider_status,
-        counts=info.counts.model_dump(),
-    )
+    await save_info(ctx.store, record.token, info)

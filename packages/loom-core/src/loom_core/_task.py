@@ -31,7 +31,7 @@ from ._reask import AnswerReader
 from ._render import PromptTemplate, TemplateRenderError
 from ._request import RequestBuilder
 
-__all__ = ["PreparedInput", "TaskRunner", "failed_result", "prepare_input"]
+__all__ = ["PreparedInput", "TaskRunner", "failed_result", "prepare_input", "task_result"]
 
 
 class TaskRunner:
@@ -155,16 +155,45 @@ class TaskRunner:
         error: Error | None = None,
     ) -> TaskResult[Any]:
         """The result of a task that made calls: its value, or the ``error`` it ended with."""
-        return TaskResult(
-            task_id=prepared.task_id,
-            is_success=error is None,
-            data=value,
+        return task_result(
+            self.model,
+            prepared.task_id,
+            prepared.data,
+            attempts,
+            response,
+            reasoning,
+            value,
             error=error,
-            input_data=prepared.data,
-            raw_output=None if response is None else response.content,
-            reasoning=reasoning,
-            attempts=attempts.calls,
-            usage=attempts.usage,
             latency_ms=(time.perf_counter() - started) * 1000,
-            model=self.model if response is None else (response.model or self.model),
         )
+
+
+def task_result(
+    model: str,
+    task_id: str,
+    input_data: dict[str, Any],
+    attempts: Attempts,
+    response: ChatResponse | None = None,
+    reasoning: str | None = None,
+    value: Any = None,
+    *,
+    error: Error | None = None,
+    latency_ms: float | None = None,
+    provider_batch: bool = False,
+) -> TaskResult[Any]:
+    """The result of a task that made calls (online or in a provider batch): its value, or
+    the ``error`` it ended with; its last answer, its calls and their usage."""
+    return TaskResult(
+        task_id=task_id,
+        is_success=error is None,
+        data=value,
+        error=error,
+        input_data=input_data,
+        raw_output=None if response is None else response.content,
+        reasoning=reasoning,
+        attempts=attempts.calls,
+        usage=attempts.usage,
+        latency_ms=latency_ms,
+        model=model if response is None else (response.model or model),
+        provider_batch=provider_batch,
+    )
