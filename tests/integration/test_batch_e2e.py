@@ -135,3 +135,30 @@ def test_cancel_against_the_server(provider: str, server: FakeLLMServer, tmp_pat
         assert all(not r.is_success for r in collected)
         assert loom.batch_status("c").done
     assert len(submissions(server)) == 1
+
+
+@pytest.mark.parametrize("provider", ["openai", "anthropic"])
+def test_polling_survives_5xx(provider: str, server: FakeLLMServer, tmp_path: Path) -> None:
+    server.batch_plan = BatchPlan(complete_after=0.1, poll_failures=5, poll_failure_status=503)
+    inputs = [f"doc {i}" for i in range(10)]
+    with make_loom(provider, server, tmp_path / "loom.db") as loom:
+        result = loom.map(inputs, task_name="flaky", batch=True)
+    assert [r.data for r in result] == [{"text": t} for t in inputs]
+    assert server.status_counts.get(503, 0) == 5
+    assert len(submissions(server)) == 1
+
+
+@pytest.mark.parametrize("provider", ["openai", "anthropic"])
+def test_reask_in_a_follow_up_batch(provider: str, server: FakeLLMServer, tmp_path: Path) -> None:
+    def answer(request: RecordedRequest) -> str:
+        # The first answer is not JSON; the re-ask (with the feedback) answers properly.
+        if len(request.messages) == 1:
+            return "Sure! Here it is: no JSON today"
+        return json.dumps({"text": request.messages[0]["content"], "turns": len(request.messages)})
+
+    server.handler = answer
+    with make_loom(provider, server, tmp_path / "loom.db", auto_repair_json=False) as loom:
+        result = loom.map(["a", "b"], task_name="reask", batch=True)
+    assert [r.data for r in result] == [{"text": "a", "turns": 3}, {"text": "b", "turns": 3}]
+    assert [r.attempts for r in result] == [2, 2]
+    assert len(submissions(server)) == 2

@@ -165,3 +165,60 @@ def test_policy_checks() -> None:
     with pytest.raises(LoomUsageError, match="poll_factor"):
         BatchPolicy(poll_factor=0.5)
     assert FAST.poll_interval < 0.01
+
+
+def test_cancel_from_another_thread_ends_the_wait(
+    provider: BatchFake, make_loom: LoomFactory
+) -> None:
+    import threading
+
+    provider.polls = 10_000
+    loom = make_loom(provider)
+    done: list[Any] = []
+    worker = threading.Thread(
+        target=lambda: done.append(loom.map(_texts(6), task_name="t", batch=True))
+    )
+    worker.start()
+    deadline = time.monotonic() + 30
+    while not provider.submissions:
+        assert time.monotonic() < deadline
+        time.sleep(0.005)
+    loom.cancel_batch("t")
+    worker.join(timeout=30)
+    assert not worker.is_alive()
+    (result,) = done
+    assert all(r.error is not None and r.error.code == ErrorCode.CANCELLED for r in result)
+    assert len(provider.submissions) == 1
+
+
+def test_closing_the_loom_while_it_waits_keeps_the_job(
+    provider: BatchFake, make_loom: LoomFactory
+) -> None:
+    import threading
+
+    from loom_core import LoomError
+
+    provider.polls = 10_000
+    loom = make_loom(provider)
+    raised: list[BaseException] = []
+
+    def run() -> None:
+        try:
+            loom.map(_texts(6), task_name="t", batch=True)
+        except LoomError as exc:
+            raised.append(exc)
+
+    worker = threading.Thread(target=run)
+    worker.start()
+    deadline = time.monotonic() + 30
+    while not provider.submissions:
+        assert time.monotonic() < deadline
+        time.sleep(0.005)
+    loom.close()
+    worker.join(timeout=30)
+    assert raised and "closed" in str(raised[0])
+    for batch in provider.batches.values():
+        batch.polls_left = 1
+    again = make_loom(provider)
+    assert all(r.is_success for r in again.map(_texts(6), task_name="t", batch=True))
+    assert len(provider.submissions) == 1
