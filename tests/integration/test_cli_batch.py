@@ -41,7 +41,7 @@ def test_run_batch_then_batches_then_nothing_sent_again(
     assert done.returncode == 0, done.stderr
     rows = read_jsonl(tmp_path / "out.jsonl")
     assert [row["data"] for row in rows] == [{"text": f"doc {i}"} for i in range(25)]
-    assert "25 succeeded" in done.stderr
+    assert "25 succeeded" in done.stderr and "25 by provider batch" in done.stderr
     assert SECRET_KEY not in done.stderr + done.stdout
     assert _creates(server) == 1
 

@@ -194,9 +194,10 @@ def report(
         )
         return EXIT_USAGE
     summary = progress.counter.summary()
+    batched = f", {summary.provider_batch} by provider batch" if summary.provider_batch else ""
     stderr.write(
         f"loom: {summary.total} done: {summary.succeeded} succeeded, {summary.failed} failed, "
-        f"{summary.cached} cached; {summary.total_tokens} tokens; results in {where}, "
+        f"{summary.cached} cached{batched}; {summary.total_tokens} tokens; results in {where}, "
         f"stored in {store}\n"
     )
     if batch_error is not None:
