@@ -181,6 +181,14 @@ async def test_a_server_without_a_batch_api_is_named() -> None:
     with pytest.raises(BackendError, match="no OpenAI Batch API") as caught:
         await backend.asubmit_batch([line], metadata={})
     assert caught.value.error.code is ErrorCode.PROVIDER_BAD_REQUEST
+    # The message names the URL, with a secret query value masked.
+    keyed = OpenAIChatBackend(
+        base_url=f"http://127.0.0.1:9/v1?api-version=1&api-key={KEY}", async_transport=transport
+    )
+    with pytest.raises(BackendError, match="no OpenAI Batch API") as caught:
+        await keyed.asubmit_batch([line], metadata={})
+    assert "api-version=1" in caught.value.error.message
+    assert KEY not in str(caught.value.error) and KEY not in repr(keyed)
 
 
 async def test_answers_that_are_not_batch_objects_are_provider_errors() -> None:

@@ -98,16 +98,15 @@ class OpenAIBatchBackend(BatchHTTPBackend):
                 raise LoomUsageError(f"{name}: line {index} does not end with a newline")
         data = b"".join(lines)
         # httpx writes the multipart body (boundary, headers); it goes out like any call.
+        url = self._api_url("/files")
         upload = httpx.Request(
             "POST",
-            self._api_url("/files"),
+            url,
             data={"purpose": "batch"},
             files={"file": ("loom-batch.jsonl", data, "application/jsonl")},
         )
         form = upload.read()
-        status, headers, body = await self._call(
-            "POST", str(upload.url), form, upload.headers["content-type"]
-        )
+        status, headers, body = await self._call("POST", url, form, upload.headers["content-type"])
         if status == 404:
             raise self._no_batch_api(status, headers, body)
         self._check_status(status, headers, body, len(data))
