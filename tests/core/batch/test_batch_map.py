@@ -311,3 +311,17 @@ def test_progress_bar_and_inputs_that_do_not_render(
     assert result[1].error is not None and result[1].error.code == ErrorCode.TEMPLATE_ERROR
     ((_, sent),) = provider.submissions
     assert len(sent) == 1
+
+
+def test_rate_limits_do_not_throttle_batch_submission(
+    provider: BatchFake, make_loom: LoomFactory
+) -> None:
+    import time
+
+    # One request a minute online; a whole batch of 200 is not held back by it.
+    loom = make_loom(provider, rpm=1, tpm=10)
+    started = time.monotonic()
+    result = loom.map(_texts(200), task_name="t", batch=True)
+    assert all(r.is_success for r in result)
+    assert time.monotonic() - started < 20
+    assert "acomplete" not in provider.calls
