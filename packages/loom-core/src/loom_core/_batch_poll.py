@@ -27,20 +27,15 @@ from ._batch_collect import read_outcomes
 from ._batch_context import JobContext, job_log, save_info
 from ._batch_lines import token_of
 
-__all__ = ["cancel_remote", "poll_batch"]
+__all__ = ["cancel_remote", "poll_batch", "read_batch"]
 
 
 async def poll_batch(
     ctx: JobContext, record: ProviderBatchRecord, results: list[TaskResult[Any]]
 ) -> bool:
     """Read the submitted batch ``record`` now, collect it when final; whether it changed."""
-    assert record.batch_id is not None
-    try:
-        info = await ctx.backend.aget_batch(record.batch_id)
-    except BackendError as exc:
-        if not exc.retryable:
-            raise
-        job_log.warning("batch %s: polling failed (%s); polling again later", record.batch_id, exc)
+    info = await read_batch(ctx, record)
+    if info is None:
         return False
     if record.cancel_requested and not info.state.is_final:
         info = await cancel_remote(ctx, record) or info
@@ -51,6 +46,19 @@ async def poll_batch(
     if info.state.is_final and (info.results_ready or info.state != ProviderBatchState.COMPLETED):
         return await _collect(ctx, record, info, results)
     return changed
+
+
+async def read_batch(ctx: JobContext, record: ProviderBatchRecord) -> ProviderBatchInfo | None:
+    """The submitted batch ``record`` as the provider has it now; ``None`` when the read
+    failed retryably (a 5xx, the network: logged, read again at the next poll)."""
+    assert record.batch_id is not None
+    try:
+        return await ctx.backend.aget_batch(record.batch_id)
+    except BackendError as exc:
+        if not exc.retryable:
+            raise
+        job_log.warning("batch %s: polling failed (%s); polling again later", record.batch_id, exc)
+        return None
 
 
 async def cancel_remote(ctx: JobContext, record: ProviderBatchRecord) -> ProviderBatchInfo | None:

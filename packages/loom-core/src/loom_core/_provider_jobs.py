@@ -14,13 +14,13 @@ import asyncio
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from loom_protocol import BackendError, Error, ErrorCode, TaskResult
+from loom_protocol import Error, ErrorCode, TaskResult
 from loom_store import ProviderBatchRecord
 
 from ._batch_cancel import cancel_job
 from ._batch_context import JobContext, save_info
 from ._batch_policy import PollBackoff
-from ._batch_poll import poll_batch
+from ._batch_poll import poll_batch, read_batch
 from ._batch_status import BatchJobStatus, job_status
 from ._batch_submit import add_inputs, resolve_lost, submit_pending
 from ._inputs import PreparedInput, prepare_input
@@ -202,11 +202,6 @@ class ProviderJob:
 
 
 async def _refresh(ctx: JobContext, record: ProviderBatchRecord) -> None:
-    assert record.batch_id is not None
-    try:
-        info = await ctx.backend.aget_batch(record.batch_id)
-    except BackendError as exc:
-        if not exc.retryable:
-            raise
-        return
-    await save_info(ctx.store, record.token, info)
+    info = await read_batch(ctx, record)
+    if info is not None:
+        await save_info(ctx.store, record.token, info)
