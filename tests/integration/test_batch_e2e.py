@@ -69,13 +69,7 @@ def close_backend(loom: TaskLoom[Any]) -> None:
     asyncio.run(loom._engine.backend.aclose())
 
 
-# aiohttp warns about any body over 1 MB sent as bytes (the backends' upload of a batch file):
-# a ResourceWarning, ignored outside tests; reported to the backends' side.
-_LARGE_BODY = "ignore:Sending a large body directly:ResourceWarning"
-
-
 @pytest.mark.slow
-@pytest.mark.filterwarnings(_LARGE_BODY)
 @pytest.mark.parametrize("provider", ["openai", "anthropic"])
 def test_ten_thousand_inputs(provider: str, server: FakeLLMServer, tmp_path: Path) -> None:
     max_requests = 3000
