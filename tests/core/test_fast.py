@@ -29,6 +29,7 @@ def _fields(**changes: Any) -> dict[str, Any]:
         "latency_ms": 12.5,
         "model": "m",
         "cost_usd": 0.5,
+        "provider_batch": False,
     }
     fields.update(changes)
     return fields

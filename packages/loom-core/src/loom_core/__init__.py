@@ -8,6 +8,8 @@ import logging as _logging
 
 from loom_protocol import BatchResult, Error, ErrorCode, LoomError, LoomUsageError, TaskResult
 
+from ._batch_policy import BatchPolicy
+from ._batch_status import BatchJobStatus, ProviderBatchStatus
 from ._estimate import CostEstimate
 from ._loom import LoomConfigWarning, TaskLoom
 
@@ -19,6 +21,8 @@ __version__ = "0.2.0"
 _logging.getLogger("loom").addHandler(_logging.NullHandler())
 
 __all__ = [
+    "BatchJobStatus",
+    "BatchPolicy",
     "BatchResult",
     "CostEstimate",
     "Error",
@@ -26,6 +30,7 @@ __all__ = [
     "LoomConfigWarning",
     "LoomError",
     "LoomUsageError",
+    "ProviderBatchStatus",
     "TaskLoom",
     "TaskResult",
 ]

@@ -99,6 +99,7 @@ trusted_result_from: Callable[[dict[str, Any]], TaskResult[Any]] = _trusted(
         "latency_ms": 1.5,
         "model": "m",
         "cost_usd": 0.25,
+        "provider_batch": False,
     },
     {"cached": False},
 )

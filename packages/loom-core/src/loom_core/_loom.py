@@ -13,9 +13,17 @@ from collections.abc import AsyncIterable, AsyncIterator, Iterable, Iterator, Ma
 from typing import Any, Generic, TypeVar
 
 from loom_backends import DEFAULT_TIMEOUT, Endpoint
-from loom_protocol import Backend, BatchResult, StreamEvent, TaskResult, redact_url
+from loom_protocol import (
+    Backend,
+    BatchResult,
+    LoomUsageError,
+    StreamEvent,
+    TaskResult,
+    redact_url,
+)
 from loom_store import ResultStore
 
+from ._batch_policy import BatchPolicy
 from ._bridge import LoomClosedError, LoopThread
 from ._budget import budget_limits
 from ._build import build_engine
@@ -25,6 +33,7 @@ from ._delivery import BatchEvents, ResultCollector
 from ._drive import Driver
 from ._estimate import CostEstimate, estimate_batch
 from ._lifetime import ABORT_WAIT, end_runs
+from ._loom_batch import ProviderBatchMethods
 from ._outbox import Pair
 from ._retry import DEFAULT_MAX_RETRY_WAIT
 from ._session import Session
@@ -43,7 +52,7 @@ def _loom_args() -> frozenset[str]:
     return frozenset(n for n in names if n not in ("self", "llm_kwargs"))
 
 
-class TaskLoom(Generic[T]):
+class TaskLoom(ProviderBatchMethods, Generic[T]):
     """Run one prompt template over many inputs and get typed results back.
 
     Args:
@@ -88,6 +97,8 @@ class TaskLoom(Generic[T]):
             (``cached_input`` optional). They win over the bundled table
             (``loom_protocol.BUNDLED_PRICES``) and price ``TaskResult.cost_usd``, the
             summaries and ``max_cost``. See docs/cost.md.
+        batch_policy: How provider batches (``map(..., batch=True)``, ``submit_batch``…) are
+            polled and how long a submit may take; see ``docs/batch.md``.
         **llm_kwargs: Generation parameters the backend declares (temperature, max_tokens,
             top_p, seed…; see ``generation_params`` of each backend), and
             ``extra_body={...}`` for provider-specific ones, merged into the request body.
@@ -125,8 +136,14 @@ class TaskLoom(Generic[T]):
         max_retry_wait: float = DEFAULT_MAX_RETRY_WAIT,
         image_root: str | os.PathLike[str] | None = None,
         prices: Mapping[str, Any] | None = None,
+        batch_policy: BatchPolicy | None = None,
         **llm_kwargs: Any,
     ) -> None:
+        if batch_policy is not None and not isinstance(batch_policy, BatchPolicy):
+            raise LoomUsageError(
+                f"batch_policy must be a BatchPolicy, got {type(batch_policy).__name__}"
+            )
+        self._batch_policy = batch_policy or BatchPolicy()
         engine = build_engine(
             model,
             prompt_template,
@@ -216,6 +233,7 @@ class TaskLoom(Generic[T]):
         *,
         max_cost: float | None = None,
         max_tokens_total: int | None = None,
+        batch: bool = False,
     ) -> BatchResult[T]:
         """Run every input; results in input order.
 
@@ -229,7 +247,14 @@ class TaskLoom(Generic[T]):
                 left end ``budget_exceeded`` (not stored: a run with a higher cap calls
                 them). Needs a known price for the model (else ``LoomUsageError``).
             max_tokens_total: The same cap in tokens (prompt + completion).
+            batch: Run the inputs that have no stored result through the provider's Batch
+                API (half the price, within 24 hours): submit, poll, collect. Needs a
+                ``task_name``; Ctrl-C or a crash loses nothing, and the same call resumes
+                the job without submitting anything twice (``docs/batch.md``). The caps
+                ``max_cost``/``max_tokens_total`` do not apply to it (``LoomUsageError``).
         """
+        if _check_batch(batch, max_cost, max_tokens_total):
+            return self._driver.run(self._batch_map(sequence, task_name, progress))
         call = self._call(
             sequence, task_name, max_workers, False, max_cost, max_tokens_total, streamed=False
         )
@@ -248,8 +273,11 @@ class TaskLoom(Generic[T]):
         *,
         max_cost: float | None = None,
         max_tokens_total: int | None = None,
+        batch: bool = False,
     ) -> BatchResult[T]:
         """Async twin of :meth:`map` (also takes an async iterable)."""
+        if _check_batch(batch, max_cost, max_tokens_total):
+            return await self._batch_map(sequence, task_name, progress)
         call = self._call(
             sequence, task_name, max_workers, False, max_cost, max_tokens_total, streamed=False
         )
@@ -419,6 +447,19 @@ class TaskLoom(Generic[T]):
 
     async def __aexit__(self, *exc_info: object) -> None:
         await self.aclose()
+
+
+def _check_batch(batch: Any, max_cost: Any, max_tokens_total: Any) -> bool:
+    if not isinstance(batch, bool):
+        raise LoomUsageError(f"batch must be True or False, got {batch!r}")
+    if batch and (max_cost is not None or max_tokens_total is not None):
+        # A provider batch is paid when the provider runs it, hours after the submit: a cap
+        # checked per call cannot stop it part-way (docs/cost.md).
+        raise LoomUsageError(
+            "max_cost and max_tokens_total do not apply to batch=True: a provider batch is "
+            "priced when it runs; use loom.estimate(...) before submitting"
+        )
+    return batch
 
 
 async def _results(pairs: AsyncIterator[Pair]) -> AsyncIterator[TaskResult[Any]]:

@@ -86,6 +86,7 @@ def _cached(
             "latency_ms": hit[_LATENCY_MS],
             "model": hit[_MODEL],
             "cost_usd": pricer.cost(usage, hit[_MODEL]),
+            "provider_batch": False,
         }
     )
 

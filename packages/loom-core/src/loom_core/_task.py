@@ -34,7 +34,7 @@ from ._reask import AnswerReader
 from ._render import PromptTemplate, TemplateRenderError
 from ._request import RequestBuilder
 
-__all__ = ["PreparedInput", "TaskRunner", "failed_result", "prepare_input"]
+__all__ = ["PreparedInput", "TaskRunner", "failed_result", "prepare_input", "task_result"]
 
 
 class TaskRunner:
@@ -221,19 +221,53 @@ class TaskRunner:
         ``model`` is the model called (a fallback's, when the task fell back); the provider's
         own name for it, when the answer says, wins.
         """
-        called = model or self.model
-        answered = called if response is None else (response.model or called)
-        return TaskResult(
-            task_id=prepared.task_id,
-            is_success=error is None,
-            data=value,
+        return task_result(
+            model or self.model,
+            prepared.task_id,
+            prepared.data,
+            attempts,
+            response,
+            reasoning,
+            value,
+            pricer=self.pricer,
             error=error,
-            input_data=prepared.data,
-            raw_output=None if response is None else response.content,
-            reasoning=reasoning,
-            attempts=attempts.calls,
-            usage=attempts.usage,
             latency_ms=(time.perf_counter() - started) * 1000,
-            model=answered,
-            cost_usd=self.pricer.cost(attempts.usage, answered),
         )
+
+
+def task_result(
+    model: str,
+    task_id: str,
+    input_data: dict[str, Any],
+    attempts: Attempts,
+    response: ChatResponse | None = None,
+    reasoning: str | None = None,
+    value: Any = None,
+    *,
+    pricer: Pricer,
+    error: Error | None = None,
+    latency_ms: float | None = None,
+    provider_batch: bool = False,
+) -> TaskResult[Any]:
+    """The result of a task that made calls (online or in a provider batch): its value, or
+    the ``error`` it ended with; its last answer, its calls, their usage and cost.
+
+    ``model`` is the model called; the provider's own name for it, when the answer says,
+    wins. A provider batch's calls are priced at the batch price.
+    """
+    answered = model if response is None else (response.model or model)
+    return TaskResult(
+        task_id=task_id,
+        is_success=error is None,
+        data=value,
+        error=error,
+        input_data=input_data,
+        raw_output=None if response is None else response.content,
+        reasoning=reasoning,
+        attempts=attempts.calls,
+        usage=attempts.usage,
+        latency_ms=latency_ms,
+        model=answered,
+        cost_usd=pricer.cost(attempts.usage, answered, batch=provider_batch),
+        provider_batch=provider_batch,
+    )

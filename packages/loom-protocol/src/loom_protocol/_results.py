@@ -44,7 +44,8 @@ class TaskResult(BaseModel, Generic[T]):
 
     A successful result has ``data`` (a model instance, a dict or the text, depending on the
     loom's ``response_model``) and no ``error``; a failed one always has an ``error``.
-    ``model_dump(mode="json")`` is always JSON-serializable.
+    ``model_dump(mode="json")`` is always JSON-serializable. ``provider_batch`` is true for a
+    result computed in this run through a provider's Batch API (``map(..., batch=True)``).
     """
 
     model_config = ConfigDict(arbitrary_types_allowed=False)
@@ -65,6 +66,7 @@ class TaskResult(BaseModel, Generic[T]):
     #: (``None`` when no price is known or there is no usage; see docs/cost.md). A cached
     #: result carries what it cost when it was made, at today's price; it costs nothing new.
     cost_usd: float | None = Field(default=None, ge=0)
+    provider_batch: bool = False
 
     # No return annotation on purpose: pydantic would take it for the serialization schema,
     # and TaskResult's JSON schema (mode="serialization") would lose its properties.
@@ -114,6 +116,8 @@ class BatchSummary(BaseModel):
     inputs, asked once) counts once, and a cached result counts nothing (its ``usage`` is that
     of the earlier run that paid for it). ``cost_usd`` counts the same calls, in US dollars:
     ``None`` when one of them has no known price, 0.0 when no call was made.
+    ``provider_batch`` counts the results computed in this run through a provider's Batch API
+    (at its lower price).
     """
 
     model_config = ConfigDict(frozen=True)
@@ -127,6 +131,7 @@ class BatchSummary(BaseModel):
     total_tokens: int = Field(default=0, ge=0)
     cost_usd: float | None = Field(default=0.0, ge=0)
     elapsed_s: float = Field(default=0.0, ge=0)
+    provider_batch: int = Field(default=0, ge=0)
 
     @classmethod
     def from_results(cls, results: list[TaskResult[Any]], elapsed_s: float = 0.0) -> BatchSummary:
@@ -164,12 +169,13 @@ class SummaryCounter:
         "cost_usd",
         "failed",
         "prompt_tokens",
+        "provider_batch",
         "succeeded",
         "total_tokens",
     )
 
     def __init__(self, remember: int | None = _REMEMBERED_CALLS) -> None:
-        self.succeeded = self.failed = self.cached = 0
+        self.succeeded = self.failed = self.cached = self.provider_batch = 0
         self.prompt_tokens = self.completion_tokens = self.total_tokens = 0
         #: The calls' cost so far; ``None`` once a call of unknown price was counted.
         self.cost_usd: float | None = 0.0
@@ -185,6 +191,8 @@ class SummaryCounter:
         if result.cached:
             self.cached += 1
             return
+        if result.provider_batch:
+            self.provider_batch += 1
         usage = result.usage
         if usage is None:
             return
@@ -225,6 +233,7 @@ class SummaryCounter:
             total_tokens=self.total_tokens,
             cost_usd=self.cost_usd,
             elapsed_s=max(elapsed_s, 0.0),
+            provider_batch=self.provider_batch,
         )
 
 

@@ -7,6 +7,9 @@ loom-backends or loom-core.
   and the run registry (which configurations a task name has been run with, and when last).
 * :class:`StoreWriter` writes rows on one background thread with group commit; a row's future
   completes only after its transaction committed.
+* The provider batch jobs (``add_provider_batches``, ``claim_provider_batch``…, records
+  :class:`ProviderBatchRecord` and :class:`ProviderItem`): what the engine needs to submit
+  to a provider's Batch API at most once and to resume after a crash.
 * :class:`CachedHit` is the layout of one element of ``ResultStore.get_hits``, the engine's
   cache read.
 
@@ -17,6 +20,8 @@ Everything that differs between databases is one module of ``loom_store.dialects
 import logging as _logging
 
 from ._base import DEFAULT_TARGET
+from ._job_rows import JOB_STATES, ProviderBatchRecord, ProviderItem
+from ._jobs import NewProviderBatch
 from ._rows import CachedHit, ConfigInfo, ResultRow, RunRecord, TaskStats
 from ._schema import SCHEMA_VERSION
 from ._secrets import scrub_config
@@ -33,9 +38,13 @@ _logging.getLogger("loom").addHandler(_logging.NullHandler())
 __all__ = [
     "DEFAULT_TARGET",
     "GET_MANY_CHUNK",
+    "JOB_STATES",
     "SCHEMA_VERSION",
     "CachedHit",
     "ConfigInfo",
+    "NewProviderBatch",
+    "ProviderBatchRecord",
+    "ProviderItem",
     "ResultRow",
     "ResultStore",
     "RunRecord",

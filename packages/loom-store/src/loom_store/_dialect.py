@@ -77,6 +77,10 @@ class Dialect(ABC):
     def lock_schema(self, conn: Connection) -> None:
         """Serialize schema creation and upgrades across processes, until ``conn`` commits."""
 
+    @abstractmethod
+    def lock_task(self, conn: Connection, task_name: str) -> None:
+        """Serialize the writers of one task's provider batch jobs, until ``conn`` commits."""
+
     # -- results -----------------------------------------------------------------------------
 
     @abstractmethod

@@ -7,7 +7,7 @@ import os
 import sys
 from collections.abc import Sequence
 
-from . import export, run, show, tasks
+from . import batches, cancel, export, run, show, tasks
 from .args import VersionAction
 from .command import EXIT_FAILED, EXIT_INTERRUPTED, EXIT_USAGE, CliUsageError, Console
 from .logs import cli_logging
@@ -34,7 +34,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="also show each retry and re-ask on stderr (warnings such as 429 pauses always are)",
     )
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    for command in (run, tasks, show, export):
+    for command in (run, tasks, show, export, batches, cancel):
         command.add_parser(commands)
     return parser
 

@@ -11,7 +11,7 @@ import argparse
 import signal
 import threading
 import warnings
-from collections.abc import Generator
+from collections.abc import Generator, Iterator
 from typing import Any
 
 from loom_backends import (
@@ -21,13 +21,14 @@ from loom_backends import (
     OPENAI_BASE_URL_ENV,
 )
 from loom_core._defaults import DEFAULT_MAX_WORKERS
-from loom_protocol import BatchErrorEvent, LoomUsageError, TaskResultEvent
+from loom_protocol import BatchErrorEvent, LoomUsageError, StreamEvent, TaskResultEvent
 
 from .args import add_db_argument, non_negative_int, number, positive_float, positive_int
 from .command import EXIT_INTERRUPTED, EXIT_OK, CliUsageError, Console, Subcommands
 from .cost import add_budget_arguments, print_estimate
 from .files import file_format
 from .inputs import InputSource
+from .run_batch import batch_events
 from .run_output import InOrder, Progress, RunOutput, report
 from .run_setup import (
     build_loom,
@@ -158,6 +159,21 @@ def add_parser(commands: Subcommands) -> None:
     )
     parser.add_argument("--no-progress", action="store_true", help="do not show the progress bar")
     add_budget_arguments(parser)
+    parser.add_argument(
+        "--batch",
+        action="store_true",
+        help="send the inputs through the provider's Batch API (OpenAI, Anthropic): half the "
+        "price, results within 24 hours; waits with a progress bar, and the same command "
+        "resumes the job after Ctrl-C or a crash without submitting anything twice "
+        "(see docs/batch.md)",
+    )
+    parser.add_argument(
+        "--poll-interval",
+        type=positive_float,
+        metavar="SECONDS",
+        help="--batch: seconds before the first poll, growing while nothing changes "
+        "(default: 5, up to 300)",
+    )
     parser.set_defaults(func=run)
 
 
@@ -196,16 +212,26 @@ def run(args: argparse.Namespace, console: Console) -> int:
     batch_error: BatchErrorEvent | None = None
     try:
         output = RunOutput(args, source, schema, stdout)
-        progress = Progress(source.count(), not args.no_progress, stderr)
+        # --batch shows its own bar while it waits: over the job's requests, not the results.
+        progress = Progress(source.count(), not (args.no_progress or args.batch), stderr)
+        events: Iterator[StreamEvent]
         try:
-            events = loom.stream_events(
-                source.records(),
-                task_name=task_name,
-                max_workers=args.workers,
-                ordered=True,
-                max_cost=args.max_cost,
-                max_tokens_total=args.max_tokens_total,
-            )
+            if args.batch:
+                if args.max_cost is not None or args.max_tokens_total is not None:
+                    raise LoomUsageError(
+                        "--max-cost and --max-tokens-total do not apply to --batch: a provider "
+                        "batch is priced when it runs (estimate first with --dry-run)"
+                    )
+                events = batch_events(loom, source, task_name, not args.no_progress)
+            else:
+                events = loom.stream_events(
+                    source.records(),
+                    task_name=task_name,
+                    max_workers=args.workers,
+                    ordered=True,
+                    max_cost=args.max_cost,
+                    max_tokens_total=args.max_tokens_total,
+                )
         except LoomUsageError as exc:
             raise CliUsageError(str(exc)) from None
         merger = InOrder(source, output, progress)

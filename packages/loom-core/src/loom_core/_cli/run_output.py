@@ -197,9 +197,11 @@ def report(
         return EXIT_USAGE
     summary = progress.counter.summary()
     cost = "" if summary.cost_usd is None else f", {dollars(summary.cost_usd)}"
+    batched = f", {summary.provider_batch} by provider batch" if summary.provider_batch else ""
     stderr.write(
         f"loom: {summary.total} done: {summary.succeeded} succeeded, {summary.failed} failed, "
-        f"{summary.cached} cached; {summary.total_tokens} tokens{cost}; results in {where}, "
+        f"{summary.cached} cached{batched}; {summary.total_tokens} tokens{cost}; "
+        f"results in {where}, "
         f"stored in {store}\n"
     )
     budget = output.failed_codes.get(ErrorCode.BUDGET_EXCEEDED.value, 0)

@@ -15,6 +15,7 @@ from typing import Any
 
 from pydantic import BaseModel
 
+from loom_core._batch_policy import DEFAULT_POLL_MAX, BatchPolicy
 from loom_core._loom import TaskLoom
 from loom_core._render import PromptTemplate, TemplateRenderError
 from loom_core._task import prepare_input
@@ -127,6 +128,11 @@ def build_loom(args: argparse.Namespace, template: str, response_model: Any) -> 
     }
     # A dry run creates no store: a path that does not exist yet is opened only if used.
     dry_new = args.dry_run and "://" not in args.db and not os.path.exists(args.db)
+    if getattr(args, "poll_interval", None) is not None:
+        interval = args.poll_interval
+        llm_kwargs["batch_policy"] = BatchPolicy(
+            poll_interval=interval, poll_max=max(interval, DEFAULT_POLL_MAX)
+        )
     try:
         return TaskLoom(
             args.model,

@@ -41,6 +41,8 @@ __all__ = ["DIALECT", "PostgreSQLDialect"]
 _DEFAULT_CONNECT_TIMEOUT_S = 10
 # Serializes schema creation and upgrades across processes.
 _SCHEMA_LOCK_KEY = 0x4C4F4F4D  # "LOOM"
+# With the task name's hash: serializes adding provider batches to one task.
+_JOB_LOCK_KEY = 0x4C4A4F42  # "LJOB"
 _OLD_INDEX = "ix_loom_results_config"
 
 _ARRAY_TYPES = {
@@ -97,6 +99,14 @@ class PostgreSQLDialect(Dialect):
 
     def lock_schema(self, conn: Connection) -> None:
         conn.execute(text("SELECT pg_advisory_xact_lock(:k)"), {"k": _SCHEMA_LOCK_KEY})
+
+    def lock_task(self, conn: Connection, task_name: str) -> None:
+        # Two processes adding provider batches of one task at once must not both add the
+        # same inputs: the second waits here, then sees the first's batches.
+        conn.execute(
+            text("SELECT pg_advisory_xact_lock(:k, hashtext(:t))"),
+            {"k": _JOB_LOCK_KEY, "t": task_name},
+        )
 
     # -- results -----------------------------------------------------------------------------
 

@@ -140,6 +140,10 @@ class SQLiteDialect(Dialect):
         # lock already, which serializes schema changes too.
         return None
 
+    def lock_task(self, conn: Connection, task_name: str) -> None:
+        # BEGIN IMMEDIATE serializes every write transaction already, jobs' too.
+        return None
+
     # -- results -----------------------------------------------------------------------------
 
     def upsert(self, conn: Connection, rows: Sequence[ResultRow], now: datetime) -> None:
