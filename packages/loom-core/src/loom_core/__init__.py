@@ -9,6 +9,7 @@ import logging as _logging
 from loom_protocol import BatchResult, Error, ErrorCode, LoomError, LoomUsageError, TaskResult
 
 from ._loom import LoomConfigWarning, TaskLoom
+from ._ratelimit import estimate_tokens
 
 __version__ = "0.2.0"
 
@@ -26,4 +27,5 @@ __all__ = [
     "LoomUsageError",
     "TaskLoom",
     "TaskResult",
+    "estimate_tokens",
 ]
