@@ -140,7 +140,9 @@ def test_an_actor_killed_mid_run(ray_cluster: Any, tmp_path: Path) -> None:
         rows = run_pipeline(ray_cluster, items, kwargs)
         killer.join(timeout=5)
         assert killed, "no LoomMapper actor was found to kill"
-        assert srv.request_count < n + 200  # at most what the killed actor had in flight, and its batch
+        assert (
+            srv.request_count < n + 200
+        )  # at most what the killed actor had in flight, and its batch
     assert len(rows) >= n and all(row["loom_ok"] for row in rows)
     assert {row["text"] for row in rows} == {item["text"] for item in items}
     stats = ResultStore(tmp_path / "loom.db").stats("ray-kill")

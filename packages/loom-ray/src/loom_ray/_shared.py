@@ -41,7 +41,9 @@ class SharedLimit:
         self._handle = self._connect()
 
     def _connect(self) -> Any:
-        handle: Any = _BucketActor.options(name=self.name, get_if_exists=True).remote(self.rpm, self.tpm)
+        handle: Any = _BucketActor.options(name=self.name, get_if_exists=True).remote(
+            self.rpm, self.tpm
+        )
         limits = tuple(ray.get(handle.limits.remote()))
         if limits != (self.rpm, self.tpm):
             raise LoomUsageError(
