@@ -19,9 +19,9 @@ import json
 import os
 from typing import Any
 
+import ray
 import ray.data
 
-import ray
 from loom_backends.testing import FakeLLMServer, RecordedRequest
 from loom_ray import LoomMapper
 

@@ -18,9 +18,8 @@ import pytest
 def ray_cluster() -> Iterator[Any]:
     """The ``ray`` module, initialised with 2 CPUs, no dashboard, quiet Ray Data."""
     try:
-        import ray.data
-
         import ray
+        import ray.data
     except Exception as exc:  # an import that fails for any reason is a skip, not an error
         pytest.skip(f"ray[data] cannot be imported here: {exc}")
     # The test process's own FakeLLMServer must be reachable by the actors: no proxy.

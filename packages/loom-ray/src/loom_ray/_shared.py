@@ -6,9 +6,9 @@ import asyncio
 import logging
 from typing import Any
 
+import ray
 from ray.exceptions import RayActorError
 
-import ray
 from loom_protocol import LoomUsageError
 
 from ._bucket import BucketGrant, TokenBuckets
