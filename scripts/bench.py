@@ -17,6 +17,7 @@ Scenarios (each in the ``bench_scenarios`` package beside this script):
     ratelimit  rpm held at the server's limit without 429s
     chaos      every task accounted for under injected faults
     crash      SIGKILLs lose and duplicate nothing
+    ray        2 LoomMapper actors ÷ one process; the shared limit's cost (loom-ray)
 
 Targets and sizes: docs/benchmarks.md.
 """

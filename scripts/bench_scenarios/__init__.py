@@ -13,6 +13,7 @@ from ._common import Outcome
 from ._crash import scenario_crash
 from ._faults import scenario_chaos, scenario_ratelimit
 from ._memory import scenario_memory
+from ._ray import scenario_ray
 from ._resume import scenario_resume
 from ._store import scenario_store
 from ._throughput import scenario_latency, scenario_overhead
@@ -31,4 +32,5 @@ SCENARIOS: dict[str, Scenario] = {
     "ratelimit": scenario_ratelimit,
     "chaos": scenario_chaos,
     "crash": scenario_crash,
+    "ray": scenario_ray,
 }
