@@ -74,6 +74,9 @@ def run_example(name: str, cwd: Path) -> subprocess.CompletedProcess[str]:
 def test_ray_batch_runs_offline_and_resumes_from_the_store(tmp_path: Path) -> None:
     pytest.importorskip("ray", reason="loom-ray's example needs ray[data]")
     run = run_example("ray_batch", tmp_path)
+    if run.returncode != 0 and "timed out during startup" in run.stderr:
+        # Ray's own limit (30 s for its raylet to register), missed on an overloaded machine.
+        pytest.skip("a local Ray could not start here (its node timed out during startup)")
     assert run.returncode == 0, run.stderr
     assert "OPENAI_API_KEY is not set: using the offline fake model" in run.stdout
     assert "first run: 60/60 succeeded, 0 from the store, 60 requests to the model" in run.stdout

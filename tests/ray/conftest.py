@@ -24,15 +24,24 @@ def ray_cluster() -> Iterator[Any]:
         pytest.skip(f"ray[data] cannot be imported here: {exc}")
     # The test process's own FakeLLMServer must be reachable by the actors: no proxy.
     os.environ.setdefault("NO_PROXY", "127.0.0.1,localhost")
-    try:
-        ray.init(
-            num_cpus=2,
-            include_dashboard=False,
-            log_to_driver=False,
-            configure_logging=False,
-        )
-    except Exception as exc:
-        pytest.skip(f"a local Ray cannot start here: {type(exc).__name__}: {exc}")
+    failure: Exception | None = None
+    # Ray gives its raylet 30 s to register, which a loaded 2-core machine can miss: twice.
+    for _ in range(2):
+        try:
+            ray.init(
+                num_cpus=2,
+                include_dashboard=False,
+                log_to_driver=False,
+                configure_logging=False,
+            )
+        except Exception as exc:
+            failure = exc
+            ray.shutdown()
+            continue
+        failure = None
+        break
+    if failure is not None:
+        pytest.skip(f"a local Ray cannot start here: {type(failure).__name__}: {failure}")
     with warnings.catch_warnings():
         # Ray's DataContext warns about its own deprecated defaults when it is created.
         warnings.simplefilter("ignore", DeprecationWarning)
