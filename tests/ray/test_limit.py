@@ -71,3 +71,44 @@ async def test_tokens_are_corrected_after_the_call() -> None:
     fetches = pool.fetches
     await pool.acquire(30)
     assert pool.fetches == fetches
+
+
+async def test_a_limited_backend_takes_a_permit_per_call_and_shares_a_429() -> None:
+    from loom_backends.testing import FakeBackend, FakeReply, RecordedRequest
+    from loom_protocol import BackendError, ChatRequest, Message
+    from loom_ray._limited import LimitedBackend
+
+    seen: list[str] = []
+
+    def answer(req: RecordedRequest) -> str | FakeReply:
+        seen.append(req.body["model"])
+        if req.last_user_text == "busy":
+            return FakeReply(status=429, headers={"Retry-After": "3"})
+        return '{"ok": true}'
+
+    buckets = TokenBuckets(rpm=6000, tpm=60_000)
+    pauses: list[float] = []
+
+    async def take(*args: int) -> BucketGrant:
+        return buckets.take(*args)
+
+    pool = PermitPool(take, 6000, 60_000)
+    backend = LimitedBackend(
+        FakeBackend(answer), "inner-model", pool, pauses.append, count_tokens=True
+    )
+
+    def request(text: str) -> ChatRequest:
+        return ChatRequest(model="anthropic/outer", messages=[Message(role="user", content=text)])
+
+    await backend.acomplete(request("hello"))
+    assert seen == ["inner-model"]  # the name the resolved backend expects
+    assert buckets.granted_requests >= 1 and pool.fetches == 1
+    with pytest.raises(BackendError):
+        await backend.acomplete(request("busy"))
+    assert pauses == [3.0]  # every actor of the pipeline pauses, through the shared buckets
+    await backend.aclose()
+
+
+def test_the_buckets_refuse_nothing_when_no_limit_is_counted() -> None:
+    buckets = TokenBuckets(rpm=None, tpm=None)
+    assert buckets.take(0, 0, 0, 0) == BucketGrant(0, 0, 0.0)

@@ -162,3 +162,14 @@ def test_the_pipeline_wide_rpm_limit(ray_cluster: Any, tmp_path: Path) -> None:
     times = sorted(r.received_at for r in received)
     # 10 at once (the burst), then 19.6 a second: 110 more take about 5.6 s.
     assert times[-1] - times[0] >= 110 / 20 * 0.9
+
+
+def test_two_pipelines_sharing_a_limit_name_must_agree(ray_cluster: Any) -> None:
+    from loom_protocol import LoomUsageError
+    from loom_ray._shared import SharedLimit
+
+    first = SharedLimit("loom-test-agree", 600.0, None)
+    assert SharedLimit("loom-test-agree", 600.0, None).rpm == 600.0
+    with pytest.raises(LoomUsageError, match="already runs with rpm=600.0"):
+        SharedLimit("loom-test-agree", 1200.0, None)
+    assert first.stats()["calls"] == 0
