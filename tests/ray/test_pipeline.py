@@ -170,6 +170,6 @@ def test_two_pipelines_sharing_a_limit_name_must_agree(ray_cluster: Any) -> None
 
     first = SharedLimit("loom-test-agree", 600.0, None)
     assert SharedLimit("loom-test-agree", 600.0, None).rpm == 600.0
-    with pytest.raises(LoomUsageError, match="already runs with rpm=600.0"):
+    with pytest.raises(LoomUsageError, match=r"already runs with rpm=600\.0"):
         SharedLimit("loom-test-agree", 1200.0, None)
     assert first.stats()["calls"] == 0
