@@ -100,7 +100,8 @@ def scenario_ray(quick: bool, workdir: Path) -> list[Outcome]:
         with new_loom(server, workdir / "ray-one.db") as loom:
             timed_map(loom, inputs(200, "warm"), max_workers=CONCURRENCY)
             server.clear()
-            one = timed_map(loom, inputs(n, "one"), task_name="bench-ray", max_workers=CONCURRENCY)
+            # The same inputs on both sides, each side with its own store.
+            one = timed_map(loom, inputs(n, "same"), task_name="bench-ray", max_workers=CONCURRENCY)
         t0 = time.perf_counter()
         ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
         init = time.perf_counter() - t0
