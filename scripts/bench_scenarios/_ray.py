@@ -115,7 +115,8 @@ def scenario_ray(quick: bool, workdir: Path) -> list[Outcome]:
             outcomes.append(
                 Outcome(
                     "ray-2-actors",
-                    f"{n} tasks, 50 ms, 64 in flight per worker, batches of {BATCH_SIZE}: 2 actors {n / work:,.0f}/s "
+                    f"{n} tasks, 50 ms, 64 in flight per worker, batches of {BATCH_SIZE}: "
+                    f"2 actors {n / work:,.0f}/s "
                     f"(after {startup:.1f}s actor start-up), one process {n / one:,.0f}/s",
                     ratio,
                     f">= {RAY_TARGET}",
