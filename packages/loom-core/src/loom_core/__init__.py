@@ -9,7 +9,7 @@ import logging as _logging
 from loom_protocol import BatchResult, Error, ErrorCode, LoomError, LoomUsageError, TaskResult
 
 from ._loom import LoomConfigWarning, TaskLoom
-from ._ratelimit import estimate_tokens
+from ._ratelimit import RateLimiter, estimate_tokens
 
 __version__ = "0.2.0"
 
@@ -25,6 +25,7 @@ __all__ = [
     "LoomConfigWarning",
     "LoomError",
     "LoomUsageError",
+    "RateLimiter",
     "TaskLoom",
     "TaskResult",
     "estimate_tokens",
