@@ -229,3 +229,23 @@ def test_close_is_idempotent_and_a_closed_mapper_refuses(mapper: LoomMapper) -> 
     mapper.close()
     with pytest.raises(LoomUsageError, match="closed"):
         mapper({"text": np.array(["a"], dtype=object)})
+
+
+def test_two_batches_at_once_on_one_actor(mapper: LoomMapper, server: FakeLLMServer) -> None:
+    # ActorPoolStrategy(max_concurrent_calls_per_actor=2) calls one mapper from two threads.
+    import threading
+
+    outs: dict[int, Any] = {}
+
+    def call(k: int) -> None:
+        texts = np.array([f"thread {k} row {i}" for i in range(200)], dtype=object)
+        outs[k] = mapper({"text": texts})
+
+    threads = [threading.Thread(target=call, args=(k,)) for k in range(2)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=60)
+    for k in range(2):
+        assert echoes(outs[k]) == [f"thread {k} row {i}" for i in range(200)]
+    assert server.request_count == 400
