@@ -249,3 +249,13 @@ def test_two_batches_at_once_on_one_actor(mapper: LoomMapper, server: FakeLLMSer
     for k in range(2):
         assert echoes(outs[k]) == [f"thread {k} row {i}" for i in range(200)]
     assert server.request_count == 400
+
+
+def test_a_decoded_image_array_fails_its_row_with_a_reason(mapper: LoomMapper) -> None:
+    # ray.data.read_images hands decoded pixels; Loom takes files, URLs or bytes.
+    pixels = np.empty(2, dtype=object)
+    pixels[0] = np.zeros((4, 4, 3), dtype=np.uint8)
+    pixels[1] = PNG
+    out = mapper({"text": np.array(["decoded", "encoded"], dtype=object), "images": pixels})
+    assert list(out["loom_ok"]) == [False, True]
+    assert out["loom_error_code"][0] in ("image_unreadable", "input_invalid")
