@@ -6,6 +6,7 @@ These need no Ray cluster (no rpm/tpm, so no shared-limit actor): Ray Data calls
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 from collections.abc import Iterator
@@ -259,3 +260,29 @@ def test_a_decoded_image_array_fails_its_row_with_a_reason(mapper: LoomMapper) -
     out = mapper({"text": np.array(["decoded", "encoded"], dtype=object), "images": pixels})
     assert list(out["loom_ok"]) == [False, True]
     assert out["loom_error_code"][0] in ("image_unreadable", "input_invalid")
+
+
+def test_a_store_that_fails_for_the_whole_batch_makes_store_error_rows(
+    server: FakeLLMServer, tmp_path: Path
+) -> None:
+    db = tmp_path / "loom.db"
+    broken = LoomMapper(
+        "fake-model",
+        "{{ text }}",
+        task_name="broken-store",
+        store=str(db),
+        base_url=server.base_url,
+        api_key="sk-test",
+    )
+    try:
+        assert broken({"text": np.array(["before"], dtype=object)})["loom_ok"][0]
+        for path in tmp_path.glob("loom.db*"):  # the database file and its WAL, overwritten
+            with open(path, "r+b") as handle:
+                handle.write(b"\x00" * 4096)
+        out = broken({"text": np.array(["after 1", "after 2"], dtype=object)})
+        assert list(out["loom_ok"]) == [False, False]
+        assert list(out["loom_error_code"]) == ["store_error", "store_error"]
+        assert list(out["text"]) == ["after 1", "after 2"]
+    finally:
+        with contextlib.suppress(Exception):
+            broken.close()
