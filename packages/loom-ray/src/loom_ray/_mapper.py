@@ -144,6 +144,8 @@ class LoomMapper:
         self._loop: ActorLoop | None = None
         self._loom: TaskLoom[Any] | None = None
         self._owned_inner: Any = None
+        #: The pipeline-wide limit's handle (``None`` without rpm/tpm).
+        self.shared_limit: SharedLimit | None = None
         self.task_name = check_non_empty_string("task_name", task_name, allow_blank=False)
         store = _check_store(store)
         if "db_path" in loom_kwargs:
