@@ -152,12 +152,16 @@ def test_an_actor_killed_mid_run(ray_cluster: Any, tmp_path: Path) -> None:
 def test_the_pipeline_wide_rpm_limit(ray_cluster: Any, tmp_path: Path) -> None:
     rpm = 1200  # 20 requests a second for the whole pipeline, whatever the actors
     n = 120
-    with FakeLLMServer(lambda req: '{"ok": true}', rpm_limit=rpm) as srv:
+    usage = '{"prompt_tokens": 1, "completion_tokens": 2, "total_tokens": 3}'
+    with FakeLLMServer(lambda req: usage, rpm_limit=rpm) as srv:
         kwargs = mapper_kwargs(srv, tmp_path / "loom.db", "ray-rpm", rpm=rpm, max_workers=16)
+        # A response model by its import path: imported in each actor, not pickled.
+        kwargs["response_model"] = "loom_protocol:Usage"
         items = [{"text": f"item {i}"} for i in range(n)]
         rows = run_pipeline(ray_cluster, items, kwargs)
         received = srv.requests
     assert len(rows) == n and all(row["loom_ok"] for row in rows)
+    assert json.loads(rows[0]["loom_data"]) == json.loads(usage)
     assert [r.status for r in received].count(429) == 0  # the server's own limit was never hit
     times = sorted(r.received_at for r in received)
     # 10 at once (the burst), then 19.6 a second: 110 more take about 5.6 s.
