@@ -19,6 +19,10 @@ import json
 import os
 from typing import Any
 
+# Under `uv run`, Ray would start each worker with `uv run` and ship this directory as the
+# job's runtime env: what a cluster needs, not a local run. (Read when Ray is imported.)
+os.environ.setdefault("RAY_ENABLE_UV_RUN_RUNTIME_ENV", "0")
+
 import ray
 import ray.data
 

@@ -10,6 +10,7 @@ the pipeline's end, so the figure compares the work, not Ray's fixed cost.
 from __future__ import annotations
 
 import asyncio
+import os
 import time
 from pathlib import Path
 from typing import Any
@@ -92,6 +93,9 @@ def _permit_costs(ray: Any) -> str:
 
 def scenario_ray(quick: bool, workdir: Path) -> list[Outcome]:
     """2 LoomMapper actors ÷ one process on the same inputs; the shared limit's overhead."""
+    # Under `uv run`, Ray would start each worker with `uv run` and ship the working
+    # directory: not what a local measurement wants (read when Ray is imported).
+    os.environ.setdefault("RAY_ENABLE_UV_RUN_RUNTIME_ENV", "0")
     try:
         import ray
         import ray.data
