@@ -13,14 +13,15 @@ from typing import Any
 
 import pytest
 
+# Under `uv run` (as CI runs pytest), Ray would start every worker with `uv run` and ship the
+# working directory as its runtime env; the local test cluster needs neither. Ray reads this
+# once, when it is first imported: here, before this directory's test modules import loom_ray.
+os.environ.setdefault("RAY_ENABLE_UV_RUN_RUNTIME_ENV", "0")
+
 
 @pytest.fixture(scope="session")
 def ray_cluster() -> Iterator[Any]:
     """The ``ray`` module, initialised with 2 CPUs, no dashboard, quiet Ray Data."""
-    # Under `uv run` (as CI runs pytest), Ray would start every worker with `uv run` and ship
-    # the working directory as its runtime env; the local test cluster needs neither. Ray
-    # reads this when it is imported.
-    os.environ.setdefault("RAY_ENABLE_UV_RUN_RUNTIME_ENV", "0")
     try:
         import ray
         import ray.data
