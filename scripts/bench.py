@@ -19,6 +19,7 @@ Scenarios (each in the ``bench_scenarios`` package beside this script):
     crash      SIGKILLs lose and duplicate nothing
     failover   two endpoints, one SIGKILLed mid-run: every task succeeds, recovery time
     max_cost   max_cost at half a run's cost: how far past the cap it stopped
+    ray        2 LoomMapper actors ÷ one process; the shared limit's cost (loom-ray)
 
 Targets and sizes: docs/benchmarks.md.
 """

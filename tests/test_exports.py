@@ -15,6 +15,7 @@ PACKAGES = {
     "loom-backends": "loom_backends",
     "loom-store": "loom_store",
     "loom-core": "loom_core",
+    "loom-ray": "loom_ray",
 }
 
 

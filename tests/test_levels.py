@@ -239,6 +239,45 @@ def test_core_importing_an_undeclared_module(tree: Path) -> None:
     )
 
 
+def test_core_importing_ray_level_three(tree: Path) -> None:
+    # Nothing below level 3 may import loom_ray, not even lazily.
+    plant(
+        src(tree, "loom-core") / "_planted.py",
+        '"""Planted."""\n\n\ndef mapper() -> object:\n    from loom_ray import LoomMapper\n\n'
+        "    return LoomMapper\n",
+    )
+    assert_caught(
+        check(tree),
+        "packages/loom-core/src/loom_core/_planted.py:5",
+        "loom-core (level 2) must not import loom_ray (level 3, higher)",
+    )
+
+
+def test_ray_importing_what_its_row_does_not_allow(tree: Path) -> None:
+    plant(src(tree, "loom-ray") / "_planted.py", '"""Planted."""\n\nimport openai\nimport ray\n')
+    run = check(tree)
+    assert_caught(run, "packages/loom-ray/src/loom_ray/_planted.py:3", "openai")
+    assert "_planted.py:4:" not in run.stdout  # ray is its own row's
+
+
+def test_ray_declaring_a_dependency_outside_its_row(tree: Path) -> None:
+    line = add_requirement(tree, "loom-ray", '"ray[data]', "requests>=2")
+    assert_caught(
+        check(tree),
+        f"packages/loom-ray/pyproject.toml:{line}",
+        "loom-ray (level 3) must not depend on 'requests'",
+    )
+
+
+def test_store_declaring_loom_ray(tree: Path) -> None:
+    line = add_requirement(tree, "loom-store", '"sqlalchemy', "loom-ray>=0.1")
+    assert_caught(
+        check(tree),
+        f"packages/loom-store/pyproject.toml:{line}",
+        "must not depend on loom-ray (level 3, higher)",
+    )
+
+
 def test_import_in_try_except_is_still_checked(tree: Path) -> None:
     plant(
         src(tree, "loom-core") / "_planted.py",

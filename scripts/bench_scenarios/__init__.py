@@ -15,6 +15,7 @@ from ._crash import scenario_crash
 from ._endpoints import scenario_failover
 from ._faults import scenario_chaos, scenario_ratelimit
 from ._memory import scenario_memory
+from ._ray import scenario_ray
 from ._resume import scenario_resume
 from ._store import scenario_store
 from ._throughput import scenario_latency, scenario_overhead
@@ -35,4 +36,5 @@ SCENARIOS: dict[str, Scenario] = {
     "crash": scenario_crash,
     "failover": scenario_failover,
     "max_cost": scenario_max_cost,
+    "ray": scenario_ray,
 }

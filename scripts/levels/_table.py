@@ -80,6 +80,14 @@ TABLE: dict[str, Row] = {
         extra_deps={"pandas": "pandas"},
         via=_PYDANTIC_VIA_PROTOCOL,
     ),
+    # Level 3: the distributed front ends. loom-core and what it brings, plus ray[data]; the
+    # batches Ray hands a map_batches stage are numpy arrays (ray[data] pins numpy).
+    "loom-ray": Row(
+        "loom_ray",
+        3,
+        frozenset({"loom-protocol", "loom-backends", "loom-store", "loom-core", "ray"}),
+        via={**_PYDANTIC_VIA_PROTOCOL, "numpy": "ray"},
+    ),
 }
 
 # Top-level import names of every distribution the table mentions (plus the ones we know to be
@@ -89,12 +97,15 @@ IMPORT_NAMES: dict[str, tuple[str, ...]] = {
     "httpx": ("httpx",),
     "httpx-aiohttp": ("httpx_aiohttp",),
     "jinja2": ("jinja2",),
+    "numpy": ("numpy",),
     "json-repair": ("json_repair",),
     "pandas": ("pandas",),
     "psycopg": ("psycopg",),
     "pydantic": ("pydantic",),
     "pydantic-core": ("pydantic_core",),
+    "pyarrow": ("pyarrow",),
     "pytest": ("pytest", "_pytest"),
+    "ray": ("ray",),
     "sqlalchemy": ("sqlalchemy",),
     "tqdm": ("tqdm",),
     **{dist: (row.import_name,) for dist, row in TABLE.items()},

@@ -12,6 +12,7 @@ from ._batch_policy import BatchPolicy
 from ._batch_status import BatchJobStatus, ProviderBatchStatus
 from ._estimate import CostEstimate
 from ._loom import LoomConfigWarning, TaskLoom
+from ._ratelimit import RateLimiter, estimate_tokens
 
 __version__ = "0.2.0"
 
@@ -31,6 +32,8 @@ __all__ = [
     "LoomError",
     "LoomUsageError",
     "ProviderBatchStatus",
+    "RateLimiter",
     "TaskLoom",
     "TaskResult",
+    "estimate_tokens",
 ]
