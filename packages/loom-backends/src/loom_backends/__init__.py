@@ -23,6 +23,7 @@ from ._defaults import (
     OPENAI_BASE_URL_ENV,
 )
 from ._errors import error_for_status, error_for_transport, parse_retry_after
+from ._limits import parse_rate_limit_headers
 from ._openai import OpenAIChatBackend
 from ._resolve import ENTRY_POINT_GROUP, ResolvedBackend, resolve_backend
 from ._version import __version__ as __version__
@@ -42,6 +43,7 @@ __all__ = [
     "ResolvedBackend",
     "error_for_status",
     "error_for_transport",
+    "parse_rate_limit_headers",
     "parse_retry_after",
     "resolve_backend",
 ]

@@ -13,8 +13,9 @@ from dataclasses import dataclass
 from typing import Any
 
 from loom_backends import resolve_backend
-from loom_protocol import MAX_TIMEOUT, Backend, check_int, check_positive_number
+from loom_protocol import MAX_TIMEOUT, Backend, LoomUsageError, check_int, check_positive_number
 
+from ._adaptive import METHODS, ConcurrencyLimit
 from ._config import (
     LoomConfig,
     check_param_names,
@@ -28,7 +29,7 @@ from ._render import PromptTemplate
 from ._retry import check_max_retry_wait
 from ._task import TaskRunner
 
-__all__ = ["Engine", "build_engine"]
+__all__ = ["Engine", "build_engine", "concurrency_limit"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -42,6 +43,8 @@ class Engine:
     #: Whether the loom made the backend (and so closes it), or was given it.
     owns_backend: bool
     limiter: RateLimiter
+    #: The adaptive concurrency limit, or ``None`` with ``adaptive=False``.
+    concurrency: ConcurrencyLimit | None
 
 
 def build_engine(
@@ -58,6 +61,7 @@ def build_engine(
     api_key: str | None,
     rpm: float | None,
     tpm: float | None,
+    adaptive: bool | str,
     timeout: float,
     max_retry_wait: float,
     image_root: str | os.PathLike[str] | None,
@@ -76,6 +80,7 @@ def build_engine(
     # Arguments of map()/stream() given here are refused before anything else is built.
     refuse_batch_args(llm_kwargs)
     max_retry_wait = check_max_retry_wait(max_retry_wait)
+    concurrency = concurrency_limit(adaptive)
     prompt = PromptTemplate(prompt_template, name="prompt_template")
     system = (
         PromptTemplate(system_prompt, name="system_prompt") if system_prompt is not None else None
@@ -123,6 +128,7 @@ def build_engine(
         timeout=seconds,
         image_root=os.fspath(image_root) if image_root is not None else None,
         max_retry_wait=max_retry_wait,
+        concurrency=concurrency,
     )
     return Engine(
         runner=runner,
@@ -131,4 +137,24 @@ def build_engine(
         backend=resolved.backend,
         owns_backend=client is None and backend is None,
         limiter=limiter,
+        concurrency=concurrency,
+    )
+
+
+def concurrency_limit(adaptive: object) -> ConcurrencyLimit | None:
+    """The concurrency limit ``adaptive`` asks for: ``True`` (AIMD), a method's name, or
+    ``False`` (none: fixed ``max_workers``, the providers' headers ignored).
+
+    Raises:
+        LoomUsageError: ``adaptive`` is none of these.
+    """
+    if adaptive is False:
+        return None
+    if adaptive is True:
+        return ConcurrencyLimit()
+    if isinstance(adaptive, str):
+        return ConcurrencyLimit(adaptive)  # an unknown name is refused there
+    raise LoomUsageError(
+        f"adaptive must be True, False or one of {', '.join(map(repr, METHODS))}; "
+        f"got {type(adaptive).__name__} {adaptive!r}"
     )

@@ -19,7 +19,7 @@ from loom_store import ResultStore
 from ._bridge import LoomClosedError, LoopThread
 from ._build import build_engine
 from ._calls import BatchCall, LoomConfigWarning, batch_call
-from ._defaults import DEFAULT_DB, DEFAULT_MAX_WORKERS
+from ._defaults import DEFAULT_DB, default_workers
 from ._delivery import BatchEvents, ResultCollector
 from ._drive import Driver
 from ._lifetime import ABORT_WAIT, end_runs
@@ -64,6 +64,12 @@ class TaskLoom(Generic[T]):
         store: A ``ResultStore`` or a store URL (``postgresql+psycopg://…``); overrides db_path.
         rpm: Requests per minute, at most, for this loom.
         tpm: Tokens per minute, at most, for this loom (estimated before, corrected after).
+        adaptive: Adapt to the provider (the default, ``True``): pace to the rate limits its
+            headers report, and find the concurrency it takes from its 429s and latency,
+            ``max_workers`` being the ceiling and ``rpm``/``tpm`` caps. ``False``: exactly
+            ``max_workers`` calls in flight (default 5) and only ``rpm``/``tpm``, as before
+            Loom adapted. ``"aimd"`` (what ``True`` means) or ``"gradient"`` choose the method
+            (docs/limits.md).
         timeout: Seconds for one provider call.
         max_retry_wait: The longest wait, in seconds, before a retry: a backoff, or the pause
             of the whole loom after a 429. A task whose provider asks (``Retry-After``) for
@@ -99,6 +105,7 @@ class TaskLoom(Generic[T]):
         store: ResultStore | str | None = None,
         rpm: float | None = None,
         tpm: float | None = None,
+        adaptive: bool | str = True,
         timeout: float = DEFAULT_TIMEOUT,
         max_retry_wait: float = DEFAULT_MAX_RETRY_WAIT,
         image_root: str | os.PathLike[str] | None = None,
@@ -117,6 +124,7 @@ class TaskLoom(Generic[T]):
             api_key=api_key,
             rpm=rpm,
             tpm=tpm,
+            adaptive=adaptive,
             timeout=timeout,
             max_retry_wait=max_retry_wait,
             image_root=image_root,
@@ -149,17 +157,22 @@ class TaskLoom(Generic[T]):
         self,
         sequence: Inputs,
         task_name: str | None,
-        max_workers: int,
+        max_workers: int | None,
         ordered: bool = False,
         *,
         streamed: bool = True,
     ) -> BatchCall:
         """The checked call of a public batch method."""
         self._session.check_open()
+        if max_workers is None:
+            max_workers = default_workers(self._engine.concurrency is not None)
         return batch_call(sequence, task_name, max_workers, ordered, streamed=streamed)
 
     def _collector(self, progress: bool, call: BatchCall) -> ResultCollector:
-        return ResultCollector(progress, call.total, self._engine.runner, self._engine.limiter)
+        engine = self._engine
+        return ResultCollector(
+            progress, call.total, engine.runner, engine.limiter, engine.concurrency
+        )
 
     # -- single input ------------------------------------------------------------------------
 
@@ -179,7 +192,7 @@ class TaskLoom(Generic[T]):
         self,
         sequence: Iterable[Any],
         task_name: str | None = None,
-        max_workers: int = DEFAULT_MAX_WORKERS,
+        max_workers: int | None = None,
         progress: bool = False,
     ) -> BatchResult[T]:
         """Run every input; results in input order.
@@ -187,8 +200,10 @@ class TaskLoom(Generic[T]):
         Args:
             sequence: Dicts or strings (a string ``s`` is ``{"text": s}``), any iterable.
             task_name: Store results under this name and serve them from the store next time.
-            max_workers: Calls in flight at most.
-            progress: Show a tqdm progress bar.
+            max_workers: Calls in flight at most: the ceiling of an adaptive loom (default
+                64), the fixed concurrency of one with ``adaptive=False`` (default 5).
+            progress: Show a tqdm progress bar (its postfix shows the concurrency reached
+                and the limits the provider reported).
         """
         call = self._call(sequence, task_name, max_workers, streamed=False)
         with self._collector(progress, call) as collector:
@@ -201,7 +216,7 @@ class TaskLoom(Generic[T]):
         self,
         sequence: Inputs,
         task_name: str | None = None,
-        max_workers: int = DEFAULT_MAX_WORKERS,
+        max_workers: int | None = None,
         progress: bool = False,
     ) -> BatchResult[T]:
         """Async twin of :meth:`map` (also takes an async iterable)."""
@@ -214,7 +229,7 @@ class TaskLoom(Generic[T]):
         self,
         sequence: Iterable[Any],
         task_name: str | None = None,
-        max_workers: int = DEFAULT_MAX_WORKERS,
+        max_workers: int | None = None,
         ordered: bool = False,
     ) -> Iterator[TaskResult[T]]:
         """Yield results as they finish (in input order with ``ordered=True``).
@@ -231,7 +246,7 @@ class TaskLoom(Generic[T]):
         self,
         sequence: Inputs,
         task_name: str | None = None,
-        max_workers: int = DEFAULT_MAX_WORKERS,
+        max_workers: int | None = None,
         ordered: bool = False,
     ) -> AsyncIterator[TaskResult[T]]:
         """Async twin of :meth:`stream`; close it (or cancel its task) to stop early."""
@@ -242,7 +257,7 @@ class TaskLoom(Generic[T]):
         self,
         sequence: Iterable[Any],
         task_name: str | None = None,
-        max_workers: int = DEFAULT_MAX_WORKERS,
+        max_workers: int | None = None,
         ordered: bool = False,
     ) -> Iterator[StreamEvent]:
         """Typed events: ``batch_start``, one ``task_result`` per input, ``batch_end``.
@@ -261,7 +276,7 @@ class TaskLoom(Generic[T]):
         self,
         sequence: Inputs,
         task_name: str | None = None,
-        max_workers: int = DEFAULT_MAX_WORKERS,
+        max_workers: int | None = None,
         ordered: bool = False,
     ) -> AsyncIterator[StreamEvent]:
         """Async twin of :meth:`stream_events` (what an SSE endpoint sends)."""

@@ -27,10 +27,13 @@ from collections.abc import Callable
 from loom_protocol import (
     ChatRequest,
     ImagePart,
+    RateLimitInfo,
     check_int,
     check_non_negative_number,
     check_positive_number,
 )
+
+from ._learned import LearnedLimits
 
 __all__ = ["RateLimiter", "estimate_tokens"]
 
@@ -142,6 +145,8 @@ class RateLimiter:
         self._tokens = _Bucket(tpm, now) if tpm is not None else None
         self._paused_until = now
         self.enabled = rpm is not None or tpm is not None
+        # The provider's own limits, from its headers (adaptive looms only; see learn()).
+        self._learned: LearnedLimits | None = None
 
     def try_acquire(self, tokens: int = 0) -> float:
         """Take one request (and ``tokens``) from the budget if it is available now.
@@ -169,12 +174,17 @@ class RateLimiter:
                 self._tokens.refill(now)
                 # An oversize request waits for a full bucket rather than forever.
                 wait = max(wait, self._tokens.wait_for(min(float(tokens), self._tokens.capacity)))
+            learned = self._learned
+            if learned is not None:
+                wait = max(wait, learned.wait_for(tokens, now))
             if wait > 0.0:
                 return wait
             if self._requests is not None:
                 self._requests.level -= 1.0
             if self._tokens is not None:
                 self._tokens.level -= tokens
+            if learned is not None:
+                learned.take(tokens)
             return 0.0
 
     async def acquire(self, tokens: int = 0) -> None:
@@ -223,11 +233,50 @@ class RateLimiter:
         """
         check_int("estimated", estimated, 0)
         check_int("actual", actual, 0)
-        if self._tokens is None:
+        if self._tokens is None and self._learned is None:
             return
         with self._lock:
-            self._tokens.refill(self._clock())
+            now = self._clock()
+            if self._learned is not None:
+                self._learned.credit(estimated - actual, now)
+            if self._tokens is None:
+                return
+            self._tokens.refill(now)
             self._tokens.level = min(self._tokens.capacity, self._tokens.level + estimated - actual)
+
+    @property
+    def counts_tokens(self) -> bool:
+        """Whether a token budget (the user's ``tpm`` or one learned) needs token estimates."""
+        learned = self._learned
+        return self._tokens is not None or (learned is not None and learned.tokens is not None)
+
+    def learn(self, info: RateLimitInfo, age: float = 0.0, later: int = 0) -> str | None:
+        """Pace also by the limits a provider reported (``RateLimitInfo`` from its headers).
+
+        The user's ``rpm``/``tpm`` stay caps: a call waits for every budget. See
+        :mod:`loom_core._learned` for the model.
+
+        Args:
+            info: What one answer's headers said.
+            age: Seconds since the call that got the answer started.
+            later: Calls started after it (its report does not count them).
+
+        Returns:
+            What is now learned (``"600 requests/min, …"``) when it changed, to be logged;
+            ``None`` when nothing changed.
+        """
+        with self._lock:
+            learned = self._learned
+            if learned is None:
+                learned = self._learned = LearnedLimits()
+            if learned.update(info, self._clock(), age, later):
+                return learned.describe()
+            return None
+
+    def learned(self) -> str:
+        """The provider's limits learned so far, as :meth:`learn` describes them (or ``""``)."""
+        with self._lock:
+            return "" if self._learned is None else self._learned.describe()
 
     def __repr__(self) -> str:
         return f"RateLimiter(rpm={self.rpm!r}, tpm={self.tpm!r})"

@@ -19,6 +19,7 @@ from typing import Any
 
 from loom_protocol import Backend, BackendError, ChatResponse, Error, ErrorCode, TaskResult
 
+from ._adaptive import ConcurrencyLimit
 from ._attempts import Attempts
 from ._backend_call import BackendCaller
 from ._extract import split_reasoning
@@ -62,6 +63,7 @@ class TaskRunner:
         timeout: float | None,
         image_root: str | None,
         max_retry_wait: float,
+        concurrency: ConcurrencyLimit | None = None,
     ) -> None:
         self.model = model
         self.requests = RequestBuilder(
@@ -80,6 +82,7 @@ class TaskRunner:
             timeout=timeout,
             max_retries=max_retries,
             max_retry_wait=max_retry_wait,
+            concurrency=concurrency,
         )
         self.reader = AnswerReader(output=output, repair=auto_repair_json, max_retries=max_retries)
 

@@ -15,6 +15,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from ._fake_backend import FakeBackend
+from ._limits import ServerLimits
 from ._replies import FakeReply, FaultPlan, RecordedRequest
 from ._server import FakeLLMServer, Handler
 
@@ -31,6 +32,7 @@ __all__ = [
     "FaultPlan",
     "Handler",
     "RecordedRequest",
+    "ServerLimits",
     "contract_request",
 ]
 

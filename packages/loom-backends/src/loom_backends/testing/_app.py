@@ -24,6 +24,7 @@ from aiohttp import web
 
 from loom_backends._errors import parse_retry_after
 
+from ._limits import LimitState, ServerLimits
 from ._replies import (
     FakeReply,
     FaultPlan,
@@ -54,6 +55,7 @@ class Config:
     faults: FaultPlan | None
     seed: int | None
     model: str
+    limits: ServerLimits | None = None
 
 
 class ServerCore:
@@ -73,6 +75,7 @@ class ServerCore:
         self.capacity = max(1.0, rate)
         self.tokens = self.capacity
         self.last_refill = time.monotonic()
+        self.limits = LimitState(config.limits) if config.limits is not None else None
         self.runner: web.AppRunner | None = None
 
     # -- bookkeeping --------------------------------------------------------------------------
@@ -182,6 +185,25 @@ class ServerCore:
             if wait is not None:
                 headers = {"Retry-After": str(int(wait))}
                 return self._send(where, anthropic, 429, headers, "rpm limit reached")
+        if self.limits is None:
+            return await self._answer(where, anthropic, body, record)
+        refusal, limit_headers = await self.limits.admit(body)
+        if refusal is not None:
+            return self._send(where, anthropic, 429, refusal.headers, refusal.message)
+        try:
+            response = await self._answer(where, anthropic, body, record)
+        finally:
+            self.limits.leave()
+        response.headers.update(limit_headers)
+        return response
+
+    async def _answer(
+        self,
+        where: tuple[int, int],
+        anthropic: bool,
+        body: dict[str, Any],
+        record: RecordedRequest,
+    ) -> web.Response:
         # Every random draw happens here, before any await: with a seed, the n-th request to
         # arrive always meets the same fate, whatever the handler does.
         faults = self.config.faults

@@ -16,6 +16,7 @@ import httpx
 from loom_protocol import LoomUsageError, check_int, check_non_negative_number
 
 from ._app import HOST, Config, Handler, ServerCore, child_main
+from ._limits import ServerLimits
 from ._replies import FaultPlan, RecordedRequest, default_handler
 
 __all__ = ["FakeLLMServer", "Handler"]
@@ -47,6 +48,8 @@ class FakeLLMServer:
         rpm_limit: Requests per minute allowed, a token bucket of capacity
             ``max(1, rpm_limit / 60)`` refilled at ``rpm_limit / 60`` per second; a request
             over the limit gets 429 with ``Retry-After`` (whole seconds, at least 1).
+        limits: Provider limits (:class:`ServerLimits`): rpm/tpm buckets reported in
+            OpenAI's or Anthropic's rate-limit headers, a hidden cap on requests in flight.
         faults: Faults to inject (:class:`FaultPlan`), decided per request in arrival order.
         seed: Seed of the generator behind faults and jitter, for reproducible runs.
         model: The model name the answers report.
@@ -64,6 +67,7 @@ class FakeLLMServer:
         seed: int | None = None,
         model: str = "fake-model",
         process: bool = False,
+        limits: ServerLimits | None = None,
     ) -> None:
         if handler is not None and not callable(handler):
             raise LoomUsageError(
@@ -77,8 +81,12 @@ class FakeLLMServer:
             raise LoomUsageError(
                 f"FakeLLMServer: faults must be a FaultPlan, got {type(faults).__name__}"
             )
+        if limits is not None and not isinstance(limits, ServerLimits):
+            raise LoomUsageError(
+                f"FakeLLMServer: limits must be a ServerLimits, got {type(limits).__name__}"
+            )
         self._config = Config(
-            handler, float(latency), float(jitter), rpm_limit, faults, seed, model
+            handler, float(latency), float(jitter), rpm_limit, faults, seed, model, limits
         )
         if process and handler is not None:
             try:
