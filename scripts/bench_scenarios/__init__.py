@@ -12,6 +12,7 @@ from pathlib import Path
 from ._common import Outcome
 from ._crash import scenario_crash
 from ._faults import scenario_chaos, scenario_ratelimit
+from ._hidden import scenario_hidden_limits
 from ._memory import scenario_memory
 from ._resume import scenario_resume
 from ._store import scenario_store
@@ -29,6 +30,7 @@ SCENARIOS: dict[str, Scenario] = {
     "resume": scenario_resume,
     "memory": scenario_memory,
     "ratelimit": scenario_ratelimit,
+    "hidden-limits": scenario_hidden_limits,
     "chaos": scenario_chaos,
     "crash": scenario_crash,
 }

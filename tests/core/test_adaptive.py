@@ -44,7 +44,7 @@ def _fill(limit: ConcurrencyLimit) -> None:
 # -- the concurrency limit ------------------------------------------------------------------
 
 
-def test_slow_start_doubles_then_a_backoff_takes_a_tenth() -> None:
+def test_slow_start_doubles_then_leaving_it_halves() -> None:
     limit = ConcurrencyLimit()
     assert limit.limit == 8
     _fill(limit)
@@ -54,8 +54,11 @@ def test_slow_start_doubles_then_a_backoff_takes_a_tenth() -> None:
         _fill(limit)
     assert limit.limit == 16
     limit.leave(limit.epoch, None, overload=True)
-    assert limit.limit == 14  # int(16 * 0.9)
+    assert limit.limit == 8  # slow start overshoots: halved when it ends
     assert limit.epoch == 1
+    _fill(limit)
+    limit.leave(limit.epoch, None, overload=True)
+    assert limit.limit == 7  # later backoffs take a tenth
 
 
 def test_no_growth_while_the_limit_does_not_bind() -> None:
@@ -67,7 +70,9 @@ def test_no_growth_while_the_limit_does_not_bind() -> None:
 
 
 def test_failures_of_calls_started_before_the_last_backoff_are_ignored() -> None:
-    limit = ConcurrencyLimit(initial=20)
+    limit = ConcurrencyLimit(initial=40)
+    _fill(limit)
+    limit.leave(limit.epoch, None, overload=True)  # out of slow start: 20
     _fill(limit)
     started_in = limit.epoch
     limit.leave(started_in, None, overload=True)  # the first refusal of a burst backs off
@@ -75,15 +80,17 @@ def test_failures_of_calls_started_before_the_last_backoff_are_ignored() -> None
     for _ in range(10):  # the rest of the burst, sent under the old limit: ignored
         limit.leave(started_in, None, overload=True)
     assert limit.limit == 18
-    assert limit.backoffs == 1
+    assert limit.backoffs == 2  # leaving slow start, then this burst's first refusal
     limit.leave(limit.epoch, None, overload=True)  # a call sent after it counts
     assert limit.limit == 16
 
 
 def test_after_a_backoff_it_holds_below_the_refusal_then_probes() -> None:
-    limit = ConcurrencyLimit(initial=20)
+    limit = ConcurrencyLimit(initial=40)
     _fill(limit)
-    limit.leave(limit.epoch, None, overload=True)  # refused at 20: 18, and out of slow start
+    limit.leave(limit.epoch, None, overload=True)  # out of slow start: 20
+    _fill(limit)
+    limit.leave(limit.epoch, None, overload=True)  # refused at 20: 18
 
     def answers(n: int) -> None:
         for _ in range(n):

@@ -8,12 +8,12 @@ by those signals; ``max_workers`` stays the ceiling of each batch.
 Two methods, chosen by measurement (``scripts/bench.py hidden-limits``, docs/limits.md):
 
 * ``"aimd"`` (the default): slow start (one more per answer, so the limit doubles each round
-  trip) until the first overload; an overload — or the recent latency at twice its baseline —
-  multiplies the limit by 0.9. Then one more per round trip up to the highest limit not
+  trip) until the first overload, which halves it; later, an overload — or the recent latency
+  at twice its baseline — multiplies the limit by 0.9. Then one more per round trip up to the highest limit not
   refused, held there for 20 round trips, then one probe higher.
 * ``"gradient"`` (after Netflix's concurrency-limits Gradient2): each answer moves the limit
   toward ``limit * clamp(1.5 * long_latency / recent_latency, 0.5, 1) + sqrt(limit)``,
-  smoothed; an overload multiplies it by 0.9 as well.
+  smoothed; an overload cuts it as AIMD's does.
 
 Both grow only while the limit is what holds calls back (as many in flight as it allows),
 and both ignore what calls started before the last backoff report: those were sent under
@@ -49,6 +49,7 @@ INITIAL_LIMIT = 8
 #: The limit never exceeds this, whatever the batches' ceilings.
 MAX_LIMIT = 4096
 _BACKOFF = 0.9
+_SLOW_START_BACKOFF = 0.5
 # AIMD holds just below the limit it was last refused at for this many round trips, then
 # probes one higher: few refusals, and a server that got bigger is still found.
 _HOLD_ROUND_TRIPS = 20
@@ -225,7 +226,10 @@ class ConcurrencyLimit:
             return  # started under an older, higher limit: that backoff already happened
         self._safe = max(1.0, math.floor(self._limit) - 1.0)
         self._held = 0
-        self._limit = max(1.0, self._limit * _BACKOFF)
+        # Slow start overshoots by up to a round trip's doubling: leaving it, halve (as TCP
+        # does); later, near the ceiling, a tenth is enough.
+        factor = _SLOW_START_BACKOFF if self._slow_start else _BACKOFF
+        self._limit = max(1.0, self._limit * factor)
         self._slow_start = False
         self.epoch += 1
         self.backoffs += 1
