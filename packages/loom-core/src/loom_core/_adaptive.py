@@ -9,8 +9,8 @@ Two methods, chosen by measurement (``scripts/bench.py hidden-limits``, docs/lim
 
 * ``"aimd"`` (the default): slow start (one more per answer, so the limit doubles each round
   trip) until the first overload, which halves it; later, an overload — or the recent latency
-  at twice its baseline — multiplies the limit by 0.9. Then one more per round trip up to the highest limit not
-  refused, held there for 20 round trips, then one probe higher.
+  at twice its baseline — multiplies the limit by 0.9. Then one more per round trip up to
+  the highest limit not refused, held there for 20 round trips, then one probe higher.
 * ``"gradient"`` (after Netflix's concurrency-limits Gradient2): each answer moves the limit
   toward ``limit * clamp(1.5 * long_latency / recent_latency, 0.5, 1) + sqrt(limit)``,
   smoothed; an overload cuts it as AIMD's does.
