@@ -30,6 +30,7 @@ import asyncio
 import collections
 import logging
 import math
+import statistics
 import threading
 import time
 from collections.abc import Callable
@@ -53,9 +54,6 @@ _SLOW_START_BACKOFF = 0.5
 # AIMD holds just below the limit it was last refused at for this many round trips, then
 # probes one higher: few refusals, and a server that got bigger is still found.
 _HOLD_ROUND_TRIPS = 20
-# The lowest recent latency forgets itself slowly (doubling in ~700 answers): a server whose
-# unloaded latency rose is not taken for an overloaded one forever.
-_LOWEST_DRIFT = 1.001
 # Latency: the recent average moves fast, the long-run one slowly.
 _SHORT_WEIGHT = 0.1
 _LONG_WEIGHT = 0.01
@@ -64,6 +62,8 @@ _LATENCY_OVERLOAD = 2.0
 # Gradient2's constants (Netflix concurrency-limits' defaults).
 _TOLERANCE = 1.5
 _SMOOTHING = 0.2
+# The baseline latency is the median of this many first answers.
+_CALIBRATION = 20
 # Below this (seconds) latency says nothing: an instant local server, a scheduler hiccup.
 _LATENCY_FLOOR = 0.002
 # One log line per this many seconds at most (backoffs at INFO, growth at DEBUG).
@@ -121,7 +121,7 @@ class ConcurrencyLimit:
         self._held = 0
         self._short = 0.0
         self._long = 0.0
-        self._lowest = math.inf
+        self._first: list[float] | None = []  # the first answers' latencies (calibration)
         self._waiters: collections.deque[tuple[asyncio.AbstractEventLoop, asyncio.Future[None]]] = (
             collections.deque()
         )
@@ -235,18 +235,7 @@ class ConcurrencyLimit:
         self.backoffs += 1
 
     def _on_answer(self, epoch: int, latency: float) -> None:
-        if self._long == 0.0:
-            self._short = self._long = latency
-        else:
-            self._short += (latency - self._short) * _SHORT_WEIGHT
-            self._long += (latency - self._long) * _LONG_WEIGHT
-        # The baseline: the long-run average, or the lowest recent average when lower (a
-        # server overloaded from the first call on never shows its unloaded latency in a
-        # long-run average). Averages, not single answers: an LLM's latency varies with
-        # the length of each answer.
-        self._lowest = min(self._lowest * _LOWEST_DRIFT, self._short)
-        baseline = min(self._long, self._lowest)
-        slow = self._short > _LATENCY_FLOOR and self._short > _LATENCY_OVERLOAD * baseline
+        slow = self._latency_rose(latency)
         # The limit grows only while it is what holds calls back.
         binding = self._in_flight >= int(self._limit)
         if self.method == "aimd":
@@ -257,6 +246,28 @@ class ConcurrencyLimit:
         else:
             self._gradient(binding)
         self._limit = min(self._limit, float(MAX_LIMIT))
+
+    def _latency_rose(self, latency: float) -> bool:
+        """Take in one answer's latency; whether the recent latency is twice the long-run one.
+
+        Averages, not single answers: an LLM's latency varies with the length of each
+        answer. Both start from the median of the first answers (the very first ones pay
+        for opening connections, and would set the baseline too high to ever be passed).
+        Against a lower baseline (the lowest recent average) this backed off whenever this
+        machine's own client was the bottleneck (latency scenario of scripts/bench.py: 1.28
+        -> 1.70 of bare aiohttp's time): only a latency that rises faster than the long-run
+        average follows is taken for an overload.
+        """
+        if self._first is not None:
+            self._first.append(latency)
+            if len(self._first) < _CALIBRATION:
+                return False
+            self._short = self._long = statistics.median(self._first)
+            self._first = None
+            return False
+        self._short += (latency - self._short) * _SHORT_WEIGHT
+        self._long += (latency - self._long) * _LONG_WEIGHT
+        return self._short > _LATENCY_FLOOR and self._short > _LATENCY_OVERLOAD * self._long
 
     def _aimd_step(self) -> float:
         if self._slow_start:
