@@ -299,7 +299,7 @@ def test_a_loom_finds_a_hidden_concurrency_cap(
 
 
 class SlowingHandler:
-    """Answers in 20 ms for the first ``fast`` requests, then in 500 ms (a server under load)."""
+    """Answers in 20 ms for the first ``fast`` requests, then in 1 s (a server under load)."""
 
     def __init__(self, fast: int) -> None:
         self.fast = fast
@@ -307,7 +307,7 @@ class SlowingHandler:
 
     async def __call__(self, request: RecordedRequest) -> str:
         self.seen += 1
-        await asyncio.sleep(0.02 if self.seen <= self.fast else 0.5)
+        await asyncio.sleep(0.02 if self.seen <= self.fast else 1.0)
         return json.dumps({"text": request.last_user_text})
 
 
