@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import random
 import threading
 from typing import Any
 
@@ -398,3 +399,18 @@ def test_the_progress_postfix_shows_concurrency(make_loom: LoomFactory) -> None:
         shown = collector.postfix()
     assert shown["conc"] == f"0/{engine.concurrency.limit}"  # type: ignore[union-attr]
     assert "limits" not in shown  # nothing reported, nothing shown
+
+
+def test_a_trickle_of_random_refusals_does_not_ratchet_the_limit_down_to_one() -> None:
+    # 15 % of calls refused at random, whatever the load (the chaos scenario): AIMD settles
+    # where its growth meets its cuts; only the first refusals and failed probes set the
+    # ceiling it holds below.
+    rng = random.Random(1)
+    limit = ConcurrencyLimit()
+    seen = []
+    for _ in range(5000):
+        _fill(limit)
+        refused = rng.random() < 0.15
+        limit.leave(limit.epoch, None if refused else 0.05, overload=refused)
+        seen.append(limit.limit)
+    assert min(seen[1000:]) >= 2

@@ -119,6 +119,8 @@ class ConcurrencyLimit:
         self._slow_start = True
         self._safe = math.inf  # the highest limit not refused since the last backoff
         self._held = 0
+        self._probing = False
+        self._ceiling_known = False
         self._short = 0.0
         self._long = 0.0
         self._first: list[float] | None = []  # the first answers' latencies (calibration)
@@ -224,7 +226,15 @@ class ConcurrencyLimit:
     def _back_off(self, epoch: int) -> None:
         if epoch != self.epoch:
             return  # started under an older, higher limit: that backoff already happened
-        self._safe = max(1.0, math.floor(self._limit) - 1.0)
+        if self._slow_start or not self._ceiling_known or self._probing:
+            # The first refusals (leaving slow start, which overshoots, then the first one
+            # after it), or a probe above the ceiling refused: the limit below it is the
+            # ceiling to hold. Other refusals (below the ceiling: a burst, a random 429)
+            # leave the ceiling as it is: lowering it at each would ratchet the limit down to
+            # 1 under a steady trickle of 429s (the chaos scenario of scripts/bench.py).
+            self._safe = max(1.0, math.floor(self._limit) - 1.0)
+            self._ceiling_known = not self._slow_start
+        self._probing = False
         self._held = 0
         # Slow start overshoots by up to a round trip's doubling: leaving it, halve (as TCP
         # does); later, near the ceiling, a tenth is enough.
@@ -284,6 +294,7 @@ class ConcurrencyLimit:
             return 0.0
         self._held = 0
         self._safe += 1.0  # unless refused, the probe's limit is safe too
+        self._probing = True
         return 1.0
 
     def _gradient(self, binding: bool) -> None:
