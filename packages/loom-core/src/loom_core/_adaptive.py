@@ -8,7 +8,8 @@ by those signals; ``max_workers`` stays the ceiling of each batch.
 Two methods, chosen by measurement (``scripts/bench.py hidden-limits``, docs/limits.md):
 
 * ``"aimd"`` (the default): slow start (one more per answer, so the limit doubles each round
-  trip) until the first overload, which halves it; later, an overload — or the recent latency
+  trip) until the first overload, which halves it (then one more per answer again up to 70 %
+  of where slow start ended); later, an overload — or the recent latency
   at twice its baseline — multiplies the limit by 0.9. Then one more per round trip up to
   the highest limit not refused, held there for 20 round trips, then one probe higher.
 * ``"gradient"`` (after Netflix's concurrency-limits Gradient2): each answer moves the limit
@@ -51,6 +52,9 @@ INITIAL_LIMIT = 8
 MAX_LIMIT = 4096
 _BACKOFF = 0.9
 _SLOW_START_BACKOFF = 0.5
+# After that halving, growth stays one per answer up to this fraction of where slow start
+# ended (TCP's slow-start threshold): halving spares refusals, regrowing fast spares time.
+_RECOVERY = 0.7
 # AIMD holds just below the limit it was last refused at for this many round trips, then
 # probes one higher: few refusals, and a server that got bigger is still found.
 _HOLD_ROUND_TRIPS = 20
@@ -121,6 +125,7 @@ class ConcurrencyLimit:
         self._held = 0
         self._probing = False
         self._ceiling_known = False
+        self._recover_to = 0.0
         self._short = 0.0
         self._long = 0.0
         self._first: list[float] | None = []  # the first answers' latencies (calibration)
@@ -238,8 +243,12 @@ class ConcurrencyLimit:
         self._held = 0
         # Slow start overshoots by up to a round trip's doubling: leaving it, halve (as TCP
         # does); later, near the ceiling, a tenth is enough.
-        factor = _SLOW_START_BACKOFF if self._slow_start else _BACKOFF
-        self._limit = max(1.0, self._limit * factor)
+        if self._slow_start:
+            self._recover_to = self._limit * _RECOVERY
+            self._limit = max(1.0, self._limit * _SLOW_START_BACKOFF)
+        else:
+            self._recover_to = 0.0
+            self._limit = max(1.0, self._limit * _BACKOFF)
         self._slow_start = False
         self.epoch += 1
         self.backoffs += 1
@@ -280,7 +289,7 @@ class ConcurrencyLimit:
         return self._short > _LATENCY_FLOOR and self._short > _LATENCY_OVERLOAD * self._long
 
     def _aimd_step(self) -> float:
-        if self._slow_start:
+        if self._slow_start or self._limit < self._recover_to:
             return 1.0  # one more per answer: the limit doubles each round trip
         if self._limit + 1.0 / self._limit <= self._safe:
             return 1.0 / self._limit  # one more per round trip, up to the safe limit
