@@ -8,7 +8,12 @@ from datetime import UTC, datetime
 import httpx
 import pytest
 
-from loom_backends import AnthropicBackend, OpenAIChatBackend, parse_rate_limit_headers
+from loom_backends import (
+    AnthropicBackend,
+    OpenAIChatBackend,
+    error_for_status,
+    parse_rate_limit_headers,
+)
 from loom_backends._limits import MAX_COUNT, parse_duration
 from loom_backends.testing import FakeLLMServer, ServerLimits
 from loom_protocol import (
@@ -232,3 +237,15 @@ async def test_no_headers_no_rate_limit() -> None:
         finally:
             await backend.aclose()
     assert answer.rate_limit is None
+
+
+def test_a_status_error_carries_the_headers_whoever_builds_it() -> None:
+    # error_for_status is the one table for HTTP backends and SDK clients' exceptions alike.
+    error = error_for_status(
+        429,
+        '{"error": {"message": "slow down"}}',
+        {"x-ratelimit-limit-requests": "60", "x-ratelimit-remaining-requests": "0"},
+        secrets=["sk-secret"],
+    )
+    assert error.rate_limit == RateLimitInfo(requests=RateLimitWindow(limit=60, remaining=0))
+    assert error_for_status(500, "", {}).rate_limit is None

@@ -198,7 +198,8 @@ class HTTPBackend:
         try:
             data = parse_json_answer(status, content, headers, self._secrets)
         except BackendError as exc:
-            exc.rate_limit = limits
+            if exc.rate_limit is None:  # a status error has its own; a bad 200 body not
+                exc.rate_limit = limits
             raise
         response = self._parse_answer(data, content, status)
         if limits is None:
