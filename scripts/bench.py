@@ -15,6 +15,7 @@ Scenarios (each in the ``bench_scenarios`` package beside this script):
     resume     stored results re-run through map; first new request behind them
     memory     peak RSS of stream over a generator of a million inputs
     ratelimit  rpm held at the server's limit without 429s
+    hidden-limits  nothing configured vs the best fixed setting: rpm in headers, a hidden cap
     chaos      every task accounted for under injected faults
     crash      SIGKILLs lose and duplicate nothing
     failover   two endpoints, one SIGKILLed mid-run: every task succeeds, recovery time

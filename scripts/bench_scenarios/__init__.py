@@ -14,6 +14,7 @@ from ._cost import scenario_max_cost
 from ._crash import scenario_crash
 from ._endpoints import scenario_failover
 from ._faults import scenario_chaos, scenario_ratelimit
+from ._hidden import scenario_hidden_limits
 from ._memory import scenario_memory
 from ._ray import scenario_ray
 from ._resume import scenario_resume
@@ -32,6 +33,7 @@ SCENARIOS: dict[str, Scenario] = {
     "resume": scenario_resume,
     "memory": scenario_memory,
     "ratelimit": scenario_ratelimit,
+    "hidden-limits": scenario_hidden_limits,
     "chaos": scenario_chaos,
     "crash": scenario_crash,
     "failover": scenario_failover,

@@ -15,7 +15,7 @@ from loom_backends.testing import FakeLLMServer, FakeReply, RecordedRequest
 from loom_core import TaskLoom
 from loom_core._cli import build_parser, main
 from loom_core._cli.run_setup import build_loom
-from loom_core._defaults import DEFAULT_MAX_WORKERS
+from loom_core._defaults import DEFAULT_FIXED_WORKERS, DEFAULT_MAX_WORKERS, default_workers
 
 from .conftest import CliRunner, read_jsonl, sensible_answer, write_jsonl
 
@@ -121,11 +121,27 @@ def test_tpm_and_timeout_reach_the_loom(tmp_path: Path) -> None:
 
 
 def test_one_max_workers_default_for_python_and_the_cli() -> None:
+    # None: the loom's default, DEFAULT_MAX_WORKERS (64) adaptive, 5 with adaptive=False.
     parsed = build_parser().parse_args(["run", "in.jsonl", "-m", "m", "-t", "x"])
-    assert parsed.workers == DEFAULT_MAX_WORKERS
+    assert parsed.workers is None and parsed.adaptive is True
     for method in ("map", "amap", "stream", "astream", "stream_events", "astream_events"):
         default = inspect.signature(getattr(TaskLoom, method)).parameters["max_workers"].default
-        assert default == DEFAULT_MAX_WORKERS, method
+        assert default is None, method
+    assert default_workers(True) == DEFAULT_MAX_WORKERS == 64
+    assert default_workers(False) == DEFAULT_FIXED_WORKERS == 5
+
+
+def test_no_adaptive_reaches_the_loom(tmp_path: Path) -> None:
+    for flags, adaptive in (([], True), (["--no-adaptive"], False)):
+        args = build_parser().parse_args(
+            ["run", "in.jsonl", "-m", "m", "-t", "x", "--base-url", "http://127.0.0.1:9",
+             "--db", str(tmp_path / "s.db"), *flags]
+        )  # fmt: skip
+        loom = build_loom(args, "x", None)
+        try:
+            assert (loom._engine.concurrency is not None) is adaptive
+        finally:
+            loom.close()
 
 
 # -- the template against the first record ----------------------------------------------------

@@ -31,6 +31,7 @@ from ._defaults import (
 )
 from ._endpoints import MAX_ENDPOINTS, Endpoint, check_endpoints
 from ._errors import error_for_status, error_for_transport, parse_retry_after
+from ._limits import parse_rate_limit_headers
 from ._openai import OpenAIChatBackend
 from ._openai_batch import OPENAI_BATCH_LIMITS
 from ._pool import EndpointPool, EndpointStatus
@@ -63,6 +64,7 @@ __all__ = [
     "check_endpoints",
     "error_for_status",
     "error_for_transport",
+    "parse_rate_limit_headers",
     "parse_retry_after",
     "resolve_backend",
 ]

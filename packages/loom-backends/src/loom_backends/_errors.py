@@ -29,6 +29,8 @@ import httpx
 
 from loom_protocol import BackendError, Error, ErrorCode, redact_text, shorten
 
+from ._limits import parse_rate_limit_headers
+
 __all__ = [
     "DETAIL_LIMIT",
     "bad_answer_error",
@@ -187,6 +189,9 @@ def error_for_status(
             status=status if 100 <= status <= 599 else None,
         ),
         retry_after=retry_after,
+        # The refusal's rate-limit headers too: every path to a status error (HTTP backends,
+        # an SDK client's exception) carries them to the engine.
+        rate_limit=parse_rate_limit_headers(headers),
     )
 
 
@@ -265,4 +270,4 @@ def redacted(error: BackendError, secrets: Iterable[str | None]) -> BackendError
     if message == error.error.message and detail == error.error.detail:
         return error
     clean = error.error.model_copy(update={"message": message, "detail": detail})
-    return BackendError(clean, retry_after=error.retry_after)
+    return BackendError(clean, retry_after=error.retry_after, rate_limit=error.rate_limit)

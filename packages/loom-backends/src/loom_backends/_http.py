@@ -21,6 +21,7 @@ import httpx
 from loom_protocol import (
     MASK,
     MAX_TIMEOUT,
+    BackendError,
     ChatRequest,
     ChatResponse,
     LoomUsageError,
@@ -36,6 +37,7 @@ from loom_protocol import (
 from ._defaults import DEFAULT_MAX_CONNECTIONS, DEFAULT_TIMEOUT
 from ._errors import error_for_transport
 from ._json import encode_json, parse_json_answer
+from ._limits import parse_rate_limit_headers
 from ._transport import BufferedAiohttpTransport, PreparedTarget
 from ._version import __version__ as _VERSION
 
@@ -190,8 +192,19 @@ class HTTPBackend:
         return encode_json(self._build_body(request)).encode()
 
     def _decode(self, status: int, content: bytes, headers: Mapping[str, str]) -> ChatResponse:
-        data = parse_json_answer(status, content, headers, self._secrets)
-        return self._parse_answer(data, content, status)
+        # The rate-limit headers are read from every answer, refusals included: the engine
+        # paces itself by them (issue 15).
+        limits = parse_rate_limit_headers(headers)
+        try:
+            data = parse_json_answer(status, content, headers, self._secrets)
+        except BackendError as exc:
+            if exc.rate_limit is None:  # a status error has its own; a bad 200 body not
+                exc.rate_limit = limits
+            raise
+        response = self._parse_answer(data, content, status)
+        if limits is None:
+            return response
+        return response.model_copy(update={"rate_limit": limits})
 
     def _loop_transport(self) -> httpx.AsyncBaseTransport:
         loop = asyncio.get_running_loop()

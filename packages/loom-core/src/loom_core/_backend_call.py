@@ -5,6 +5,10 @@ A failed call is retried while the backend says it may be (``retryable``), up to
 provider's ``Retry-After``. A 429 with ``Retry-After`` pauses every worker of the loom (the
 shared :class:`~._ratelimit.RateLimiter`); a wait above ``max_retry_wait`` is refused, and the
 task fails at once. Every call goes through the rate limiter first.
+
+An adaptive loom (the default) also holds each call to a slot of its
+:class:`~._adaptive.ConcurrencyLimit`, tells it how the call went, and has its rate limiter
+learn the provider's limits from the rate-limit headers of every answer and refusal.
 """
 
 from __future__ import annotations
@@ -13,10 +17,21 @@ import asyncio
 import logging
 import math
 import random
+import time
 import traceback
+from collections.abc import Awaitable, Callable
 
-from loom_protocol import Backend, BackendError, ChatRequest, ChatResponse, Error, ErrorCode
+from loom_protocol import (
+    Backend,
+    BackendError,
+    ChatRequest,
+    ChatResponse,
+    Error,
+    ErrorCode,
+    RateLimitInfo,
+)
 
+from ._adaptive import ConcurrencyLimit, is_overload
 from ._attempts import Attempts
 from ._ratelimit import RateLimiter, estimate_tokens
 from ._retry import asked_wait, backoff_delay
@@ -49,6 +64,8 @@ class BackendCaller:
         timeout: The loom's timeout in seconds, or ``None``; calls get 5 s more as a safety net.
         max_retries: Transport failures allowed per task before it fails.
         max_retry_wait: The longest wait accepted, in seconds (see :func:`~._retry.asked_wait`).
+        concurrency: The adaptive concurrency limit; ``None`` for a loom with
+            ``adaptive=False``, which also ignores the providers' rate-limit headers.
 
     Attributes:
         retries: Calls made again after a transport failure, over the caller's life.
@@ -62,8 +79,10 @@ class BackendCaller:
         timeout: float | None,
         max_retries: int,
         max_retry_wait: float,
+        concurrency: ConcurrencyLimit | None = None,
     ) -> None:
         self.backend = backend
+        self.concurrency = concurrency
         self.limiter = limiter
         self.timeout = timeout
         # A safety net for backends without a timeout of their own (callables, SDK clients);
@@ -73,16 +92,61 @@ class BackendCaller:
         self.max_retry_wait = max_retry_wait
         self.retries = 0
         self._rng = random.Random()
+        self._sent = 0  # calls started (adaptive looms): what a rate-limit report predates
+        #: ``await call(request, attempts, task_id)``: the backend's answer to ``request``,
+        #: retried as the module docstring says; every call is counted in ``attempts``, with
+        #: its usage. Raises BackendError when the task must fail with it: not retryable, out
+        #: of retries, or asking for a wait above ``max_retry_wait`` (its message says so).
+        #: Chosen once here, so that a fixed loom runs exactly the code it ran before.
+        self.call: Callable[[ChatRequest, Attempts, str], Awaitable[ChatResponse]] = (
+            self._call_fixed if concurrency is None else self._call_adaptive
+        )
 
-    async def call(self, request: ChatRequest, attempts: Attempts, task_id: str) -> ChatResponse:
-        """The backend's answer to ``request``, retried as the module docstring says.
+    async def _call_adaptive(
+        self, request: ChatRequest, attempts: Attempts, task_id: str
+    ) -> ChatResponse:
+        """``call`` of an adaptive loom: a slot of the concurrency limit per call, and
+        the provider's rate-limit headers learned."""
+        limiter, gate = self.limiter, self.concurrency
+        assert gate is not None  # chosen in __init__ for that case only
+        while True:
+            # Estimating tokens serialises the request: only worth it under a token budget
+            # (the user's tpm, or one the provider reported since the last call).
+            estimate = estimate_tokens(request) if limiter.counts_tokens else 0
+            if not gate.try_enter():
+                await gate.enter()
+            epoch, latency, overload = gate.epoch, None, False
+            self._sent += 1
+            serial = self._sent
+            try:
+                await limiter.acquire(estimate)
+                sent = time.perf_counter()
+                try:
+                    async with asyncio.timeout(self._limit):
+                        response = await self.backend.acomplete(request)
+                except Exception as exc:
+                    attempts.add(None)
+                    error = self._as_backend_error(exc)
+                    overload = is_overload(error)
+                    if error.rate_limit is not None:
+                        self._learn(error.rate_limit, sent, serial)
+                    delay = self._retry_delay(error, attempts, task_id)
+                else:
+                    latency = time.perf_counter() - sent
+                    attempts.add(response.usage)
+                    if response.rate_limit is not None:
+                        self._learn(response.rate_limit, sent, serial)
+                    if estimate and response.usage is not None:
+                        limiter.record_usage(estimate, response.usage.total_tokens)
+                    return response
+            finally:
+                gate.leave(epoch, latency, overload)
+            await asyncio.sleep(delay)
 
-        Every call is counted in ``attempts``, with its usage.
-
-        Raises:
-            BackendError: The task must fail with this error: not retryable, out of retries,
-                or asking for a wait above ``max_retry_wait`` (then its message says so).
-        """
+    async def _call_fixed(
+        self, request: ChatRequest, attempts: Attempts, task_id: str
+    ) -> ChatResponse:
+        """``call`` with ``adaptive=False``: exactly the fixed behaviour of before."""
         # Estimating tokens serialises the request: only worth it under a tpm limit.
         estimate = estimate_tokens(request) if self.limiter.tpm is not None else 0
         limiter = self.limiter
@@ -100,6 +164,11 @@ class BackendCaller:
                     limiter.record_usage(estimate, response.usage.total_tokens)
                 return response
             await asyncio.sleep(delay)
+
+    def _learn(self, info: RateLimitInfo, sent: float, serial: int) -> None:
+        learned = self.limiter.learn(info, time.perf_counter() - sent, self._sent - serial)
+        if learned is not None:
+            _pause_log.info("the provider reports its limits: %s; pacing to them", learned)
 
     def _as_backend_error(self, exc: Exception) -> BackendError:
         """What a failed call raised, as a BackendError (called while handling ``exc``)."""

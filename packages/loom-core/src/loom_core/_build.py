@@ -13,8 +13,16 @@ from dataclasses import dataclass
 from typing import Any
 
 from loom_backends import resolve_backend
-from loom_protocol import MAX_TIMEOUT, Backend, check_int, check_positive_number, check_prices
+from loom_protocol import (
+    MAX_TIMEOUT,
+    Backend,
+    LoomUsageError,
+    check_int,
+    check_positive_number,
+    check_prices,
+)
 
+from ._adaptive import METHODS, ConcurrencyLimit
 from ._config import (
     LoomConfig,
     check_param_names,
@@ -30,7 +38,7 @@ from ._render import PromptTemplate
 from ._retry import check_max_retry_wait
 from ._task import TaskRunner
 
-__all__ = ["Engine", "build_engine"]
+__all__ = ["Engine", "build_engine", "concurrency_limit"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -46,6 +54,8 @@ class Engine:
     limiter: RateLimiter
     #: The loom's prices (``prices=`` first, then the bundled table).
     pricer: Pricer
+    #: The adaptive concurrency limit, or ``None`` with ``adaptive=False``.
+    concurrency: ConcurrencyLimit | None
     #: Backends the loom made for fallback models of another provider (it closes them).
     fallback_backends: tuple[Backend, ...] = ()
 
@@ -70,6 +80,7 @@ def build_engine(
     fallback_models: Any,
     rpm: float | None,
     tpm: float | None,
+    adaptive: bool | str,
     timeout: float,
     max_retry_wait: float,
     image_root: str | os.PathLike[str] | None,
@@ -91,6 +102,7 @@ def build_engine(
     max_retry_wait = check_max_retry_wait(max_retry_wait)
     # Prices change no result: they are not part of the configuration's fingerprint.
     pricer = Pricer(check_prices(prices), model)
+    concurrency = concurrency_limit(adaptive)
     prompt = PromptTemplate(prompt_template, name="prompt_template")
     system = (
         PromptTemplate(system_prompt, name="system_prompt") if system_prompt is not None else None
@@ -158,6 +170,7 @@ def build_engine(
         max_retry_wait=max_retry_wait,
         fallbacks=[(f.model, f.backend) for f in chain],
         pricer=pricer,
+        concurrency=concurrency,
     )
     return Engine(
         runner=runner,
@@ -167,5 +180,25 @@ def build_engine(
         owns_backend=client is None and backend is None,
         limiter=limiter,
         pricer=pricer,
+        concurrency=concurrency,
         fallback_backends=tuple(f.backend for f in chain if f.own),
+    )
+
+
+def concurrency_limit(adaptive: object) -> ConcurrencyLimit | None:
+    """The concurrency limit ``adaptive`` asks for: ``True`` (AIMD), a method's name, or
+    ``False`` (none: fixed ``max_workers``, the providers' headers ignored).
+
+    Raises:
+        LoomUsageError: ``adaptive`` is none of these.
+    """
+    if adaptive is False:
+        return None
+    if adaptive is True:
+        return ConcurrencyLimit()
+    if isinstance(adaptive, str):
+        return ConcurrencyLimit(adaptive)  # an unknown name is refused there
+    raise LoomUsageError(
+        f"adaptive must be True, False or one of {', '.join(map(repr, METHODS))}; "
+        f"got {type(adaptive).__name__} {adaptive!r}"
     )

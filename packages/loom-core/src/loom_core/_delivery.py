@@ -24,6 +24,7 @@ from loom_protocol import (
     TaskResultEvent,
 )
 
+from ._adaptive import ConcurrencyLimit
 from ._bridge import LoomClosedError
 from ._ratelimit import RateLimiter
 from ._task import TaskRunner
@@ -80,14 +81,21 @@ class ResultCollector:
     """Gathers a batch's results in input order, ticking the progress bar (map and amap).
 
     The bar's postfix shows failed and cached results, the retries the batch made so far
-    (provider retries and re-asks) and, during a loom-wide 429 pause, the seconds left of it.
+    (provider retries and re-asks), during a loom-wide 429 pause the seconds left of it, and
+    for an adaptive loom the calls in flight over the concurrency limit reached
+    (``conc=22/24``) and the limits the provider reported (``limits=600 requests/min``).
     """
 
     #: Seconds between refreshes of the bar while no result arrives.
     TICK = 0.5
 
     def __init__(
-        self, progress: bool, total: int | None, runner: TaskRunner, limiter: RateLimiter
+        self,
+        progress: bool,
+        total: int | None,
+        runner: TaskRunner,
+        limiter: RateLimiter,
+        concurrency: ConcurrencyLimit | None = None,
     ) -> None:
         self.results: list[TaskResult[Any] | None] = []
         self.progress = progress
@@ -97,6 +105,7 @@ class ResultCollector:
         self.started = time.perf_counter()
         self.runner = runner
         self.limiter = limiter
+        self.concurrency = concurrency
         self.retries_before = runner.retries
 
     def __enter__(self) -> ResultCollector:
@@ -130,6 +139,11 @@ class ResultCollector:
         waiting = self.limiter.paused_for()
         if waiting > 0:
             shown["waiting"] = f"{math.ceil(waiting)}s"
+        if self.concurrency is not None:
+            shown["conc"] = f"{self.concurrency.in_flight}/{self.concurrency.limit}"
+            learned = self.limiter.learned()
+            if learned:
+                shown["limits"] = learned
         return shown
 
     async def tick(self) -> None:

@@ -28,7 +28,7 @@ from ._bridge import LoomClosedError, LoopThread
 from ._budget import budget_limits
 from ._build import build_engine
 from ._calls import BatchCall, LoomConfigWarning, batch_call
-from ._defaults import DEFAULT_DB, DEFAULT_MAX_WORKERS
+from ._defaults import DEFAULT_DB, default_workers
 from ._delivery import BatchEvents, ResultCollector
 from ._drive import Driver
 from ._estimate import CostEstimate, estimate_batch
@@ -87,6 +87,12 @@ class TaskLoom(ProviderBatchMethods, Generic[T]):
         store: A ``ResultStore`` or a store URL (``postgresql+psycopg://…``); overrides db_path.
         rpm: Requests per minute, at most, for this loom.
         tpm: Tokens per minute, at most, for this loom (estimated before, corrected after).
+        adaptive: Adapt to the provider (the default, ``True``): pace to the rate limits its
+            headers report, and find the concurrency it takes from its 429s and latency,
+            ``max_workers`` being the ceiling and ``rpm``/``tpm`` caps. ``False``: exactly
+            ``max_workers`` calls in flight (default 5) and only ``rpm``/``tpm``, as before
+            Loom adapted. ``"aimd"`` (what ``True`` means) or ``"gradient"`` choose the method
+            (docs/limits.md).
         timeout: Seconds for one provider call.
         max_retry_wait: The longest wait, in seconds, before a retry: a backoff, or the pause
             of the whole loom after a 429. A task whose provider asks (``Retry-After``) for
@@ -132,6 +138,7 @@ class TaskLoom(ProviderBatchMethods, Generic[T]):
         store: ResultStore | str | None = None,
         rpm: float | None = None,
         tpm: float | None = None,
+        adaptive: bool | str = True,
         timeout: float = DEFAULT_TIMEOUT,
         max_retry_wait: float = DEFAULT_MAX_RETRY_WAIT,
         image_root: str | os.PathLike[str] | None = None,
@@ -159,6 +166,7 @@ class TaskLoom(ProviderBatchMethods, Generic[T]):
             fallback_models=fallback_models,
             rpm=rpm,
             tpm=tpm,
+            adaptive=adaptive,
             timeout=timeout,
             max_retry_wait=max_retry_wait,
             image_root=image_root,
@@ -193,7 +201,7 @@ class TaskLoom(ProviderBatchMethods, Generic[T]):
         self,
         sequence: Inputs,
         task_name: str | None,
-        max_workers: int,
+        max_workers: int | None,
         ordered: bool = False,
         max_cost: float | None = None,
         max_tokens_total: int | None = None,
@@ -202,13 +210,18 @@ class TaskLoom(ProviderBatchMethods, Generic[T]):
     ) -> BatchCall:
         """The checked call of a public batch method."""
         self._session.check_open()
+        if max_workers is None:
+            max_workers = default_workers(self._engine.concurrency is not None)
         budget = budget_limits(max_cost, max_tokens_total, self._engine.pricer)
         return batch_call(
             sequence, task_name, max_workers, ordered, streamed=streamed, budget=budget
         )
 
     def _collector(self, progress: bool, call: BatchCall) -> ResultCollector:
-        return ResultCollector(progress, call.total, self._engine.runner, self._engine.limiter)
+        engine = self._engine
+        return ResultCollector(
+            progress, call.total, engine.runner, engine.limiter, engine.concurrency
+        )
 
     # -- single input ------------------------------------------------------------------------
 
@@ -228,7 +241,7 @@ class TaskLoom(ProviderBatchMethods, Generic[T]):
         self,
         sequence: Iterable[Any],
         task_name: str | None = None,
-        max_workers: int = DEFAULT_MAX_WORKERS,
+        max_workers: int | None = None,
         progress: bool = False,
         *,
         max_cost: float | None = None,
@@ -240,8 +253,10 @@ class TaskLoom(ProviderBatchMethods, Generic[T]):
         Args:
             sequence: Dicts or strings (a string ``s`` is ``{"text": s}``), any iterable.
             task_name: Store results under this name and serve them from the store next time.
-            max_workers: Calls in flight at most.
-            progress: Show a tqdm progress bar.
+            max_workers: Calls in flight at most: the ceiling of an adaptive loom (default
+                64), the fixed concurrency of one with ``adaptive=False`` (default 5).
+            progress: Show a tqdm progress bar (its postfix shows the concurrency reached
+                and the limits the provider reported).
             max_cost: Dollars this call may spend on new calls: no call starts once what
                 was spent plus the estimate of what is in flight would pass it; the inputs
                 left end ``budget_exceeded`` (not stored: a run with a higher cap calls
@@ -268,7 +283,7 @@ class TaskLoom(ProviderBatchMethods, Generic[T]):
         self,
         sequence: Inputs,
         task_name: str | None = None,
-        max_workers: int = DEFAULT_MAX_WORKERS,
+        max_workers: int | None = None,
         progress: bool = False,
         *,
         max_cost: float | None = None,
@@ -289,7 +304,7 @@ class TaskLoom(ProviderBatchMethods, Generic[T]):
         self,
         sequence: Iterable[Any],
         task_name: str | None = None,
-        max_workers: int = DEFAULT_MAX_WORKERS,
+        max_workers: int | None = None,
         ordered: bool = False,
         *,
         max_cost: float | None = None,
@@ -310,7 +325,7 @@ class TaskLoom(ProviderBatchMethods, Generic[T]):
         self,
         sequence: Inputs,
         task_name: str | None = None,
-        max_workers: int = DEFAULT_MAX_WORKERS,
+        max_workers: int | None = None,
         ordered: bool = False,
         *,
         max_cost: float | None = None,
@@ -324,7 +339,7 @@ class TaskLoom(ProviderBatchMethods, Generic[T]):
         self,
         sequence: Iterable[Any],
         task_name: str | None = None,
-        max_workers: int = DEFAULT_MAX_WORKERS,
+        max_workers: int | None = None,
         ordered: bool = False,
         *,
         max_cost: float | None = None,
@@ -346,7 +361,7 @@ class TaskLoom(ProviderBatchMethods, Generic[T]):
         self,
         sequence: Inputs,
         task_name: str | None = None,
-        max_workers: int = DEFAULT_MAX_WORKERS,
+        max_workers: int | None = None,
         ordered: bool = False,
         *,
         max_cost: float | None = None,

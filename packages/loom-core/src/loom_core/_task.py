@@ -19,6 +19,7 @@ from typing import Any
 
 from loom_protocol import Backend, BackendError, ChatResponse, Error, ErrorCode, TaskResult
 
+from ._adaptive import ConcurrencyLimit
 from ._attempts import Attempts
 from ._backend_call import BackendCaller
 from ._budget import Budget
@@ -68,6 +69,7 @@ class TaskRunner:
         max_retry_wait: float,
         fallbacks: Sequence[tuple[str, Backend]] = (),
         pricer: Pricer | None = None,
+        concurrency: ConcurrencyLimit | None = None,
     ) -> None:
         self.model = model
         self.pricer = pricer if pricer is not None else Pricer({}, model)
@@ -87,6 +89,7 @@ class TaskRunner:
             timeout=timeout,
             max_retries=max_retries,
             max_retry_wait=max_retry_wait,
+            concurrency=concurrency,
         )
         self.reader = AnswerReader(output=output, repair=auto_repair_json, max_retries=max_retries)
         #: The primary model then its fallbacks (``None`` without fallbacks: the plain path).

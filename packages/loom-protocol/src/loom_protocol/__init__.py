@@ -55,6 +55,7 @@ from ._provider_batch import (
     ProviderBatchLine,
     ProviderBatchState,
 )
+from ._ratelimits import RateLimitInfo, RateLimitWindow
 from ._records import data_column, record_columns
 from ._redact import (
     MASK,
@@ -103,6 +104,8 @@ __all__ = [
     "ProviderBatchLimits",
     "ProviderBatchLine",
     "ProviderBatchState",
+    "RateLimitInfo",
+    "RateLimitWindow",
     "StoreError",
     "StreamEvent",
     "SummaryCounter",

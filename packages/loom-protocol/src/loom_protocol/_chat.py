@@ -7,6 +7,7 @@ from typing import Annotated, Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from ._checks import shorten
+from ._ratelimits import RateLimitInfo
 
 __all__ = [
     "ChatRequest",
@@ -130,7 +131,9 @@ class ChatResponse(BaseModel):
     """One provider answer.
 
     ``content`` is the answer text (``""`` when the provider returned none, never ``"None"``);
-    ``finish_reason`` is ``"length"`` when the answer was cut off by the token limit.
+    ``finish_reason`` is ``"length"`` when the answer was cut off by the token limit;
+    ``rate_limit`` is what the provider's headers said of its rate limits (``None`` when it
+    sent none: vLLM, Ollama, a callable).
     """
 
     model_config = ConfigDict(frozen=True)
@@ -140,3 +143,4 @@ class ChatResponse(BaseModel):
     usage: Usage | None = None
     finish_reason: str | None = None
     model: str | None = None
+    rate_limit: RateLimitInfo | None = None

@@ -17,6 +17,8 @@ from enum import StrEnum
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from ._ratelimits import RateLimitInfo
+
 __all__ = [
     "BackendError",
     "Error",
@@ -87,12 +89,20 @@ class BackendError(LoomError):
     Args:
         error: The structured description (its ``code`` and ``retryable`` drive the engine).
         retry_after: Seconds the provider asked us to wait before trying again, if it said.
+        rate_limit: What the refusal's headers said of the provider's rate limits, if any.
     """
 
-    def __init__(self, error: Error, *, retry_after: float | None = None) -> None:
+    def __init__(
+        self,
+        error: Error,
+        *,
+        retry_after: float | None = None,
+        rate_limit: RateLimitInfo | None = None,
+    ) -> None:
         super().__init__(str(error))
         self.error = error
         self.retry_after = retry_after
+        self.rate_limit = rate_limit
 
     @property
     def code(self) -> ErrorCode:
@@ -114,11 +124,17 @@ class BackendError(LoomError):
 
     def __reduce__(self) -> tuple[object, ...]:
         # Keep the exception picklable (it crosses process and thread boundaries).
-        return (_rebuild_backend_error, (self.error.model_dump(), self.retry_after))
+        limits = None if self.rate_limit is None else self.rate_limit.model_dump()
+        return (_rebuild_backend_error, (self.error.model_dump(), self.retry_after, limits))
 
 
-def _rebuild_backend_error(error: dict[str, object], retry_after: float | None) -> BackendError:
-    return BackendError(Error.model_validate(error), retry_after=retry_after)
+def _rebuild_backend_error(
+    error: dict[str, object],
+    retry_after: float | None,
+    rate_limit: dict[str, object] | None = None,
+) -> BackendError:
+    limits = None if rate_limit is None else RateLimitInfo.model_validate(rate_limit)
+    return BackendError(Error.model_validate(error), retry_after=retry_after, rate_limit=limits)
 
 
 class StoreError(LoomError):

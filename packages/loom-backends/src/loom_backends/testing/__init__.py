@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any
 
 from ._batch_jobs import BatchPlan
 from ._fake_backend import FakeBackend
+from ._limits import ServerLimits
 from ._replies import FakeReply, FaultPlan, RecordedRequest
 from ._server import FakeLLMServer, Handler
 
@@ -34,6 +35,7 @@ __all__ = [
     "FaultPlan",
     "Handler",
     "RecordedRequest",
+    "ServerLimits",
     "contract_request",
 ]
 

@@ -26,6 +26,7 @@ from loom_backends._errors import parse_retry_after
 
 from ._batch_app import BatchRoutes
 from ._batch_jobs import BatchPlan
+from ._limits import LimitState, ServerLimits
 from ._replies import (
     FakeReply,
     FaultPlan,
@@ -57,6 +58,7 @@ class Config:
     seed: int | None
     model: str
     batch: BatchPlan = field(default_factory=BatchPlan)
+    limits: ServerLimits | None = None
 
 
 class ServerCore:
@@ -76,6 +78,7 @@ class ServerCore:
         self.capacity = max(1.0, rate)
         self.tokens = self.capacity
         self.last_refill = time.monotonic()
+        self.limits = LimitState(config.limits) if config.limits is not None else None
         self.runner: web.AppRunner | None = None
         self.batch = BatchRoutes(self, config.batch)
 
@@ -187,6 +190,25 @@ class ServerCore:
             if wait is not None:
                 headers = {"Retry-After": str(int(wait))}
                 return self._send(where, anthropic, 429, headers, "rpm limit reached")
+        if self.limits is None:
+            return await self._answer(where, anthropic, body, record)
+        refusal, limit_headers = await self.limits.admit(body)
+        if refusal is not None:
+            return self._send(where, anthropic, 429, refusal.headers, refusal.message)
+        try:
+            response = await self._answer(where, anthropic, body, record)
+        finally:
+            self.limits.leave()
+        response.headers.update(limit_headers)
+        return response
+
+    async def _answer(
+        self,
+        where: tuple[int, int],
+        anthropic: bool,
+        body: dict[str, Any],
+        record: RecordedRequest,
+    ) -> web.Response:
         # Every random draw happens here, before any await: with a seed, the n-th request to
         # arrive always meets the same fate, whatever the handler does.
         faults = self.config.faults

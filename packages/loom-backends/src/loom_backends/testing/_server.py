@@ -17,6 +17,7 @@ from loom_protocol import LoomUsageError, check_int, check_non_negative_number
 
 from ._app import HOST, Config, Handler, ServerCore, child_main
 from ._batch_jobs import BatchPlan
+from ._limits import ServerLimits
 from ._replies import FaultPlan, RecordedRequest, default_handler
 
 __all__ = ["FakeLLMServer", "Handler"]
@@ -48,6 +49,8 @@ class FakeLLMServer:
         rpm_limit: Requests per minute allowed, a token bucket of capacity
             ``max(1, rpm_limit / 60)`` refilled at ``rpm_limit / 60`` per second; a request
             over the limit gets 429 with ``Retry-After`` (whole seconds, at least 1).
+        limits: Provider limits (:class:`ServerLimits`): rpm/tpm buckets reported in
+            OpenAI's or Anthropic's rate-limit headers, a hidden cap on requests in flight.
         faults: Faults to inject (:class:`FaultPlan`), decided per request in arrival order.
         seed: Seed of the generator behind faults and jitter, for reproducible runs.
         model: The model name the answers report.
@@ -73,6 +76,7 @@ class FakeLLMServer:
         process: bool = False,
         batch: BatchPlan | None = None,
         port: int = 0,
+        limits: ServerLimits | None = None,
     ) -> None:
         check_int("FakeLLMServer: port", port, 0)
         if port > 65535:
@@ -94,8 +98,12 @@ class FakeLLMServer:
             raise LoomUsageError(
                 f"FakeLLMServer: batch must be a BatchPlan, got {type(batch).__name__}"
             )
+        if limits is not None and not isinstance(limits, ServerLimits):
+            raise LoomUsageError(
+                f"FakeLLMServer: limits must be a ServerLimits, got {type(limits).__name__}"
+            )
         self._config = Config(
-            handler, float(latency), float(jitter), rpm_limit, faults, seed, model
+            handler, float(latency), float(jitter), rpm_limit, faults, seed, model, limits=limits
         )
         if batch is not None:
             self._config = replace(self._config, batch=batch)

@@ -20,7 +20,7 @@ from loom_backends import (
     OPENAI_API_KEY_ENV,
     OPENAI_BASE_URL_ENV,
 )
-from loom_core._defaults import DEFAULT_MAX_WORKERS
+from loom_core._defaults import DEFAULT_FIXED_WORKERS, DEFAULT_MAX_WORKERS
 from loom_protocol import BatchErrorEvent, LoomUsageError, StreamEvent, TaskResultEvent
 
 from .args import add_db_argument, non_negative_int, number, positive_float, positive_int
@@ -93,8 +93,17 @@ def add_parser(commands: Subcommands) -> None:
         "--workers",
         "-w",
         type=positive_int,
-        default=DEFAULT_MAX_WORKERS,
-        help=f"calls in flight at most (default: {DEFAULT_MAX_WORKERS}, as in Python)",
+        default=None,
+        help=f"calls in flight at most: the ceiling of the adaptive concurrency (default: "
+        f"{DEFAULT_MAX_WORKERS}), or the fixed concurrency with --no-adaptive (default: "
+        f"{DEFAULT_FIXED_WORKERS}), as in Python",
+    )
+    parser.add_argument(
+        "--no-adaptive",
+        dest="adaptive",
+        action="store_false",
+        help="keep --workers calls in flight and ignore the provider's rate-limit headers "
+        "(adaptive=False; see docs/limits.md)",
     )
     parser.add_argument("--rpm", type=positive_float, help="requests per minute, at most")
     parser.add_argument(

@@ -148,6 +148,7 @@ def build_loom(args: argparse.Namespace, template: str, response_model: Any) -> 
             api_key=_api_key(args),
             rpm=args.rpm,
             tpm=args.tpm,
+            adaptive=args.adaptive,
             image_root=args.image_root,
             **llm_kwargs,
         )
