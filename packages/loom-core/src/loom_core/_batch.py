@@ -26,8 +26,10 @@ from loom_store import ResultRow
 
 from ._feeder import Feeder, Slot
 from ._gcpolicy import relaxed_gc
+from ._lease import TaskLease
 from ._outbox import Outbox, Pair
 from ._persist import ResultCache
+from ._rateshare import RateShare
 from ._task import TaskRunner
 
 __all__ = ["BatchRun"]
@@ -49,6 +51,9 @@ class BatchRun:
         hold: Results ready for the consumer at which workers stop starting new calls, until
             the consumer takes some (``None``: no such limit, for a consumer that never stops
             pulling, like ``map``).
+        lease_s: With a store, the lease of this batch's claims among the other workers of
+            its task (``None``: the batch never looks for other workers).
+        share: The loom's rate limits, divided among the live workers of the task.
     """
 
     def __init__(
@@ -61,6 +66,8 @@ class BatchRun:
         ordered: bool,
         window: int | None = None,
         hold: int | None = None,
+        lease_s: float | None = None,
+        share: RateShare | None = None,
     ) -> None:
         self._runner = runner
         self._cache = cache
@@ -69,6 +76,19 @@ class BatchRun:
             ordered=ordered, window=window or max(4096, 16 * max_workers), hold=hold
         )
         self._feeder = Feeder(source, self._outbox, cache, first_chunk=4 * max_workers)
+        self._lease: TaskLease | None = None
+        if cache is not None and lease_s is not None:
+            feeder = self._feeder
+            self._lease = feeder.lease = TaskLease(
+                cache,
+                lease_s,
+                feeder.work,
+                max_workers,
+                feeder.unfinished,
+                feeder.finish,
+                self._fail,
+                share,
+            )
         self._tasks: list[asyncio.Task[None]] = []
         # Rows finished in this turn of the loop, handed to the writer at its end.
         self._unsent: list[tuple[Slot, TaskResult[Any], ResultRow]] = []
@@ -118,6 +138,8 @@ class BatchRun:
                     await asyncio.gather(*others, return_exceptions=True)
                 finally:
                     relaxed_gc.exit()
+            if self._lease is not None:
+                await self._lease.aclose()  # release this worker's claims for the others
         finally:
             self._stopped.set()
 

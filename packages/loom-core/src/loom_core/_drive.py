@@ -22,6 +22,7 @@ from ._bridge import LoomClosedError, LoopThread
 from ._calls import BatchCall
 from ._delivery import BatchEvents, ResultCollector
 from ._outbox import Pair
+from ._rateshare import RateShare
 from ._session import Session
 from ._task import TaskRunner
 
@@ -33,10 +34,20 @@ X = TypeVar("X")
 class Driver:
     """Runs batch calls for one loom: on the caller's loop, or on its own loop thread."""
 
-    def __init__(self, runner: TaskRunner, session: Session, bridge: LoopThread) -> None:
+    def __init__(
+        self,
+        runner: TaskRunner,
+        session: Session,
+        bridge: LoopThread,
+        *,
+        lease_s: float | None = None,
+        share: RateShare | None = None,
+    ) -> None:
         self._runner = runner
         self._session = session
         self._bridge = bridge
+        self._lease_s = lease_s
+        self._share = share
 
     # -- the one core ------------------------------------------------------------------------
 
@@ -55,6 +66,8 @@ class Driver:
             max_workers=call.max_workers,
             ordered=call.ordered,
             hold=2 * call.max_workers if call.streamed else None,
+            lease_s=self._lease_s,
+            share=self._share,
         )
         self._session.enter(run)
         try:

@@ -22,8 +22,10 @@ from ._calls import BatchCall, LoomConfigWarning, batch_call
 from ._defaults import DEFAULT_DB, DEFAULT_MAX_WORKERS
 from ._delivery import BatchEvents, ResultCollector
 from ._drive import Driver
+from ._lease import DEFAULT_LEASE_S, check_lease
 from ._lifetime import ABORT_WAIT, end_runs
 from ._outbox import Pair
+from ._rateshare import RateShare
 from ._retry import DEFAULT_MAX_RETRY_WAIT
 from ._session import Session
 
@@ -69,6 +71,9 @@ class TaskLoom(Generic[T]):
             of the whole loom after a 429. A task whose provider asks (``Retry-After``) for
             longer fails at once, with a message saying what was asked.
         image_root: When set, local image paths must lie inside this folder.
+        lease_s: Seconds a claim on an input lives without a heartbeat, when several
+            processes run one task name on one store (each input is called by one of them;
+            a killed worker's inputs are taken over after this long). See ``docs/scale.md``.
         **llm_kwargs: Generation parameters the backend declares (temperature, max_tokens,
             top_p, seed…; see ``generation_params`` of each backend), and
             ``extra_body={...}`` for provider-specific ones, merged into the request body.
@@ -102,8 +107,10 @@ class TaskLoom(Generic[T]):
         timeout: float = DEFAULT_TIMEOUT,
         max_retry_wait: float = DEFAULT_MAX_RETRY_WAIT,
         image_root: str | os.PathLike[str] | None = None,
+        lease_s: float = DEFAULT_LEASE_S,
         **llm_kwargs: Any,
     ) -> None:
+        lease_s = check_lease(lease_s)
         engine = build_engine(
             model,
             prompt_template,
@@ -136,7 +143,13 @@ class TaskLoom(Generic[T]):
             config=self.config.as_dict(),
             output=engine.output,
         )
-        self._driver = Driver(engine.runner, self._session, self._bridge)
+        self._driver = Driver(
+            engine.runner,
+            self._session,
+            self._bridge,
+            lease_s=lease_s,
+            share=RateShare(engine.limiter),
+        )
 
     def __repr__(self) -> str:
         # Never a secret: the backend's repr and the store URL are masked.

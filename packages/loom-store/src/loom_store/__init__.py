@@ -7,6 +7,8 @@ loom-backends or loom-core.
   and the run registry (which configurations a task name has been run with, and when last).
 * :class:`StoreWriter` writes rows on one background thread with group commit; a row's future
   completes only after its transaction committed.
+* :class:`WorkerView` is what a worker learns of its task's other workers (leases of several
+  workers on one task: ``ResultStore.join_task``, ``claim``, ``beat``, ``leave_task``).
 * :class:`CachedHit` is the layout of one element of ``ResultStore.get_hits``, the engine's
   cache read.
 
@@ -17,6 +19,7 @@ Everything that differs between databases is one module of ``loom_store.dialects
 import logging as _logging
 
 from ._base import DEFAULT_TARGET
+from ._leases import MAX_LEASE_S, MIN_LEASE_S, WorkerView
 from ._rows import CachedHit, ConfigInfo, ResultRow, RunRecord, TaskStats
 from ._schema import SCHEMA_VERSION
 from ._secrets import scrub_config
@@ -33,6 +36,8 @@ _logging.getLogger("loom").addHandler(_logging.NullHandler())
 __all__ = [
     "DEFAULT_TARGET",
     "GET_MANY_CHUNK",
+    "MAX_LEASE_S",
+    "MIN_LEASE_S",
     "SCHEMA_VERSION",
     "CachedHit",
     "ConfigInfo",
@@ -41,5 +46,6 @@ __all__ = [
     "RunRecord",
     "StoreWriter",
     "TaskStats",
+    "WorkerView",
     "scrub_config",
 ]

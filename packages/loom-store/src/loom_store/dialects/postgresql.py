@@ -35,6 +35,7 @@ from loom_store._sql import (
     to_rows,
 )
 from loom_store._target import StoreTarget, create, target
+from loom_store.dialects._leases_postgresql import PostgreSQLLeases
 
 __all__ = ["DIALECT", "PostgreSQLDialect"]
 
@@ -59,7 +60,7 @@ _HIT_SQL = {
 }
 
 
-class PostgreSQLDialect(Dialect):
+class PostgreSQLDialect(PostgreSQLLeases, Dialect):
     """PostgreSQL through psycopg 3."""
 
     name = "postgresql"

@@ -1,0 +1,323 @@
+"""One batch as one of the workers of its task: claims, waiting for others, heartbeats.
+
+Several processes (on one machine with SQLite, on many with PostgreSQL) may run the same task
+name at once. A batch with a task name joins the task's workers in the store's registry the
+first time one of its inputs needs a call (a batch served wholly from the store never joins):
+
+* **Alone** (no other live worker of the task and configuration): it runs exactly as a single
+  process always ran, without a claim: the work queue is fed as before, and the only cost is
+  joining, one read of the registry a second and one heartbeat per half lease.
+* **Shared** (it found others, or others found it): every input is claimed in the store before
+  it is called, a batch of ids per round trip, topping up a short work queue (so that no worker
+  hoards inputs the others could call). An input another worker holds waits in ``held``; a
+  poller reads the results of held inputs as they are committed (cache hits, not calls) and,
+  once per quarter lease, tries to claim the rest: a claim that expired (its worker died or
+  stopped beating) or was released is taken over.
+* **Alone to shared**: a newcomer registers as sharing and waits until no live worker of the
+  task runs alone. A worker running alone sees the newcomer at its next look at the registry
+  (about once a second), takes the inputs waiting in its work queue back into ``pending``,
+  claims the ones under way, and marks itself sharing in the same transaction.
+
+Heartbeats (a write every half lease) keep this worker live and renew its claims; its claims
+whose inputs have a succeeded row are deleted then (the row itself already ended them), and
+all of them when the batch ends. Store failures of the heartbeat are logged and retried at the
+next beat (the claims expire meanwhile, which costs at most duplicate calls); a claim that
+fails ends the batch like any store failure.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import uuid
+from collections import deque
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
+
+from loom_protocol import LoomUsageError, check_positive_number
+from loom_store import MAX_LEASE_S, MIN_LEASE_S, ResultStore, WorkerView
+
+from ._persist import ResultCache
+from ._rateshare import RateShare
+
+if TYPE_CHECKING:
+    from ._feeder import Slot
+
+__all__ = ["DEFAULT_LEASE_S", "TaskLease", "check_lease"]
+
+_log = logging.getLogger("loom.engine")
+
+#: How long a claim lives without a heartbeat: a killed worker's inputs wait this long.
+DEFAULT_LEASE_S = 30.0
+
+#: The longest time between two looks at the registry (a newcomer waits about this long).
+_LOOK_S = 1.0
+#: Held inputs whose results are looked up per poll, oldest first.
+_POLL_IDS = 512
+_POLL_MIN_S = 0.05
+_POLL_MAX_S = 1.0
+#: How often the claim filler looks whether the work queue runs low.
+_FILL_S = 0.005
+
+_ALONE, _SWITCHING, _SHARED = "alone", "switching", "shared"
+
+
+def check_lease(lease_s: float) -> float:
+    """``lease_s`` as a float, or ``LoomUsageError`` naming what is wrong with it."""
+    lease = check_positive_number("lease_s", lease_s, " of seconds", MAX_LEASE_S)
+    if lease < MIN_LEASE_S:
+        raise LoomUsageError(f"lease_s must be at least {MIN_LEASE_S} seconds, got {lease_s!r}")
+    return lease
+
+
+class TaskLease:
+    """This batch's membership among the workers of its task (see the module docstring).
+
+    Args:
+        cache: The store view of the batch's task and configuration.
+        lease_s: How long a claim and a registration live without a heartbeat.
+        work: The batch's work queue (what the workers call).
+        max_workers: The batch's calls in flight (sizes the claims).
+        unfinished: The ids of the batch's tasks under way (queued, called, or committing).
+        finish: Delivers a task's result (a held input's result read from the store).
+        fail: Ends the batch with an error (a claim that failed).
+        share: The loom's rate limits, divided among the task's live workers.
+    """
+
+    def __init__(
+        self,
+        cache: ResultCache,
+        lease_s: float,
+        work: asyncio.Queue[Slot],
+        max_workers: int,
+        unfinished: Callable[[], list[str]],
+        finish: Callable[[Slot, Any], None],
+        fail: Callable[[BaseException], None],
+        share: RateShare | None,
+    ) -> None:
+        self._cache = cache
+        self._store: ResultStore = cache.store
+        self._task = cache.task_name
+        self._config = cache.config_fp
+        self._lease = lease_s
+        self._work = work
+        self._low = 2 * max_workers
+        self._batch = 4 * max_workers
+        self._unfinished = unfinished
+        self._finish = finish
+        self._fail = fail
+        self._share = share
+        self.worker_id = uuid.uuid4().hex
+        self._mode: str | None = None
+        self._pending: deque[Slot] = deque()
+        self._held: dict[str, Slot] = {}
+        self._wake = asyncio.Event()
+        self._tasks: list[asyncio.Task[None]] = []
+        self._claims = 0
+
+    @property
+    def mode(self) -> str | None:
+        """``None`` before joining, then ``"alone"``, ``"switching"`` or ``"shared"``."""
+        return self._mode
+
+    @property
+    def held(self) -> int:
+        """Inputs of this batch that other workers hold now."""
+        return len(self._held)
+
+    # -- the feeder's side -----------------------------------------------------------------
+
+    async def admit(self, slots: list[Slot]) -> None:
+        """Route new tasks: to the work queue when alone, through claims when shared."""
+        if self._mode is None:
+            await self._join()
+        if self._mode == _ALONE:
+            for slot in slots:
+                self._work.put_nowait(slot)
+            return
+        self._pending.extend(slots)
+        self._wake.set()
+
+    # -- joining and leaving ---------------------------------------------------------------
+
+    async def _join(self) -> None:
+        view = await asyncio.to_thread(
+            self._store.join_task, self._task, self._config, self.worker_id, self._lease
+        )
+        self._rates(view)
+        if view.peers == 0:
+            self._mode = _ALONE
+        else:
+            # Another worker runs this task: wait until none runs alone any more (each sees
+            # this one within a second and starts claiming), or until they stop being live.
+            while view.solo_peers:
+                await asyncio.sleep(0.05)
+                view = await asyncio.to_thread(
+                    self._store.workers, self._task, self._config, self.worker_id
+                )
+            self._mode = _SHARED
+            self._start_sharing()
+        _log.debug("task %r: worker %s joined (%s)", self._task, self.worker_id, self._mode)
+        self._tasks.append(asyncio.create_task(self._watch(), name="loom-lease-watch"))
+
+    def _start_sharing(self) -> None:
+        self._tasks.append(asyncio.create_task(self._fill(), name="loom-lease-fill"))
+        self._tasks.append(asyncio.create_task(self._poll(), name="loom-lease-poll"))
+
+    async def aclose(self) -> None:
+        """Stop, release every claim of this worker and unregister it (a clean exit)."""
+        for task in self._tasks:
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        if self._share is not None:
+            self._share.remove(self)
+        if self._mode is None:
+            return
+        try:
+            await asyncio.to_thread(
+                self._store.leave_task, self._task, self._config, self.worker_id
+            )
+        except Exception as exc:  # the claims then expire by themselves
+            _log.warning("task %r: releasing this worker's claims failed: %s", self._task, exc)
+
+    # -- the registry ----------------------------------------------------------------------
+
+    async def _watch(self) -> None:
+        """Look at the registry about once a second; beat every half lease."""
+        look = min(_LOOK_S, self._lease / 4)
+        loop = asyncio.get_running_loop()
+        next_beat = loop.time() + self._lease / 2
+        while True:
+            await asyncio.sleep(look)
+            try:
+                if loop.time() >= next_beat:
+                    view = await asyncio.to_thread(
+                        self._store.beat,
+                        self._task,
+                        self._config,
+                        self.worker_id,
+                        self._lease,
+                        shared=self._mode == _SHARED,
+                    )
+                    next_beat = loop.time() + self._lease / 2
+                else:
+                    view = await asyncio.to_thread(
+                        self._store.workers, self._task, self._config, self.worker_id
+                    )
+            except Exception as exc:
+                _log.warning("task %r: heartbeat failed (retried): %s", self._task, exc)
+                continue
+            self._rates(view)
+            if self._mode == _ALONE and view.peers:
+                await self._switch()
+
+    async def _switch(self) -> None:
+        """Alone to shared: queued tasks back to pending, claim those under way, share."""
+        self._mode = _SWITCHING  # from now on the feeder's new tasks go to pending
+        queued: list[Slot] = []
+        while not self._work.empty():
+            queued.append(self._work.get_nowait())
+        queued_ids = {slot.prepared.task_id for slot in queued}
+        under_way = [task_id for task_id in self._unfinished() if task_id not in queued_ids]
+        self._pending.extendleft(reversed(queued))
+        try:
+            await asyncio.to_thread(
+                self._store.claim,
+                self._task,
+                self._config,
+                self.worker_id,
+                under_way,
+                self._lease,
+                share=True,
+            )
+        except BaseException as exc:
+            self._fail(exc)
+            raise
+        _log.info(
+            "task %r: another worker joined; this one now claims its inputs (%d under way)",
+            self._task,
+            len(under_way),
+        )
+        self._mode = _SHARED
+        self._start_sharing()
+        self._wake.set()
+
+    def _rates(self, view: WorkerView) -> None:
+        if self._share is not None:
+            self._share.update(self, view.task_workers)
+
+    # -- claims ----------------------------------------------------------------------------
+
+    async def _claim(self, slots: list[Slot]) -> list[Slot]:
+        """Claim ``slots``; the ones got (the rest are held by others)."""
+        got = await asyncio.to_thread(
+            self._store.claim,
+            self._task,
+            self._config,
+            self.worker_id,
+            [slot.prepared.task_id for slot in slots],
+            self._lease,
+        )
+        self._claims += 1
+        return [slot for slot in slots if slot.prepared.task_id in got]
+
+    async def _fill(self) -> None:
+        """Keep the work queue topped up with claimed tasks, a batch per round trip."""
+        try:
+            while True:
+                if not self._pending:
+                    self._wake.clear()
+                    await self._wake.wait()
+                    continue
+                if self._work.qsize() >= self._low:
+                    await asyncio.sleep(_FILL_S)
+                    continue
+                count = min(len(self._pending), self._batch)
+                batch = [self._pending.popleft() for _ in range(count)]
+                got = await self._claim(batch)
+                got_ids = {slot.prepared.task_id for slot in got}
+                for slot in batch:
+                    if slot.prepared.task_id in got_ids:
+                        self._work.put_nowait(slot)
+                    else:
+                        self._held[slot.prepared.task_id] = slot
+        except asyncio.CancelledError:
+            raise
+        except BaseException as exc:
+            self._fail(exc)
+
+    async def _poll(self) -> None:
+        """Deliver held inputs whose results others committed; take over expired claims."""
+        loop = asyncio.get_running_loop()
+        interval = _POLL_MIN_S
+        claim_every = max(_POLL_MIN_S, self._lease / 4)
+        last_claim = loop.time()
+        try:
+            while True:
+                await asyncio.sleep(interval)
+                if not self._held:
+                    interval = _POLL_MIN_S
+                    continue
+                slots = [self._held[task_id] for task_id in list(self._held)[:_POLL_IDS]]
+                hits = await self._cache.lookup(
+                    [slot.prepared.task_id for slot in slots],
+                    [slot.prepared.data for slot in slots],
+                )
+                missing: list[Slot] = []
+                for slot, hit in zip(slots, hits, strict=True):
+                    if hit is None:
+                        missing.append(slot)
+                    elif self._held.pop(slot.prepared.task_id, None) is not None:
+                        self._finish(slot, hit)
+                found = len(slots) - len(missing)
+                if missing and loop.time() - last_claim >= claim_every:
+                    last_claim = loop.time()
+                    for slot in await self._claim(missing):
+                        if self._held.pop(slot.prepared.task_id, None) is not None:
+                            self._work.put_nowait(slot)
+                            found += 1
+                interval = _POLL_MIN_S if found else min(_POLL_MAX_S, interval * 2)
+        except asyncio.CancelledError:
+            raise
+        except BaseException as exc:
+            self._fail(exc)
