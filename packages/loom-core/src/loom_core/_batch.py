@@ -185,11 +185,14 @@ class BatchRun:
     async def _work_loop(self) -> None:
         outbox, feeder, runner, cache = self._outbox, self._feeder, self._runner, self._cache
         held = outbox.hold is not None
+        lease = self._lease
         try:
             while outbox.fatal is None and not self._closed:
                 if held:
                     await outbox.wait_for_consumer()
                 slot = await feeder.work.get()
+                if lease is not None and lease.lapsed(slot):
+                    continue  # claimed again after a heartbeat, or read if another took it
                 if held:
                     await outbox.wait_for_consumer()
                 result = await runner.run(slot.prepared)

@@ -28,7 +28,9 @@ fails ends the batch like any store failure.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
+import time
 import uuid
 from collections import deque
 from collections.abc import Callable
@@ -112,8 +114,18 @@ class TaskLease:
         self._pending: deque[Slot] = deque()
         self._held: dict[str, Slot] = {}
         self._wake = asyncio.Event()
+        # Until when (monotonic) every claim of this worker is surely still its own: the start
+        # of its last heartbeat (or of its sharing) plus a lease. Past it (the process was
+        # frozen, the database unreachable), queued tasks are claimed again before any call.
+        self._valid_until = 0.0
+        self._stale = False
+        self._refresh = asyncio.Event()
         self._tasks: list[asyncio.Task[None]] = []
+        # Counters for the log line of a shared batch's end.
         self._claims = 0
+        self._claimed = 0
+        self._polls = 0
+        self._read = 0
 
     @property
     def mode(self) -> str | None:
@@ -138,6 +150,29 @@ class TaskLease:
         self._pending.extend(slots)
         self._wake.set()
 
+    def lapsed(self, slot: Slot) -> bool:
+        """Whether ``slot``, just taken from the work queue, must not be called now.
+
+        True when this worker's claims may have expired (its heartbeat is late): the slot and
+        the rest of the work queue go back to be claimed again after a heartbeat, so that an
+        input another worker took over meanwhile is read, not called a second time.
+        """
+        if self._mode != _SHARED or (not self._stale and time.monotonic() < self._valid_until):
+            return False
+        if not self._stale:
+            self._stale = True
+            _log.warning(
+                "task %r: this worker's heartbeat is late (its claims may have expired); "
+                "claiming its queued inputs again",
+                self._task,
+            )
+        queued = [slot]
+        while not self._work.empty():
+            queued.append(self._work.get_nowait())
+        self._pending.extendleft(reversed(queued))
+        self._refresh.set()
+        return True
+
     # -- joining and leaving ---------------------------------------------------------------
 
     async def _join(self) -> None:
@@ -156,6 +191,7 @@ class TaskLease:
                     self._store.workers, self._task, self._config, self.worker_id
                 )
             self._mode = _SHARED
+            self._valid_until = time.monotonic() + self._lease
             self._start_sharing()
         _log.debug("task %r: worker %s joined (%s)", self._task, self.worker_id, self._mode)
         self._tasks.append(asyncio.create_task(self._watch(), name="loom-lease-watch"))
@@ -173,6 +209,18 @@ class TaskLease:
             self._share.remove(self)
         if self._mode is None:
             return
+        _log.info(
+            "task %r: worker %s ends (%s): %d claim round trips got %d inputs; %d results of "
+            "other workers read in %d polls, %d inputs still held by others",
+            self._task,
+            self.worker_id,
+            self._mode,
+            self._claims,
+            self._claimed,
+            self._read,
+            self._polls,
+            len(self._held),
+        )
         try:
             await asyncio.to_thread(
                 self._store.leave_task, self._task, self._config, self.worker_id
@@ -185,12 +233,14 @@ class TaskLease:
     async def _watch(self) -> None:
         """Look at the registry about once a second; beat every half lease."""
         look = min(_LOOK_S, self._lease / 4)
-        loop = asyncio.get_running_loop()
-        next_beat = loop.time() + self._lease / 2
+        next_beat = time.monotonic() + self._lease / 2
         while True:
-            await asyncio.sleep(look)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._refresh.wait(), look)
+            started = time.monotonic()
+            beat = started >= next_beat or self._refresh.is_set()
             try:
-                if loop.time() >= next_beat:
+                if beat:
                     view = await asyncio.to_thread(
                         self._store.beat,
                         self._task,
@@ -199,7 +249,6 @@ class TaskLease:
                         self._lease,
                         shared=self._mode == _SHARED,
                     )
-                    next_beat = loop.time() + self._lease / 2
                 else:
                     view = await asyncio.to_thread(
                         self._store.workers, self._task, self._config, self.worker_id
@@ -207,6 +256,13 @@ class TaskLease:
             except Exception as exc:
                 _log.warning("task %r: heartbeat failed (retried): %s", self._task, exc)
                 continue
+            if beat:
+                next_beat = started + self._lease / 2
+                self._valid_until = started + self._lease
+                if self._refresh.is_set():
+                    self._refresh.clear()
+                    self._stale = False
+                    self._wake.set()
             self._rates(view)
             if self._mode == _ALONE and view.peers:
                 await self._switch()
@@ -220,6 +276,7 @@ class TaskLease:
         queued_ids = {slot.prepared.task_id for slot in queued}
         under_way = [task_id for task_id in self._unfinished() if task_id not in queued_ids]
         self._pending.extendleft(reversed(queued))
+        started = time.monotonic()
         try:
             await asyncio.to_thread(
                 self._store.claim,
@@ -238,6 +295,7 @@ class TaskLease:
             self._task,
             len(under_way),
         )
+        self._valid_until = started + self._lease
         self._mode = _SHARED
         self._start_sharing()
         self._wake.set()
@@ -259,13 +317,14 @@ class TaskLease:
             self._lease,
         )
         self._claims += 1
+        self._claimed += len(got)
         return [slot for slot in slots if slot.prepared.task_id in got]
 
     async def _fill(self) -> None:
         """Keep the work queue topped up with claimed tasks, a batch per round trip."""
         try:
             while True:
-                if not self._pending:
+                if not self._pending or self._stale:
                     self._wake.clear()
                     await self._wake.wait()
                     continue
@@ -310,6 +369,8 @@ class TaskLease:
                     elif self._held.pop(slot.prepared.task_id, None) is not None:
                         self._finish(slot, hit)
                 found = len(slots) - len(missing)
+                self._polls += 1
+                self._read += found
                 if missing and loop.time() - last_claim >= claim_every:
                     last_claim = loop.time()
                     for slot in await self._claim(missing):

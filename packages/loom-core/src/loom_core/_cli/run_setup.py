@@ -130,6 +130,7 @@ def build_loom(args: argparse.Namespace, template: str, response_model: Any) -> 
             rpm=args.rpm,
             tpm=args.tpm,
             image_root=args.image_root,
+            lease_s=args.lease,
             **llm_kwargs,
         )
     except LoomUsageError as exc:
