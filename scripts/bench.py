@@ -17,6 +17,9 @@ Scenarios (each in the ``bench_scenarios`` package beside this script):
     ratelimit  rpm held at the server's limit without 429s
     chaos      every task accounted for under injected faults
     crash      SIGKILLs lose and duplicate nothing
+    workers    1, 2, 4 worker processes on one task (PostgreSQL): no duplicates, throughput
+    workers-crash  kill -9 one of 3 workers 5 times: nothing lost, one row per input
+    shared-rpm 3 workers under one task rpm equal to the server's limit
 
 Targets and sizes: docs/benchmarks.md.
 """

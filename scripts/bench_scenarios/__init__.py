@@ -16,6 +16,7 @@ from ._memory import scenario_memory
 from ._resume import scenario_resume
 from ._store import scenario_store
 from ._throughput import scenario_latency, scenario_overhead
+from ._workers import scenario_shared_rpm, scenario_workers, scenario_workers_crash
 
 __all__ = ["SCENARIOS", "Outcome", "Scenario"]
 
@@ -31,4 +32,7 @@ SCENARIOS: dict[str, Scenario] = {
     "ratelimit": scenario_ratelimit,
     "chaos": scenario_chaos,
     "crash": scenario_crash,
+    "workers": scenario_workers,
+    "workers-crash": scenario_workers_crash,
+    "shared-rpm": scenario_shared_rpm,
 }
