@@ -83,6 +83,7 @@ class BatchRun:
                 cache,
                 lease_s,
                 feeder.work,
+                self._outbox,
                 max_workers,
                 feeder.unfinished,
                 feeder.finish,

@@ -29,7 +29,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import itertools
 import logging
+import random
 import time
 import uuid
 from collections import deque
@@ -44,6 +46,7 @@ from ._rateshare import RateShare
 
 if TYPE_CHECKING:
     from ._feeder import Slot
+    from ._outbox import Outbox
 
 __all__ = ["DEFAULT_LEASE_S", "TaskLease", "check_lease"]
 
@@ -54,12 +57,14 @@ DEFAULT_LEASE_S = 30.0
 
 #: The longest time between two looks at the registry (a newcomer waits about this long).
 _LOOK_S = 1.0
-#: Held inputs whose results are looked up per poll, oldest first.
-_POLL_IDS = 512
+#: Held inputs whose results are looked up per poll (in turn: those not found go last).
+_POLL_IDS = 1024
 _POLL_MIN_S = 0.05
-_POLL_MAX_S = 1.0
+_POLL_MAX_S = 0.25
 #: How often the claim filler looks whether the work queue runs low.
 _FILL_S = 0.005
+#: Claims under way at once, at most, per batch.
+_CLAIMS_AT_ONCE = 2
 
 _ALONE, _SWITCHING, _SHARED = "alone", "switching", "shared"
 
@@ -79,6 +84,8 @@ class TaskLease:
         cache: The store view of the batch's task and configuration.
         lease_s: How long a claim and a registration live without a heartbeat.
         work: The batch's work queue (what the workers call).
+        outbox: The batch's outbox, whose window a shared batch widens: most of the inputs
+            it pulls are called by others, and wait for their results.
         max_workers: The batch's calls in flight (sizes the claims).
         unfinished: The ids of the batch's tasks under way (queued, called, or committing).
         finish: Delivers a task's result (a held input's result read from the store).
@@ -91,6 +98,7 @@ class TaskLease:
         cache: ResultCache,
         lease_s: float,
         work: asyncio.Queue[Slot],
+        outbox: Outbox,
         max_workers: int,
         unfinished: Callable[[], list[str]],
         finish: Callable[[Slot, Any], None],
@@ -103,8 +111,14 @@ class TaskLease:
         self._config = cache.config_fp
         self._lease = lease_s
         self._work = work
-        self._low = 2 * max_workers
+        self._outbox = outbox
+        self._window = outbox.window
+        self._random = random.Random()
+        # Claimed tasks queued (or being claimed) below which another claim starts, and the
+        # size of a claim: a few calls' worth per worker, so that no worker hoards inputs.
+        self._low = 4 * max_workers
         self._batch = 4 * max_workers
+        self._claiming = 0
         self._unfinished = unfinished
         self._finish = finish
         self._fail = fail
@@ -192,6 +206,7 @@ class TaskLease:
                 )
             self._mode = _SHARED
             self._valid_until = time.monotonic() + self._lease
+            self._rates(view)
             self._start_sharing()
         _log.debug("task %r: worker %s joined (%s)", self._task, self.worker_id, self._mode)
         self._tasks.append(asyncio.create_task(self._watch(), name="loom-lease-watch"))
@@ -297,12 +312,17 @@ class TaskLease:
         )
         self._valid_until = started + self._lease
         self._mode = _SHARED
+        self._outbox.resize(self._window * 2)  # until the next look counts the others
         self._start_sharing()
         self._wake.set()
 
     def _rates(self, view: WorkerView) -> None:
         if self._share is not None:
             self._share.update(self, view.task_workers)
+        if self._mode == _SHARED:
+            # Of the inputs this worker pulls, about one in (peers + 1) is its own to call: a
+            # window that many times wider keeps as many calls of its own in reach as alone.
+            self._outbox.resize(self._window * (view.peers + 1))
 
     # -- claims ----------------------------------------------------------------------------
 
@@ -320,30 +340,75 @@ class TaskLease:
         self._claimed += len(got)
         return [slot for slot in slots if slot.prepared.task_id in got]
 
+    def _next_batch(self) -> list[Slot]:
+        """Take a batch of pending tasks to claim, from a random place among them.
+
+        Every worker pulls the same inputs in the same order: claiming from the head, they
+        would all ask for the same ids at once and all but one get none (a wasted round trip
+        each). From random places, their claims rarely overlap.
+        """
+        pending = self._pending
+        count = min(len(pending), self._batch)
+        start = self._random.randrange(len(pending) - count + 1)
+        pending.rotate(-start)
+        batch = [pending.popleft() for _ in range(count)]
+        pending.rotate(start)
+        return batch
+
     async def _fill(self) -> None:
-        """Keep the work queue topped up with claimed tasks, a batch per round trip."""
+        """Keep the work queue topped up with claimed tasks, a batch per round trip.
+
+        Up to :data:`_CLAIMS_AT_ONCE` claims are under way at a time: on a busy database a
+        round trip takes a large part of a second, during which the queue must not run dry.
+        """
+        claims: set[asyncio.Task[None]] = set()
         try:
             while True:
                 if not self._pending or self._stale:
                     self._wake.clear()
                     await self._wake.wait()
                     continue
-                if self._work.qsize() >= self._low:
+                if (
+                    self._work.qsize() + self._claiming >= self._low
+                    or len(claims) >= _CLAIMS_AT_ONCE
+                ):
                     await asyncio.sleep(_FILL_S)
                     continue
-                count = min(len(self._pending), self._batch)
-                batch = [self._pending.popleft() for _ in range(count)]
-                got = await self._claim(batch)
-                got_ids = {slot.prepared.task_id for slot in got}
-                for slot in batch:
-                    if slot.prepared.task_id in got_ids:
-                        self._work.put_nowait(slot)
-                    else:
-                        self._held[slot.prepared.task_id] = slot
+                batch = self._next_batch()
+                self._claiming += len(batch)
+                claim = asyncio.create_task(self._claim_into_queue(batch))
+                claims.add(claim)
+                claim.add_done_callback(claims.discard)
+        finally:
+            for claim in claims:
+                claim.cancel()
+
+    async def _claim_into_queue(self, batch: list[Slot]) -> None:
+        """Claim ``batch``: what is got goes to the work queue, the rest is held by others."""
+        try:
+            started = time.monotonic()
+            got = await self._claim(batch)
+            _log.debug(
+                "claim: %d of %d in %.1f ms; queue %d, pending %d, held %d",
+                len(got),
+                len(batch),
+                (time.monotonic() - started) * 1000,
+                self._work.qsize(),
+                len(self._pending),
+                len(self._held),
+            )
+            got_ids = {slot.prepared.task_id for slot in got}
+            for slot in batch:
+                if slot.prepared.task_id in got_ids:
+                    self._work.put_nowait(slot)
+                else:
+                    self._held[slot.prepared.task_id] = slot
         except asyncio.CancelledError:
             raise
         except BaseException as exc:
             self._fail(exc)
+        finally:
+            self._claiming -= len(batch)
 
     async def _poll(self) -> None:
         """Deliver held inputs whose results others committed; take over expired claims."""
@@ -357,7 +422,10 @@ class TaskLease:
                 if not self._held:
                     interval = _POLL_MIN_S
                     continue
-                slots = [self._held[task_id] for task_id in list(self._held)[:_POLL_IDS]]
+                # In turn: the ids looked at now go last; those found are delivered below.
+                ids = list(itertools.islice(self._held, _POLL_IDS))
+                slots = [self._held.pop(task_id) for task_id in ids]
+                self._held.update(zip(ids, slots, strict=True))
                 hits = await self._cache.lookup(
                     [slot.prepared.task_id for slot in slots],
                     [slot.prepared.data for slot in slots],
@@ -369,6 +437,7 @@ class TaskLease:
                     elif self._held.pop(slot.prepared.task_id, None) is not None:
                         self._finish(slot, hit)
                 found = len(slots) - len(missing)
+                _log.debug("poll: %d of %d held found", found, len(slots))
                 self._polls += 1
                 self._read += found
                 if missing and loop.time() - last_claim >= claim_every:
