@@ -26,7 +26,7 @@ def _claims(store: ResultStore) -> dict[str, str]:
         rows = conn.execute(
             text("SELECT task_id, owner FROM loom_claims WHERE task_name = :t"), {"t": T}
         )
-        return dict(rows.tuples().all())
+        return {str(row[0]): str(row[1]) for row in rows}
 
 
 def test_a_claim_takes_free_ids_and_skips_live_claims_of_others(store: ResultStore) -> None:
