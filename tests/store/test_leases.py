@@ -101,6 +101,10 @@ def test_the_registry_tells_who_is_live_and_who_shares(store: ResultStore) -> No
     third = store.join_task(T, "cfg-2", "w3", 30)
     assert (third.peers, third.task_workers) == (0, 3)
     assert store.workers(T, C, "w1").task_workers == 3
+    # A worker with nothing left to call keeps its registration but takes no rate share.
+    store.beat(T, "cfg-2", "w3", 30, shared=True, idle=True)
+    assert store.workers(T, C, "w1").task_workers == 2
+    assert store.workers(T, C, "w1").peers == 1
 
 
 def test_a_worker_whose_heartbeat_stopped_stops_counting(store: ResultStore) -> None:

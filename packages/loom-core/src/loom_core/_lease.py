@@ -65,6 +65,9 @@ _POLL_MAX_S = 0.25
 _FILL_S = 0.005
 #: Claims under way at once, at most, per batch.
 _CLAIMS_AT_ONCE = 2
+#: Seconds of this worker's calls its claimed queue holds, and the least it holds.
+_DEPTH_S = 1.0
+_MIN_DEPTH = 4
 
 _ALONE, _SWITCHING, _SHARED = "alone", "switching", "shared"
 
@@ -115,10 +118,14 @@ class TaskLease:
         self._window = outbox.window
         self._random = random.Random()
         # Claimed tasks queued (or being claimed) below which another claim starts, and the
-        # size of a claim: a few calls' worth per worker, so that no worker hoards inputs.
-        self._low = 4 * max_workers
-        self._batch = 4 * max_workers
+        # size of a claim: about a second of this worker's calls (measured as the queue
+        # drains), between _MIN_DEPTH and 4 x max_workers, so that no worker hoards inputs
+        # (under a rate limit a worker calls a few a second) and a round trip serves many.
+        self._max_depth = 4 * max_workers
+        self._depth = min(max_workers, self._max_depth)
         self._claiming = 0
+        self._queued = 0  # claimed tasks ever put on the work queue
+        self._drained_at = (0.0, 0)  # (when, tasks taken from the queue by then)
         self._unfinished = unfinished
         self._finish = finish
         self._fail = fail
@@ -134,6 +141,7 @@ class TaskLease:
         self._valid_until = 0.0
         self._stale = False
         self._refresh = asyncio.Event()
+        self._idle_said = False
         self._tasks: list[asyncio.Task[None]] = []
         # Counters for the log line of a shared batch's end.
         self._claims = 0
@@ -253,7 +261,8 @@ class TaskLease:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._refresh.wait(), look)
             started = time.monotonic()
-            beat = started >= next_beat or self._refresh.is_set()
+            idle = self._idle()
+            beat = started >= next_beat or self._refresh.is_set() or idle != self._idle_said
             try:
                 if beat:
                     view = await asyncio.to_thread(
@@ -263,6 +272,7 @@ class TaskLease:
                         self.worker_id,
                         self._lease,
                         shared=self._mode == _SHARED,
+                        idle=idle,
                     )
                 else:
                     view = await asyncio.to_thread(
@@ -272,6 +282,7 @@ class TaskLease:
                 _log.warning("task %r: heartbeat failed (retried): %s", self._task, exc)
                 continue
             if beat:
+                self._idle_said = idle
                 next_beat = started + self._lease / 2
                 self._valid_until = started + self._lease
                 if self._refresh.is_set():
@@ -316,6 +327,12 @@ class TaskLease:
         self._start_sharing()
         self._wake.set()
 
+    def _idle(self) -> bool:
+        """Whether this sharing worker has nothing left to call (it waits for others only)."""
+        if self._mode != _SHARED or self._pending or self._claiming or not self._work.empty():
+            return False
+        return self._outbox.feed_done and len(self._unfinished()) <= len(self._held)
+
     def _rates(self, view: WorkerView) -> None:
         if self._share is not None:
             self._share.update(self, view.task_workers)
@@ -348,7 +365,7 @@ class TaskLease:
         each). From random places, their claims rarely overlap.
         """
         pending = self._pending
-        count = min(len(pending), self._batch)
+        count = min(len(pending), self._depth)
         start = self._random.randrange(len(pending) - count + 1)
         pending.rotate(-start)
         batch = [pending.popleft() for _ in range(count)]
@@ -368,8 +385,9 @@ class TaskLease:
                     self._wake.clear()
                     await self._wake.wait()
                     continue
+                self._measure()
                 if (
-                    self._work.qsize() + self._claiming >= self._low
+                    self._work.qsize() + self._claiming >= self._depth
                     or len(claims) >= _CLAIMS_AT_ONCE
                 ):
                     await asyncio.sleep(_FILL_S)
@@ -382,6 +400,28 @@ class TaskLease:
         finally:
             for claim in claims:
                 claim.cancel()
+
+    def _measure(self) -> None:
+        """Update the claim depth from how fast the workers take claimed tasks (each 0.5 s)."""
+        now = time.monotonic()
+        taken = self._queued - self._work.qsize()
+        when, before = self._drained_at
+        if now - when < 0.5:
+            return
+        self._drained_at = (now, taken)
+        if when == 0.0:
+            return
+        depth = round((taken - before) / (now - when) * _DEPTH_S)
+        if self._work.empty():  # the workers waited for claims: that rate was the supply's
+            depth = max(depth, 2 * self._depth)
+        limit = self._share.calls_per_s() if self._share is not None else None
+        if limit is not None:  # under a rate limit a worker calls only its share
+            depth = min(depth, round(limit * _DEPTH_S))
+        self._depth = max(_MIN_DEPTH, min(self._max_depth, depth))
+
+    def _queue(self, slot: Slot) -> None:
+        self._queued += 1
+        self._work.put_nowait(slot)
 
     async def _claim_into_queue(self, batch: list[Slot]) -> None:
         """Claim ``batch``: what is got goes to the work queue, the rest is held by others."""
@@ -400,7 +440,7 @@ class TaskLease:
             got_ids = {slot.prepared.task_id for slot in got}
             for slot in batch:
                 if slot.prepared.task_id in got_ids:
-                    self._work.put_nowait(slot)
+                    self._queue(slot)
                 else:
                     self._held[slot.prepared.task_id] = slot
         except asyncio.CancelledError:
@@ -444,7 +484,7 @@ class TaskLease:
                     last_claim = loop.time()
                     for slot in await self._claim(missing):
                         if self._held.pop(slot.prepared.task_id, None) is not None:
-                            self._work.put_nowait(slot)
+                            self._queue(slot)
                             found += 1
                 interval = _POLL_MIN_S if found else min(_POLL_MAX_S, interval * 2)
         except asyncio.CancelledError:

@@ -57,6 +57,11 @@ class Outbox:
             self._room.set()
 
     @property
+    def feed_done(self) -> bool:
+        """Whether every input has been pulled."""
+        return self._feed_done
+
+    @property
     def pulled(self) -> int:
         """Inputs pulled so far (the index of the next one)."""
         return self._pulled

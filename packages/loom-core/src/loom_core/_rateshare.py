@@ -35,6 +35,11 @@ class RateShare:
         """The number of workers the limits are divided by now (1: the loom's own limits)."""
         return self._divisor
 
+    def calls_per_s(self) -> float | None:
+        """Requests a second this loom may send now (its share of ``rpm``); ``None``: no rpm."""
+        rpm = self._limiter.rpm
+        return None if rpm is None else rpm / self._divisor / 60.0
+
     def update(self, key: object, workers: int) -> None:
         """The batch ``key`` runs as one of ``workers`` live workers of its task."""
         with self._lock:

@@ -48,14 +48,19 @@ class WorkerView:
         peers: The other live workers of the same task name and configuration.
         solo_peers: Those of them that do not claim their inputs yet (they run alone as far
             as they know; a newcomer waits until they share).
-        task_workers: The live workers of the task name under any configuration, this one
-            included (the divisor of a shared rate limit).
+        task_workers: The live workers of the task name under any configuration that have
+            inputs to call, this one included (the divisor of a shared rate limit).
     """
 
     now: float
     peers: int
     solo_peers: int
     task_workers: int
+
+
+def _state(shared: bool, idle: bool) -> int:
+    """``loom_workers.shared``: 0 alone, 1 claiming, 2 claiming but with nothing to call."""
+    return 2 if shared and idle else int(shared)
 
 
 def _check_lease(lease_s: float) -> float:
@@ -132,12 +137,15 @@ class WorkerLeases(StoreBase):
         lease_s: float,
         *,
         shared: bool,
+        idle: bool = False,
     ) -> WorkerView:
         """The heartbeat: ``worker_id`` stays live, and its claims held, until now + ``lease_s``.
 
         Claims whose inputs have a succeeded row are deleted (their result ended them), the
         rest renewed. A worker that others took for dead (its row deleted after it expired)
-        registers again.
+        registers again. ``idle``: the worker has nothing left to call (it only waits for
+        inputs others hold), so it does not count in ``task_workers``, the divisor of a
+        shared rate limit.
         """
         lease = self._lease_args(task_name, config_fp, worker_id, lease_s)
         now = self._d.now_sql
@@ -148,7 +156,7 @@ class WorkerLeases(StoreBase):
                     f"UPDATE loom_workers SET heartbeat_at = {now}, expires_at = {now} + :lease, "
                     "shared = :shared WHERE worker_id = :w"
                 ),
-                {**key, "shared": int(shared)},
+                {**key, "shared": _state(shared, idle)},
             ).rowcount
             if not touched:
                 conn.execute(
@@ -256,7 +264,7 @@ class WorkerLeases(StoreBase):
                 "SUM(CASE WHEN config_fp = :c AND worker_id <> :w THEN 1 ELSE 0 END), "
                 "SUM(CASE WHEN config_fp = :c AND worker_id <> :w AND shared = 0 "
                 "THEN 1 ELSE 0 END), "
-                "SUM(CASE WHEN worker_id <> :w THEN 1 ELSE 0 END) "
+                "SUM(CASE WHEN worker_id <> :w AND shared < 2 THEN 1 ELSE 0 END) "
                 f"FROM loom_workers WHERE task_name = :t AND expires_at >= {self._d.now_sql}"
             ),
             {"t": task_name, "c": config_fp, "w": worker_id},

@@ -163,7 +163,8 @@ workers_table = Table(
     Column("config_fp", String, nullable=False),
     Column("host", Text),
     Column("pid", Integer),
-    # 0 while the worker runs alone without claims, 1 once it claims every input it calls.
+    # 0 while the worker runs alone without claims, 1 once it claims every input it calls,
+    # 2 when it claims but has nothing left to call (it does not count for shared limits).
     Column("shared", Integer, nullable=False),
     Column("started_at", Float, nullable=False),
     Column("heartbeat_at", Float, nullable=False),
