@@ -8,11 +8,8 @@ first time one of its inputs needs a call (a batch served wholly from the store 
   process always ran, without a claim: the work queue is fed as before, and the only cost is
   joining, one read of the registry a second and one heartbeat per half lease.
 * **Shared** (it found others, or others found it): every input is claimed in the store before
-  it is called, a batch of ids per round trip, topping up a short work queue (so that no worker
-  hoards inputs the others could call). An input another worker holds waits in ``held``; a
-  poller reads the results of held inputs as they are committed (cache hits, not calls) and,
-  once per quarter lease, tries to claim the rest: a claim that expired (its worker died or
-  stopped beating) or was released is taken over.
+  it is called, a batch of ids per round trip, topping up a short work queue; inputs other
+  workers hold are read from the store once committed (``_claimfeed.py``).
 * **Alone to shared**: a newcomer registers as sharing and waits until no live worker of the
   task runs alone. A worker running alone sees the newcomer at its next look at the registry
   (about once a second), takes the inputs waiting in its work queue back into ``pending``,
@@ -29,18 +26,16 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import itertools
 import logging
-import random
 import time
 import uuid
-from collections import deque
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from loom_protocol import LoomUsageError, check_positive_number
 from loom_store import MAX_LEASE_S, MIN_LEASE_S, ResultStore, WorkerView
 
+from ._claimfeed import ClaimFeed
 from ._persist import ResultCache
 from ._rateshare import RateShare
 
@@ -57,17 +52,6 @@ DEFAULT_LEASE_S = 30.0
 
 #: The longest time between two looks at the registry (a newcomer waits about this long).
 _LOOK_S = 1.0
-#: Held inputs whose results are looked up per poll (in turn: those not found go last).
-_POLL_IDS = 1024
-_POLL_MIN_S = 0.05
-_POLL_MAX_S = 0.25
-#: How often the claim filler looks whether the work queue runs low.
-_FILL_S = 0.005
-#: Claims under way at once, at most, per batch.
-_CLAIMS_AT_ONCE = 2
-#: Seconds of this worker's calls its claimed queue holds, and the least it holds.
-_DEPTH_S = 1.0
-_MIN_DEPTH = 4
 
 _ALONE, _SWITCHING, _SHARED = "alone", "switching", "shared"
 
@@ -108,7 +92,6 @@ class TaskLease:
         fail: Callable[[BaseException], None],
         share: RateShare | None,
     ) -> None:
-        self._cache = cache
         self._store: ResultStore = cache.store
         self._task = cache.task_name
         self._config = cache.config_fp
@@ -116,25 +99,14 @@ class TaskLease:
         self._work = work
         self._outbox = outbox
         self._window = outbox.window
-        self._random = random.Random()
-        # Claimed tasks queued (or being claimed) below which another claim starts, and the
-        # size of a claim: about a second of this worker's calls (measured as the queue
-        # drains), between _MIN_DEPTH and 4 x max_workers, so that no worker hoards inputs
-        # (under a rate limit a worker calls a few a second) and a round trip serves many.
-        self._max_depth = 4 * max_workers
-        self._depth = min(max_workers, self._max_depth)
-        self._claiming = 0
-        self._queued = 0  # claimed tasks ever put on the work queue
-        self._drained_at = (0.0, 0)  # (when, tasks taken from the queue by then)
         self._unfinished = unfinished
-        self._finish = finish
         self._fail = fail
         self._share = share
         self.worker_id = uuid.uuid4().hex
         self._mode: str | None = None
-        self._pending: deque[Slot] = deque()
-        self._held: dict[str, Slot] = {}
-        self._wake = asyncio.Event()
+        self._feed = ClaimFeed(
+            cache, self.worker_id, lease_s, work, max_workers, finish, fail, share
+        )
         # Until when (monotonic) every claim of this worker is surely still its own: the start
         # of its last heartbeat (or of its sharing) plus a lease. Past it (the process was
         # frozen, the database unreachable), queued tasks are claimed again before any call.
@@ -143,11 +115,6 @@ class TaskLease:
         self._refresh = asyncio.Event()
         self._idle_said = False
         self._tasks: list[asyncio.Task[None]] = []
-        # Counters for the log line of a shared batch's end.
-        self._claims = 0
-        self._claimed = 0
-        self._polls = 0
-        self._read = 0
 
     @property
     def mode(self) -> str | None:
@@ -157,7 +124,7 @@ class TaskLease:
     @property
     def held(self) -> int:
         """Inputs of this batch that other workers hold now."""
-        return len(self._held)
+        return len(self._feed.held)
 
     # -- the feeder's side -----------------------------------------------------------------
 
@@ -169,8 +136,7 @@ class TaskLease:
             for slot in slots:
                 self._work.put_nowait(slot)
             return
-        self._pending.extend(slots)
-        self._wake.set()
+        self._feed.add(slots)
 
     def lapsed(self, slot: Slot) -> bool:
         """Whether ``slot``, just taken from the work queue, must not be called now.
@@ -183,6 +149,7 @@ class TaskLease:
             return False
         if not self._stale:
             self._stale = True
+            self._feed.pause()
             _log.warning(
                 "task %r: this worker's heartbeat is late (its claims may have expired); "
                 "claiming its queued inputs again",
@@ -191,7 +158,7 @@ class TaskLease:
         queued = [slot]
         while not self._work.empty():
             queued.append(self._work.get_nowait())
-        self._pending.extendleft(reversed(queued))
+        self._feed.add(queued, first=True)
         self._refresh.set()
         return True
 
@@ -220,8 +187,7 @@ class TaskLease:
         self._tasks.append(asyncio.create_task(self._watch(), name="loom-lease-watch"))
 
     def _start_sharing(self) -> None:
-        self._tasks.append(asyncio.create_task(self._fill(), name="loom-lease-fill"))
-        self._tasks.append(asyncio.create_task(self._poll(), name="loom-lease-poll"))
+        self._tasks.extend(self._feed.start())
 
     async def aclose(self) -> None:
         """Stop, release every claim of this worker and unregister it (a clean exit)."""
@@ -233,16 +199,11 @@ class TaskLease:
         if self._mode is None:
             return
         _log.info(
-            "task %r: worker %s ends (%s): %d claim round trips got %d inputs; %d results of "
-            "other workers read in %d polls, %d inputs still held by others",
+            "task %r: worker %s ends (%s): %s",
             self._task,
             self.worker_id,
             self._mode,
-            self._claims,
-            self._claimed,
-            self._read,
-            self._polls,
-            len(self._held),
+            self._feed.summary(),
         )
         try:
             await asyncio.to_thread(
@@ -288,7 +249,7 @@ class TaskLease:
                 if self._refresh.is_set():
                     self._refresh.clear()
                     self._stale = False
-                    self._wake.set()
+                    self._feed.resume()
             self._rates(view)
             if self._mode == _ALONE and view.peers:
                 await self._switch()
@@ -301,7 +262,7 @@ class TaskLease:
             queued.append(self._work.get_nowait())
         queued_ids = {slot.prepared.task_id for slot in queued}
         under_way = [task_id for task_id in self._unfinished() if task_id not in queued_ids]
-        self._pending.extendleft(reversed(queued))
+        self._feed.add(queued, first=True)
         started = time.monotonic()
         try:
             await asyncio.to_thread(
@@ -325,13 +286,13 @@ class TaskLease:
         self._mode = _SHARED
         self._outbox.resize(self._window * 2)  # until the next look counts the others
         self._start_sharing()
-        self._wake.set()
 
     def _idle(self) -> bool:
         """Whether this sharing worker has nothing left to call (it waits for others only)."""
-        if self._mode != _SHARED or self._pending or self._claiming or not self._work.empty():
+        feed = self._feed
+        if self._mode != _SHARED or feed.pending or feed.claiming or not self._work.empty():
             return False
-        return self._outbox.feed_done and len(self._unfinished()) <= len(self._held)
+        return self._outbox.feed_done and len(self._unfinished()) <= len(feed.held)
 
     def _rates(self, view: WorkerView) -> None:
         if self._share is not None:
@@ -340,154 +301,3 @@ class TaskLease:
             # Of the inputs this worker pulls, about one in (peers + 1) is its own to call: a
             # window that many times wider keeps as many calls of its own in reach as alone.
             self._outbox.resize(self._window * (view.peers + 1))
-
-    # -- claims ----------------------------------------------------------------------------
-
-    async def _claim(self, slots: list[Slot]) -> list[Slot]:
-        """Claim ``slots``; the ones got (the rest are held by others)."""
-        got = await asyncio.to_thread(
-            self._store.claim,
-            self._task,
-            self._config,
-            self.worker_id,
-            [slot.prepared.task_id for slot in slots],
-            self._lease,
-        )
-        self._claims += 1
-        self._claimed += len(got)
-        return [slot for slot in slots if slot.prepared.task_id in got]
-
-    def _next_batch(self) -> list[Slot]:
-        """Take a batch of pending tasks to claim, from a random place among them.
-
-        Every worker pulls the same inputs in the same order: claiming from the head, they
-        would all ask for the same ids at once and all but one get none (a wasted round trip
-        each). From random places, their claims rarely overlap.
-        """
-        pending = self._pending
-        count = min(len(pending), self._depth)
-        start = self._random.randrange(len(pending) - count + 1)
-        pending.rotate(-start)
-        batch = [pending.popleft() for _ in range(count)]
-        pending.rotate(start)
-        return batch
-
-    async def _fill(self) -> None:
-        """Keep the work queue topped up with claimed tasks, a batch per round trip.
-
-        Up to :data:`_CLAIMS_AT_ONCE` claims are under way at a time: on a busy database a
-        round trip takes a large part of a second, during which the queue must not run dry.
-        """
-        claims: set[asyncio.Task[None]] = set()
-        try:
-            while True:
-                if not self._pending or self._stale:
-                    self._wake.clear()
-                    await self._wake.wait()
-                    continue
-                self._measure()
-                if (
-                    self._work.qsize() + self._claiming >= self._depth
-                    or len(claims) >= _CLAIMS_AT_ONCE
-                ):
-                    await asyncio.sleep(_FILL_S)
-                    continue
-                batch = self._next_batch()
-                self._claiming += len(batch)
-                claim = asyncio.create_task(self._claim_into_queue(batch))
-                claims.add(claim)
-                claim.add_done_callback(claims.discard)
-        finally:
-            for claim in claims:
-                claim.cancel()
-
-    def _measure(self) -> None:
-        """Update the claim depth from how fast the workers take claimed tasks (each 0.5 s)."""
-        now = time.monotonic()
-        taken = self._queued - self._work.qsize()
-        when, before = self._drained_at
-        if now - when < 0.5:
-            return
-        self._drained_at = (now, taken)
-        if when == 0.0:
-            return
-        depth = round((taken - before) / (now - when) * _DEPTH_S)
-        if self._work.empty():  # the workers waited for claims: that rate was the supply's
-            depth = max(depth, 2 * self._depth)
-        limit = self._share.calls_per_s() if self._share is not None else None
-        if limit is not None:  # under a rate limit a worker calls only its share
-            depth = min(depth, round(limit * _DEPTH_S))
-        self._depth = max(_MIN_DEPTH, min(self._max_depth, depth))
-
-    def _queue(self, slot: Slot) -> None:
-        self._queued += 1
-        self._work.put_nowait(slot)
-
-    async def _claim_into_queue(self, batch: list[Slot]) -> None:
-        """Claim ``batch``: what is got goes to the work queue, the rest is held by others."""
-        try:
-            started = time.monotonic()
-            got = await self._claim(batch)
-            _log.debug(
-                "claim: %d of %d in %.1f ms; queue %d, pending %d, held %d",
-                len(got),
-                len(batch),
-                (time.monotonic() - started) * 1000,
-                self._work.qsize(),
-                len(self._pending),
-                len(self._held),
-            )
-            got_ids = {slot.prepared.task_id for slot in got}
-            for slot in batch:
-                if slot.prepared.task_id in got_ids:
-                    self._queue(slot)
-                else:
-                    self._held[slot.prepared.task_id] = slot
-        except asyncio.CancelledError:
-            raise
-        except BaseException as exc:
-            self._fail(exc)
-        finally:
-            self._claiming -= len(batch)
-
-    async def _poll(self) -> None:
-        """Deliver held inputs whose results others committed; take over expired claims."""
-        loop = asyncio.get_running_loop()
-        interval = _POLL_MIN_S
-        claim_every = max(_POLL_MIN_S, self._lease / 4)
-        last_claim = loop.time()
-        try:
-            while True:
-                await asyncio.sleep(interval)
-                if not self._held:
-                    interval = _POLL_MIN_S
-                    continue
-                # In turn: the ids looked at now go last; those found are delivered below.
-                ids = list(itertools.islice(self._held, _POLL_IDS))
-                slots = [self._held.pop(task_id) for task_id in ids]
-                self._held.update(zip(ids, slots, strict=True))
-                hits = await self._cache.lookup(
-                    [slot.prepared.task_id for slot in slots],
-                    [slot.prepared.data for slot in slots],
-                )
-                missing: list[Slot] = []
-                for slot, hit in zip(slots, hits, strict=True):
-                    if hit is None:
-                        missing.append(slot)
-                    elif self._held.pop(slot.prepared.task_id, None) is not None:
-                        self._finish(slot, hit)
-                found = len(slots) - len(missing)
-                _log.debug("poll: %d of %d held found", found, len(slots))
-                self._polls += 1
-                self._read += found
-                if missing and loop.time() - last_claim >= claim_every:
-                    last_claim = loop.time()
-                    for slot in await self._claim(missing):
-                        if self._held.pop(slot.prepared.task_id, None) is not None:
-                            self._queue(slot)
-                            found += 1
-                interval = _POLL_MIN_S if found else min(_POLL_MAX_S, interval * 2)
-        except asyncio.CancelledError:
-            raise
-        except BaseException as exc:
-            self._fail(exc)

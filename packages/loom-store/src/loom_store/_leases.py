@@ -108,19 +108,7 @@ class WorkerLeases(StoreBase):
                 key,
             )
             view = self._view(conn, task_name, config_fp, worker_id)
-            conn.execute(
-                text(
-                    "INSERT INTO loom_workers (worker_id, task_name, config_fp, host, pid, "
-                    f"shared, started_at, heartbeat_at, expires_at) VALUES (:w, :t, :c, :host, "
-                    f":pid, :shared, {now}, {now}, {now} + :lease)"
-                ),
-                {
-                    **key,
-                    "host": socket.gethostname(),
-                    "pid": os.getpid(),
-                    "shared": int(view.peers > 0),
-                },
-            )
+            self._register(conn, key, int(view.peers > 0))
         return WorkerView(view.now, view.peers, view.solo_peers, view.task_workers + 1)
 
     def workers(self, task_name: str, config_fp: str, worker_id: str) -> WorkerView:
@@ -159,19 +147,7 @@ class WorkerLeases(StoreBase):
                 {**key, "shared": _state(shared, idle)},
             ).rowcount
             if not touched:
-                conn.execute(
-                    text(
-                        "INSERT INTO loom_workers (worker_id, task_name, config_fp, host, pid, "
-                        f"shared, started_at, heartbeat_at, expires_at) VALUES (:w, :t, :c, "
-                        f":host, :pid, :shared, {now}, {now}, {now} + :lease)"
-                    ),
-                    {
-                        **key,
-                        "host": socket.gethostname(),
-                        "pid": os.getpid(),
-                        "shared": int(shared),
-                    },
-                )
+                self._register(conn, key, _state(shared, idle))
             if shared:
                 conn.execute(
                     text(
@@ -244,6 +220,18 @@ class WorkerLeases(StoreBase):
             conn.execute(text("DELETE FROM loom_workers WHERE worker_id = :w"), key)
 
     # -- internals -----------------------------------------------------------------------
+
+    def _register(self, conn: Connection, key: dict[str, object], state: int) -> None:
+        """Insert the worker's row of ``key`` (w, t, c, lease), live for a lease from now."""
+        now = self._d.now_sql
+        conn.execute(
+            text(
+                "INSERT INTO loom_workers (worker_id, task_name, config_fp, host, pid, shared, "
+                f"started_at, heartbeat_at, expires_at) VALUES (:w, :t, :c, :host, :pid, "
+                f":shared, {now}, {now}, {now} + :lease)"
+            ),
+            {**key, "host": socket.gethostname(), "pid": os.getpid(), "shared": state},
+        )
 
     def _lease_args(self, task_name: str, config_fp: str, worker_id: str, lease_s: float) -> float:
         check_non_empty_string("task_name", task_name)
