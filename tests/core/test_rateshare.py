@@ -10,14 +10,14 @@ from typing import Any
 
 import pytest
 
-from loom_backends.testing import FakeBackend, FakeLLMServer
+from loom_backends.testing import FakeBackend, FakeLLMServer, RecordedRequest
 from loom_core import TaskLoom
 from loom_core._ratelimit import RateLimiter
 from loom_core._rateshare import RateShare
 from loom_protocol import LoomUsageError
 from loom_store import ResultStore
 
-from .conftest import LoomFactory
+from .conftest import LoomFactory, echo_json
 
 
 class Clock:
@@ -83,12 +83,17 @@ def test_a_share_without_limits_changes_nothing() -> None:
 
 
 async def test_two_looms_on_one_task_call_each_input_once(
-    amake_loom: LoomFactory, fake: FakeBackend, tmp_path: Path
+    amake_loom: LoomFactory, tmp_path: Path
 ) -> None:
     # Two looms are two workers even in one process: the second joins, waits until the
     # first claims its inputs too, and they split the rest.
-    first = amake_loom(fake, db_path=tmp_path / "shared.db")
-    second = amake_loom(fake, db_path=tmp_path / "shared.db")
+    async def slow_echo(request: RecordedRequest) -> str:
+        await asyncio.sleep(0.01)
+        return echo_json(request)
+
+    slow = FakeBackend(slow_echo)
+    first = amake_loom(slow, db_path=tmp_path / "shared.db")
+    second = amake_loom(slow, db_path=tmp_path / "shared.db")
     inputs = [{"text": f"item {i}"} for i in range(400)]
 
     async def slow_map(loom: TaskLoom[Any], delay: float) -> Any:
@@ -98,7 +103,7 @@ async def test_two_looms_on_one_task_call_each_input_once(
     one, two = await asyncio.gather(slow_map(first, 0), slow_map(second, 0.2))
     for results in (one, two):
         assert [r.data for r in results] == [f'{{"text": "item {i}"}}' for i in range(400)]
-    assert len(fake.requests) == 400
+    assert len(slow.requests) == 400
     with ResultStore(tmp_path / "shared.db") as store:
         assert store.stats("two-looms").total == 400
         # Both left: no worker and no claim remains.
