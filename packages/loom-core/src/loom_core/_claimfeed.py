@@ -36,8 +36,8 @@ _log = logging.getLogger("loom.engine")
 
 #: Held inputs whose results are looked up per poll (in turn: those not found go last).
 _POLL_IDS = 1024
-_POLL_MIN_S = 0.05
-_POLL_MAX_S = 0.25
+_POLL_MIN_S = 0.25
+_POLL_MAX_S = 1.0
 #: How often the claim filler looks whether the work queue runs low.
 _FILL_S = 0.005
 #: Claims under way at once, at most, per batch.
