@@ -21,6 +21,9 @@ Scenarios (each in the ``bench_scenarios`` package beside this script):
     failover   two endpoints, one SIGKILLed mid-run: every task succeeds, recovery time
     max_cost   max_cost at half a run's cost: how far past the cap it stopped
     ray        2 LoomMapper actors ÷ one process; the shared limit's cost (loom-ray)
+    workers    1, 2, 4 worker processes on one task (PostgreSQL): no duplicates, throughput
+    workers-crash  kill -9 one of 3 workers 5 times: nothing lost, one row per input
+    shared-rpm 3 workers under one task rpm equal to the server's limit
 
 Targets and sizes: docs/benchmarks.md.
 """

@@ -20,6 +20,7 @@ from ._ray import scenario_ray
 from ._resume import scenario_resume
 from ._store import scenario_store
 from ._throughput import scenario_latency, scenario_overhead
+from ._workers import scenario_shared_rpm, scenario_workers, scenario_workers_crash
 
 __all__ = ["SCENARIOS", "Outcome", "Scenario"]
 
@@ -39,4 +40,7 @@ SCENARIOS: dict[str, Scenario] = {
     "failover": scenario_failover,
     "max_cost": scenario_max_cost,
     "ray": scenario_ray,
+    "workers": scenario_workers,
+    "workers-crash": scenario_workers_crash,
+    "shared-rpm": scenario_shared_rpm,
 }

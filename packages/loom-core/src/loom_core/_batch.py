@@ -27,8 +27,10 @@ from loom_store import ResultRow
 from ._budget import Budget
 from ._feeder import Feeder, Slot
 from ._gcpolicy import relaxed_gc
+from ._lease import TaskLease
 from ._outbox import Outbox, Pair
 from ._persist import ResultCache
+from ._rateshare import RateShare
 from ._task import TaskRunner
 
 __all__ = ["BatchRun"]
@@ -52,6 +54,9 @@ class BatchRun:
             pulling, like ``map``).
         budget: The batch's spending caps (``max_cost``, ``max_tokens_total``), if any: a
             call that would pass one is not made, and its task ends ``budget_exceeded``.
+        lease_s: With a store, the lease of this batch's claims among the other workers of
+            its task (``None``: the batch never looks for other workers).
+        share: The loom's rate limits, divided among the live workers of the task.
     """
 
     def __init__(
@@ -65,6 +70,8 @@ class BatchRun:
         window: int | None = None,
         hold: int | None = None,
         budget: Budget | None = None,
+        lease_s: float | None = None,
+        share: RateShare | None = None,
     ) -> None:
         self._runner = runner
         self.budget = budget
@@ -74,6 +81,20 @@ class BatchRun:
             ordered=ordered, window=window or max(4096, 16 * max_workers), hold=hold
         )
         self._feeder = Feeder(source, self._outbox, cache, first_chunk=4 * max_workers)
+        self._lease: TaskLease | None = None
+        if cache is not None and lease_s is not None:
+            feeder = self._feeder
+            self._lease = feeder.lease = TaskLease(
+                cache,
+                lease_s,
+                feeder.work,
+                self._outbox,
+                max_workers,
+                feeder.unfinished,
+                feeder.finish,
+                self._fail,
+                share,
+            )
         self._tasks: list[asyncio.Task[None]] = []
         # Rows finished in this turn of the loop, handed to the writer at its end.
         self._unsent: list[tuple[Slot, TaskResult[Any], ResultRow]] = []
@@ -123,6 +144,8 @@ class BatchRun:
                     await asyncio.gather(*others, return_exceptions=True)
                 finally:
                     relaxed_gc.exit()
+            if self._lease is not None:
+                await self._lease.aclose()  # release this worker's claims for the others
         finally:
             self._stopped.set()
 
@@ -169,11 +192,14 @@ class BatchRun:
         outbox, feeder, runner, cache = self._outbox, self._feeder, self._runner, self._cache
         budget = self.budget
         held = outbox.hold is not None
+        lease = self._lease
         try:
             while outbox.fatal is None and not self._closed:
                 if held:
                     await outbox.wait_for_consumer()
                 slot = await feeder.work.get()
+                if lease is not None and lease.lapsed(slot):
+                    continue  # claimed again after a heartbeat, or read if another took it
                 if held:
                     await outbox.wait_for_consumer()
                 result = await runner.run(slot.prepared, budget)

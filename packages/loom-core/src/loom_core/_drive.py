@@ -23,6 +23,7 @@ from ._budget import Budget
 from ._calls import BatchCall
 from ._delivery import BatchEvents, ResultCollector
 from ._outbox import Pair
+from ._rateshare import RateShare
 from ._session import Session
 from ._task import TaskRunner
 
@@ -34,10 +35,20 @@ X = TypeVar("X")
 class Driver:
     """Runs batch calls for one loom: on the caller's loop, or on its own loop thread."""
 
-    def __init__(self, runner: TaskRunner, session: Session, bridge: LoopThread) -> None:
+    def __init__(
+        self,
+        runner: TaskRunner,
+        session: Session,
+        bridge: LoopThread,
+        *,
+        lease_s: float | None = None,
+        share: RateShare | None = None,
+    ) -> None:
         self._runner = runner
         self._session = session
         self._bridge = bridge
+        self._lease_s = lease_s
+        self._share = share
 
     # -- the one core ------------------------------------------------------------------------
 
@@ -57,6 +68,8 @@ class Driver:
             ordered=call.ordered,
             hold=2 * call.max_workers if call.streamed else None,
             budget=None if call.budget is None else Budget(call.budget),
+            lease_s=self._lease_s,
+            share=self._share,
         )
         self._session.enter(run)
         try:

@@ -15,13 +15,16 @@ import itertools
 from collections import OrderedDict, deque
 from collections.abc import AsyncIterable, AsyncIterator, Iterable, Iterator
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from loom_protocol import TaskResult
 
 from ._inputs import PreparedInput, prepare_input
 from ._outbox import Outbox, Pair
 from ._persist import ResultCache
+
+if TYPE_CHECKING:
+    from ._lease import TaskLease
 
 __all__ = ["Feeder", "Slot"]
 
@@ -85,6 +88,8 @@ class Feeder:
         self._recent: OrderedDict[str, TaskResult[Any]] = OrderedDict()
         #: Unique tasks waiting for a worker.
         self.work: asyncio.Queue[Slot] = asyncio.Queue()
+        #: The batch's place among its task's workers (set by the batch when it has a store).
+        self.lease: TaskLease | None = None
 
     async def run(self) -> None:
         """Pull, admit and settle every input; tell the outbox when there are no more.
@@ -135,6 +140,10 @@ class Feeder:
                 if pending.lookup is not None:
                     pending.lookup.cancel()
             outbox.end_feed(error)
+
+    def unfinished(self) -> list[str]:
+        """The ids of the tasks under way: queued, being called, or being committed."""
+        return list(self._inflight)
 
     def finish(self, slot: Slot, result: TaskResult[Any]) -> None:
         """Deliver ``slot``'s result to every input waiting for it, and remember it."""
@@ -203,6 +212,7 @@ class Feeder:
         fresh = staged.fresh
         hits = await staged.lookup if staged.lookup is not None else [None] * len(fresh)
         delivered: list[Pair] = []
+        queued: list[Slot] = []
         for (task_id, slot), hit in zip(fresh.items(), hits, strict=True):
             if hit is not None:
                 # Not remembered: a later duplicate finds it in the store again.
@@ -215,6 +225,11 @@ class Feeder:
                 running.positions.extend(slot.positions)
             else:
                 self._inflight[task_id] = slot
-                self.work.put_nowait(slot)
+                queued.append(slot)
         if delivered:
             self._outbox.emit_many(delivered)
+        if self.lease is not None and queued:
+            await self.lease.admit(queued)  # claimed first when other workers share the task
+        else:
+            for slot in queued:
+                self.work.put_nowait(slot)

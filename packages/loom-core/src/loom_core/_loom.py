@@ -32,9 +32,11 @@ from ._defaults import DEFAULT_DB, default_workers
 from ._delivery import BatchEvents, ResultCollector
 from ._drive import Driver
 from ._estimate import CostEstimate, estimate_batch
+from ._lease import DEFAULT_LEASE_S, check_lease
 from ._lifetime import ABORT_WAIT, end_runs
 from ._loom_batch import ProviderBatchMethods
 from ._outbox import Pair
+from ._rateshare import RateShare
 from ._retry import DEFAULT_MAX_RETRY_WAIT
 from ._session import Session
 
@@ -105,6 +107,9 @@ class TaskLoom(ProviderBatchMethods, Generic[T]):
             summaries and ``max_cost``. See docs/cost.md.
         batch_policy: How provider batches (``map(..., batch=True)``, ``submit_batch``…) are
             polled and how long a submit may take; see ``docs/batch.md``.
+        lease_s: Seconds a claim on an input lives without a heartbeat, when several
+            processes run one task name on one store (each input is called by one of them;
+            a killed worker's inputs are taken over after this long). See ``docs/scale.md``.
         **llm_kwargs: Generation parameters the backend declares (temperature, max_tokens,
             top_p, seed…; see ``generation_params`` of each backend), and
             ``extra_body={...}`` for provider-specific ones, merged into the request body.
@@ -144,6 +149,7 @@ class TaskLoom(ProviderBatchMethods, Generic[T]):
         image_root: str | os.PathLike[str] | None = None,
         prices: Mapping[str, Any] | None = None,
         batch_policy: BatchPolicy | None = None,
+        lease_s: float = DEFAULT_LEASE_S,
         **llm_kwargs: Any,
     ) -> None:
         if batch_policy is not None and not isinstance(batch_policy, BatchPolicy):
@@ -151,6 +157,7 @@ class TaskLoom(ProviderBatchMethods, Generic[T]):
                 f"batch_policy must be a BatchPolicy, got {type(batch_policy).__name__}"
             )
         self._batch_policy = batch_policy or BatchPolicy()
+        lease_s = check_lease(lease_s)
         engine = build_engine(
             model,
             prompt_template,
@@ -188,7 +195,13 @@ class TaskLoom(ProviderBatchMethods, Generic[T]):
             output=engine.output,
             pricer=engine.pricer,
         )
-        self._driver = Driver(engine.runner, self._session, self._bridge)
+        self._driver = Driver(
+            engine.runner,
+            self._session,
+            self._bridge,
+            lease_s=lease_s,
+            share=RateShare(engine.limiter),
+        )
 
     def __repr__(self) -> str:
         # Never a secret: the backend's repr and the store URL are masked.

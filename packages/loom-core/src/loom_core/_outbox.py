@@ -50,6 +50,17 @@ class Outbox:
 
     # -- the feeder's side -------------------------------------------------------------------
 
+    def resize(self, window: int) -> None:
+        """Change the window (a batch shared by several workers widens it; see ``_lease.py``)."""
+        self.window = max(1, window)
+        if not self.full:
+            self._room.set()
+
+    @property
+    def feed_done(self) -> bool:
+        """Whether every input has been pulled."""
+        return self._feed_done
+
     @property
     def pulled(self) -> int:
         """Inputs pulled so far (the index of the next one)."""

@@ -119,6 +119,26 @@ class RateLimiter:
         # The provider's own limits, from its headers (adaptive looms only; see learn()).
         self._learned: LearnedLimits | None = None
 
+    def set_rates(self, rpm: float | None, tpm: float | None) -> None:
+        """Change the limits at run time (a task's share among its live workers).
+
+        A limit can be changed, not added or removed: a bucket keeps its level (clamped to
+        its new capacity), so a lower share takes effect at once and a higher one refills.
+
+        Raises:
+            LoomUsageError: a limit set at construction is not a finite number > 0 here.
+        """
+        with self._lock:
+            now = self._clock()
+            for bucket, limit, name in ((self._requests, rpm, "rpm"), (self._tokens, tpm, "tpm")):
+                if bucket is None or limit is None:
+                    continue
+                check_positive_number(name, limit)
+                bucket.refill(now)
+                fresh = _Bucket(limit, now)
+                bucket.rate, bucket.capacity = fresh.rate, fresh.capacity
+                bucket.level = min(bucket.level, bucket.capacity)
+
     def try_acquire(self, tokens: int = 0) -> float:
         """Take one request (and ``tokens``) from the budget if it is available now.
 

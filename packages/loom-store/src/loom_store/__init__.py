@@ -10,6 +10,8 @@ loom-backends or loom-core.
 * The provider batch jobs (``add_provider_batches``, ``claim_provider_batch``…, records
   :class:`ProviderBatchRecord` and :class:`ProviderItem`): what the engine needs to submit
   to a provider's Batch API at most once and to resume after a crash.
+* :class:`WorkerView` is what a worker learns of its task's other workers (leases of several
+  workers on one task: ``ResultStore.join_task``, ``claim``, ``beat``, ``leave_task``).
 * :class:`CachedHit` is the layout of one element of ``ResultStore.get_hits``, the engine's
   cache read.
 
@@ -22,6 +24,7 @@ import logging as _logging
 from ._base import DEFAULT_TARGET
 from ._job_rows import JOB_STATES, ProviderBatchRecord, ProviderItem
 from ._jobs import NewProviderBatch
+from ._leases import MAX_LEASE_S, MIN_LEASE_S, WorkerView
 from ._rows import CachedHit, ConfigInfo, ResultRow, RunRecord, TaskStats
 from ._schema import SCHEMA_VERSION
 from ._secrets import scrub_config
@@ -39,6 +42,8 @@ __all__ = [
     "DEFAULT_TARGET",
     "GET_MANY_CHUNK",
     "JOB_STATES",
+    "MAX_LEASE_S",
+    "MIN_LEASE_S",
     "SCHEMA_VERSION",
     "CachedHit",
     "ConfigInfo",
@@ -50,5 +55,6 @@ __all__ = [
     "RunRecord",
     "StoreWriter",
     "TaskStats",
+    "WorkerView",
     "scrub_config",
 ]

@@ -4,13 +4,13 @@ A :class:`Dialect` owns everything that differs between databases: how an engine
 configured on connect, the lock that serializes schema changes across processes, the upsert
 (with its rule that a failure never replaces a success), the hot-path reads, the per-database
 statements of a schema upgrade, and the background maintenance a database needs (SQLite's WAL
-checkpoints). Everything else in the store is dialect-neutral SQLAlchemy Core.
+checkpoints), and the lease SQL of several workers (``LeaseSQL``: the database's clock, a lock
+per task, the batched claim). Everything else in the store is dialect-neutral SQLAlchemy Core.
 
 Adding a database is one new module, ``loom_store/dialects/<name>.py``, named after
 SQLAlchemy's backend name (``make_url(url).get_backend_name()``) and exposing ``DIALECT``, an
 instance of a :class:`Dialect` subclass; :func:`dialect_for` finds it by that name. Later
-capabilities that differ per database (claims and leases for several workers, a tracker of
-provider batch jobs) become methods here.
+capabilities that differ per database (a tracker of provider batch jobs) become methods here.
 """
 
 from __future__ import annotations
@@ -23,6 +23,8 @@ from datetime import datetime
 from typing import TYPE_CHECKING, Protocol
 
 from loom_protocol import StoreError
+
+from ._lease_sql import LeaseSQL
 
 if TYPE_CHECKING:
     from sqlalchemy.engine import URL, Connection
@@ -46,7 +48,7 @@ class Checkpointer(Protocol):
         """Stop for good (the store closes). Idempotent."""
 
 
-class Dialect(ABC):
+class Dialect(LeaseSQL, ABC):
     """What the store needs of one database; one instance per dialect module (``DIALECT``).
 
     Statements run on a connection the store opened (reads) or on a transaction it began
@@ -78,7 +80,7 @@ class Dialect(ABC):
         """Serialize schema creation and upgrades across processes, until ``conn`` commits."""
 
     @abstractmethod
-    def lock_task(self, conn: Connection, task_name: str) -> None:
+    def lock_jobs(self, conn: Connection, task_name: str) -> None:
         """Serialize the writers of one task's provider batch jobs, until ``conn`` commits."""
 
     # -- results -----------------------------------------------------------------------------

@@ -98,7 +98,7 @@ class JobTracker(StoreBase):
         wanted = {item.task_id for b in batches for item in b.items}
         now = datetime.now(UTC)
         with self._op("add_provider_batches"), self._t.write_engine.begin() as conn:
-            self._d.lock_task(conn, task_name)
+            self._d.lock_jobs(conn, task_name)
             if wanted & _open_ids(conn, task_name, config_fp):
                 return False
             _insert_batches(conn, task_name, config_fp, batches, now)

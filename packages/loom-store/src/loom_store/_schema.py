@@ -7,6 +7,10 @@
                   error, input, usage, attempts, latency_ms, model, created_at, updated_at
                   PK (task_name, config_fp, task_id)
     loom_runs     task_name, config_fp (PK), config, created_at, last_run_at
+    loom_claims   task_name, config_fp, task_id (PK), owner, expires_at
+                  index (owner): which input a worker holds, until when (``_leases.py``)
+    loom_workers  worker_id (PK), task_name, config_fp, host, pid, shared, started_at,
+                  heartbeat_at, expires_at; index (task_name, config_fp): who runs a task
 
 Version history (``_migrate.py`` upgrades a store in place when it is opened):
 
@@ -16,6 +20,12 @@ Version history (``_migrate.py`` upgrades a store in place when it is opened):
 * 2: results keyed by (task_name, config_fp, task_id): every configuration keeps its rows. The
   primary key serves every query by configuration, so the secondary index is gone.
   ``loom_runs.last_run_at`` says which configuration ran last.
+
+Tables added without changing the version (a store of version 2 without them gets them, created
+under the schema lock, when it is next opened; older code ignores them):
+
+* ``loom_claims`` and ``loom_workers``: leases of several workers running one task. Their times
+  are seconds since the epoch by the database's own clock (``Float``), never a machine's.
 """
 
 from __future__ import annotations
@@ -29,6 +39,7 @@ from sqlalchemy import (
     DateTime,
     Dialect,
     Float,
+    Index,
     Integer,
     MetaData,
     PrimaryKeyConstraint,
@@ -43,10 +54,12 @@ __all__ = [
     "SCHEMA_VERSION",
     "SCHEMA_VERSION_KEY",
     "UTCDateTime",
+    "claims_table",
     "meta_table",
     "metadata",
     "results_table",
     "runs_table",
+    "workers_table",
 ]
 
 #: The layout this code reads and writes; bumped by any incompatible change of the tables.
@@ -126,4 +139,35 @@ runs_table = Table(
     Column("config", Text, nullable=False),
     Column("created_at", UTCDateTime, nullable=False),
     Column("last_run_at", UTCDateTime, nullable=False),
+)
+
+claims_table = Table(
+    "loom_claims",
+    metadata,
+    # Keyed like loom_results: a claim is on one input of one configuration of a task.
+    Column("task_name", String, nullable=False),
+    Column("config_fp", String, nullable=False),
+    Column("task_id", String, nullable=False),
+    Column("owner", String, nullable=False),
+    # Seconds since the epoch, by the database's clock (see _leases.py).
+    Column("expires_at", Float, nullable=False),
+    PrimaryKeyConstraint("task_name", "config_fp", "task_id", name="pk_loom_claims"),
+    Index("ix_loom_claims_owner", "owner"),
+)
+
+workers_table = Table(
+    "loom_workers",
+    metadata,
+    Column("worker_id", String, primary_key=True),
+    Column("task_name", String, nullable=False),
+    Column("config_fp", String, nullable=False),
+    Column("host", Text),
+    Column("pid", Integer),
+    # 0 while the worker runs alone without claims, 1 once it claims every input it calls,
+    # 2 when it claims but has nothing left to call (it does not count for shared limits).
+    Column("shared", Integer, nullable=False),
+    Column("started_at", Float, nullable=False),
+    Column("heartbeat_at", Float, nullable=False),
+    Column("expires_at", Float, nullable=False),
+    Index("ix_loom_workers_task", "task_name", "config_fp"),
 )

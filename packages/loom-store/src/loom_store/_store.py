@@ -11,6 +11,7 @@ from sqlalchemy import func, select
 from loom_protocol import LoomUsageError, check_int, check_non_empty_string
 
 from ._jobs import JobTracker
+from ._leases import WorkerLeases
 from ._queries import (
     check_ids,
     distinct_by_seek,
@@ -40,7 +41,7 @@ def _row_from_db(values: Sequence[Any]) -> ResultRow:
     return row_from_values(values)
 
 
-class ResultStore(RunRegistry, JobTracker):
+class ResultStore(RunRegistry, JobTracker, WorkerLeases):
     """Where Loom keeps every task's result, keyed by (task name, configuration, task id).
 
     Every configuration a task name is run with keeps its own rows, so switching back to an

@@ -21,6 +21,7 @@ from loom_backends import (
     OPENAI_BASE_URL_ENV,
 )
 from loom_core._defaults import DEFAULT_FIXED_WORKERS, DEFAULT_MAX_WORKERS
+from loom_core._lease import DEFAULT_LEASE_S
 from loom_protocol import BatchErrorEvent, LoomUsageError, StreamEvent, TaskResultEvent
 
 from .args import add_db_argument, non_negative_int, number, positive_float, positive_int
@@ -128,6 +129,15 @@ def add_parser(commands: Subcommands) -> None:
     )
     parser.add_argument("--max-tokens", type=positive_int, help="the answer's token limit")
     add_db_argument(parser)
+    parser.add_argument(
+        "--lease",
+        type=positive_float,
+        default=DEFAULT_LEASE_S,
+        metavar="SECONDS",
+        help="several `loom run` on one task and store split the inputs through claims that "
+        "live this long without a heartbeat: a killed run's inputs are taken over after it "
+        f"(default: {DEFAULT_LEASE_S:g})",
+    )
     parser.add_argument(
         "--image-root",
         metavar="DIR",

@@ -150,6 +150,7 @@ def build_loom(args: argparse.Namespace, template: str, response_model: Any) -> 
             tpm=args.tpm,
             adaptive=args.adaptive,
             image_root=args.image_root,
+            lease_s=args.lease,
             **llm_kwargs,
         )
     except LoomUsageError as exc:

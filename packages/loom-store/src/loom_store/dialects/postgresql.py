@@ -35,6 +35,7 @@ from loom_store._sql import (
     to_rows,
 )
 from loom_store._target import StoreTarget, create, target
+from loom_store.dialects._leases_postgresql import PostgreSQLLeases
 
 __all__ = ["DIALECT", "PostgreSQLDialect"]
 
@@ -61,7 +62,7 @@ _HIT_SQL = {
 }
 
 
-class PostgreSQLDialect(Dialect):
+class PostgreSQLDialect(PostgreSQLLeases, Dialect):
     """PostgreSQL through psycopg 3."""
 
     name = "postgresql"
@@ -100,7 +101,7 @@ class PostgreSQLDialect(Dialect):
     def lock_schema(self, conn: Connection) -> None:
         conn.execute(text("SELECT pg_advisory_xact_lock(:k)"), {"k": _SCHEMA_LOCK_KEY})
 
-    def lock_task(self, conn: Connection, task_name: str) -> None:
+    def lock_jobs(self, conn: Connection, task_name: str) -> None:
         # Two processes adding provider batches of one task at once must not both add the
         # same inputs: the second waits here, then sees the first's batches.
         conn.execute(

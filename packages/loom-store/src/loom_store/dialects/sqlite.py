@@ -46,6 +46,7 @@ from loom_store._rows import ResultRow
 from loom_store._schema import results_table, runs_table
 from loom_store._sql import COLUMNS, HIT_COLUMNS, LAST_RUN, TABLE, on_conflict, row_values, to_rows
 from loom_store._target import WRITE_OPTION, StoreTarget, create, target
+from loom_store.dialects._leases_sqlite import SQLiteLeases
 
 __all__ = ["DIALECT", "SQLiteDialect"]
 
@@ -73,7 +74,7 @@ _HIT_SQL = {
 }
 
 
-class SQLiteDialect(Dialect):
+class SQLiteDialect(SQLiteLeases, Dialect):
     """SQLite through pysqlite: a file in WAL mode, or ``:memory:``."""
 
     name = "sqlite"
@@ -140,7 +141,7 @@ class SQLiteDialect(Dialect):
         # lock already, which serializes schema changes too.
         return None
 
-    def lock_task(self, conn: Connection, task_name: str) -> None:
+    def lock_jobs(self, conn: Connection, task_name: str) -> None:
         # BEGIN IMMEDIATE serializes every write transaction already, jobs' too.
         return None
 
