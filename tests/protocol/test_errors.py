@@ -141,4 +141,4 @@ def test_backend_protocol_is_async_only() -> None:
     # PROTOCOL_VERSION 2.0: acomplete + aclose are the whole contract.
     members = {name for name in vars(Backend) if not name.startswith("_")}
     assert members == {"acomplete", "aclose"}
-    assert PROTOCOL_VERSION == "2.0"
+    assert PROTOCOL_VERSION == "2.1"
