@@ -142,20 +142,9 @@ class BatchHTTPBackend(HTTPBackend):
                 )
                 status, _, answer_headers, body = answer
             else:
-                response = await transport.handle_async_request(
-                    httpx.Request(
-                        method,
-                        url,
-                        headers=headers,
-                        content=content,
-                        extensions={"timeout": self._timeouts},
-                    )
+                status, answer_headers, body = await self._send_httpx(
+                    transport, method, url, headers, content
                 )
-                try:
-                    body = await response.aread()
-                finally:
-                    await response.aclose()
-                status, answer_headers = response.status_code, response.headers
         except Exception as exc:
             raise error_for_transport(exc, secrets=self._secrets) from None
         return status, answer_headers, body

@@ -260,23 +260,39 @@ class HTTPBackend:
                 answer = await transport.send_prepared("POST", prepared[1], content)
                 status, _, headers, body = answer
             else:
-                response = await transport.handle_async_request(
-                    httpx.Request(
-                        "POST",
-                        self._httpx_url,
-                        headers=self._httpx_headers,
-                        content=content,
-                        extensions={"timeout": self._timeouts},
-                    )
+                status, headers, body = await self._send_httpx(
+                    transport, "POST", self._httpx_url, self._httpx_headers, content
                 )
-                try:
-                    body = await response.aread()
-                finally:
-                    await response.aclose()
-                status, headers = response.status_code, response.headers
         except Exception as exc:
             raise error_for_transport(exc, secrets=self._secrets) from None
         return self._decode(status, body, headers)
+
+    async def _send_httpx(
+        self,
+        transport: httpx.AsyncBaseTransport,
+        method: str,
+        url: httpx.URL | str,
+        headers: Any,
+        content: bytes | None,
+    ) -> tuple[int, httpx.Headers, bytes]:
+        """One call through a plain httpx transport (an injected one): status, headers, body.
+
+        Its exceptions are left to the caller's one mapping (``error_for_transport``).
+        """
+        response = await transport.handle_async_request(
+            httpx.Request(
+                method,
+                url,
+                headers=headers,
+                content=content,
+                extensions={"timeout": self._timeouts},
+            )
+        )
+        try:
+            body = await response.aread()
+        finally:
+            await response.aclose()
+        return response.status_code, response.headers, body
 
     async def aclose(self) -> None:
         """Close the running loop's connections; forget those of loops already closed.
