@@ -90,3 +90,16 @@ def test_cancel(run_cli: CliRunner, server: FakeLLMServer, tmp_path: Path) -> No
     assert _creates(server) == 1
     row = run_cli("batches", "in").stdout.splitlines()[1].split()
     assert row[1:4] == ["collected", "0", "5"] and row[7] == "5"  # state, round, 5 cancelled
+
+
+def test_run_batch_refuses_the_spending_caps(
+    run_cli: CliRunner, server: FakeLLMServer, tmp_path: Path
+) -> None:
+    write_jsonl(tmp_path / "in.jsonl", [{"text": "doc"}])
+    args = ["run", "in.jsonl", "--model", "gpt-4o-mini", "--base-url", server.base_url]
+    args += ["-t", "{{ text }}", "--batch", "--max-cost", "1", "-o", "out.jsonl"]
+    done = run_cli(*args)
+    assert done.returncode == 2, done.stderr
+    assert "--max-cost and --max-tokens-total do not apply to --batch" in done.stderr
+    assert server.requests == []
+    assert not (tmp_path / "out.jsonl").exists()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 from typing import Any
 
@@ -229,6 +230,12 @@ def test_usage_errors(provider: BatchFake, make_loom: LoomFactory) -> None:
         loom.submit_batch(["a"], task_name=None)  # type: ignore[arg-type]
     with pytest.raises(LoomUsageError, match="batch must be True or False"):
         loom.map(["a"], task_name="t", batch="yes")  # type: ignore[arg-type]
+    # A provider batch is paid when it runs: a cap checked before each call cannot hold it.
+    with pytest.raises(LoomUsageError, match="do not apply to batch=True"):
+        loom.map(["a"], task_name="t", batch=True, max_cost=1.0)
+    with pytest.raises(LoomUsageError, match="do not apply to batch=True"):
+        asyncio.run(loom.amap(["a"], task_name="t", batch=True, max_tokens_total=10))
+    assert provider.submissions == []
     online = make_loom(FakeBackend())
     with pytest.raises(LoomUsageError, match="AnthropicBackend") as info:
         online.map(["a"], task_name="t", batch=True)
