@@ -15,20 +15,11 @@ from loom_core._adaptive import ConcurrencyLimit
 from loom_core._delivery import ResultCollector
 from loom_core._pool_limit import PoolLimit
 
+from .test_endpoints import loom_over
+
 
 def echo(req: RecordedRequest) -> str:
     return json.dumps({"text": req.last_user_text})
-
-
-def loom_over(urls: list[str], tmp_path: Path, **kwargs: object) -> TaskLoom[dict]:  # type: ignore[type-arg]
-    return TaskLoom(
-        "fake-model",
-        "{{ text }}",
-        response_model=dict,
-        db_path=tmp_path / "loom.db",
-        base_url=urls,  # type: ignore[arg-type]
-        **kwargs,  # type: ignore[arg-type]
-    )
 
 
 def pool_of(loom: TaskLoom[dict]) -> EndpointPool:  # type: ignore[type-arg]
