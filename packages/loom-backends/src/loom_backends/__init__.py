@@ -17,6 +17,7 @@ the conformance suite a third-party backend subclasses.
 :class:`loom_protocol.ProviderBatchBackend` (OpenAI's Batch API, Anthropic's Message Batches).
 """
 
+from ._admission import EndpointLimit
 from ._anthropic import AnthropicBackend
 from ._anthropic_batch import ANTHROPIC_BATCH_LIMITS
 from ._breaker import DEFAULT_COOLDOWN, DEFAULT_FAILURE_THRESHOLD, DEFAULT_MAX_COOLDOWN
@@ -55,6 +56,7 @@ __all__ = [
     "AnthropicBackend",
     "CallableBackend",
     "Endpoint",
+    "EndpointLimit",
     "EndpointPool",
     "EndpointStatus",
     "OpenAIChatBackend",

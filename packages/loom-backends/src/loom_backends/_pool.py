@@ -15,6 +15,11 @@ is not failed over (it used the call's time; the engine retries it), and neither
 endpoint would answer the same). When no endpoint is left, the last failure, or a
 ``provider_unavailable`` naming each endpoint when every breaker is open, goes to the engine,
 which retries (logged by ``loom.retry``) or fails the task: never a hang.
+
+An adaptive loom gives the pool one learned limit per endpoint (:meth:`EndpointPool.adapt`,
+an :class:`~._admission.EndpointLimit` each): every call tells its endpoint's limit how it
+went (latency, or a 429/503/529/timeout), so a slow or overloaded server gets fewer
+requests and a 429-ing endpoint backs off alone while the others keep their pace.
 """
 
 from __future__ import annotations
@@ -39,6 +44,7 @@ from loom_protocol import (
     redact_text,
 )
 
+from ._admission import EndpointLimit, is_overload
 from ._breaker import (
     DEFAULT_COOLDOWN,
     DEFAULT_FAILURE_THRESHOLD,
@@ -74,7 +80,8 @@ class EndpointStatus:
         weight: Its weight.
         state: ``"closed"`` (taking traffic), ``"open"`` (out) or ``"half_open"`` (probing).
         in_flight: Requests being answered there now.
-        limit: Its concurrency limit, or ``None`` for none.
+        limit: Its concurrency limit (the lower of :meth:`EndpointPool.set_limit`'s and the
+            learned one), or ``None`` for none.
         sent: Requests sent there.
         failed: Of those, failures of the endpoint (refused, 5xx, timeout...).
         rate_limited: Of those, 429 answers.
@@ -98,6 +105,7 @@ class _Member:
     __slots__ = (
         "backend",
         "breaker",
+        "control",
         "failed",
         "in_flight",
         "index",
@@ -123,6 +131,7 @@ class _Member:
         self.failed = 0
         self.rate_limited = 0
         self.limit: int | None = None
+        self.control: EndpointLimit | None = None  # its learned limit (adaptive looms)
         self.limited_until = 0.0
         self.last_error: str | None = None
 
@@ -216,7 +225,7 @@ class EndpointPool:
                     weight=m.weight,
                     state=m.breaker.state.value,
                     in_flight=m.in_flight,
-                    limit=m.limit,
+                    limit=_limit_of(m),
                     sent=m.sent,
                     failed=m.failed,
                     rate_limited=m.rate_limited,
@@ -244,6 +253,37 @@ class EndpointPool:
             self._members[index].limit = limit
             self._wake(all_waiters=True)
 
+    @property
+    def adaptive(self) -> bool:
+        """Whether each endpoint has a learned limit (see :meth:`adapt`)."""
+        return self._members[0].control is not None
+
+    def adapt(self, make: Callable[[str], EndpointLimit]) -> bool:
+        """Give each endpoint a learned concurrency limit, ``make(endpoint_name)``.
+
+        The first call wins: a pool shared by several looms learns each server's capacity
+        once, for all of them (the capacity is the server's, not a loom's); later calls
+        change nothing and return ``False``.
+
+        Raises:
+            LoomUsageError: ``make`` returned something that is not an EndpointLimit.
+        """
+        with self._lock:
+            if self._members[0].control is not None:
+                return False
+            controls = []
+            for m in self._members:
+                control = make(m.name)
+                if not isinstance(control, EndpointLimit):
+                    raise LoomUsageError(
+                        f"adapt(): the factory returned {type(control).__name__}, which is not "
+                        "an EndpointLimit (limit, epoch, try_enter, leave)"
+                    )
+                controls.append(control)
+            for m, control in zip(self._members, controls, strict=True):
+                m.control = control
+            return True
+
     # -- the Backend protocol ------------------------------------------------------------------
 
     async def acomplete(self, request: ChatRequest) -> ChatResponse:
@@ -256,15 +296,16 @@ class EndpointPool:
         tried: set[int] = set()
         failures: list[tuple[_Member, BackendError]] = []
         while True:
-            member, probe, epoch = await self._acquire(tried, failures)
+            member, probe, epoch, learning = await self._acquire(tried, failures)
             if failures:
                 with self._lock:
                     self.failovers += 1
+            started = time.perf_counter()
             try:
                 response = await member.backend.acomplete(request)
             except BaseException as exc:
                 outcome = outcome_of(exc)
-                self._release(member, probe, epoch, outcome, exc)
+                self._release(member, probe, epoch, outcome, exc, (learning, None))
                 if not isinstance(exc, BackendError):
                     raise
                 failed = self._named(member, exc)
@@ -279,7 +320,8 @@ class EndpointPool:
                     f" (HTTP {exc.status})" if exc.status else "",
                 )
                 continue
-            self._release(member, probe, epoch, Outcome.ALIVE, None)
+            latency = time.perf_counter() - started
+            self._release(member, probe, epoch, Outcome.ALIVE, None, (learning, latency))
             return response
 
     async def aclose(self) -> None:
@@ -297,9 +339,11 @@ class EndpointPool:
 
     async def _acquire(
         self, tried: set[int], failures: list[tuple[_Member, BackendError]]
-    ) -> tuple[_Member, bool, int]:
+    ) -> tuple[_Member, bool, int, int | None]:
         """An endpoint for the next attempt (its in-flight slot taken), waiting for a slot when
-        every usable endpoint is at its limit; raises when none is left."""
+        every usable endpoint is at its limit; raises when none is left. Also the epoch of
+        its learned limit's slot, or ``None`` when it holds none (no learned limit, or a
+        probe sent past it)."""
         while True:
             with self._lock:
                 picked = self._pick(tried, time.monotonic())
@@ -312,7 +356,11 @@ class EndpointPool:
                         _log.info("endpoint %s: sending a probe", picked.name)
                     picked.in_flight += 1
                     picked.sent += 1
-                    return picked, probe, picked.breaker.epoch
+                    control = picked.control
+                    learning = (
+                        control.epoch if control is not None and control.try_enter() else None
+                    )
+                    return picked, probe, picked.breaker.epoch, learning
                 loop = asyncio.get_running_loop()
                 waiter: asyncio.Future[None] = loop.create_future()
                 self._waiters.append((loop, waiter))
@@ -339,7 +387,8 @@ class EndpointPool:
                 continue
             if admitted is BreakerState.HALF_OPEN:
                 return m  # the probe goes first: the sooner it answers, the sooner it is back
-            if m.limit is not None and m.in_flight >= m.limit:
+            limit = _limit_of(m)
+            if limit is not None and m.in_flight >= limit:
                 full = True
                 continue
             key = (m.limited_until > now, m.in_flight / m.weight, m.sent / m.weight, m.index)
@@ -376,10 +425,17 @@ class EndpointPool:
         epoch: int,
         outcome: Outcome,
         exc: BaseException | None,
+        learned: tuple[int | None, float | None],
     ) -> None:
         now = time.monotonic()
+        grew = False
         with self._lock:
             member.in_flight -= 1
+            control, (learning, latency) = member.control, learned
+            if control is not None and learning is not None:
+                before = control.limit
+                control.leave(learning, latency, is_overload(exc) if exc is not None else False)
+                grew = control.limit > before
             if outcome is Outcome.FAILED:
                 member.failed += 1
                 member.last_error = self._said(exc)
@@ -388,7 +444,7 @@ class EndpointPool:
                 wait = exc.retry_after if exc.retry_after is not None else _RATE_LIMIT_PASS
                 member.limited_until = max(member.limited_until, now + min(wait, 3600.0))
             changed = member.breaker.record(outcome, epoch, probe, now)
-            self._wake(all_waiters=changed is not None)
+            self._wake(all_waiters=changed is not None or grew)
         if changed is BreakerState.OPEN:
             _log.warning(
                 "endpoint %s is out (%s); no traffic until a probe in %.1f s",
@@ -455,6 +511,14 @@ class EndpointPool:
         # The members' reprs never show a key.
         shown = ", ".join(f"{m.backend!r} (weight {m.weight:g})" for m in self._members)
         return f"EndpointPool([{shown}])"
+
+
+def _limit_of(m: _Member) -> int | None:
+    """``m``'s concurrency limit: the lower of its set one and its learned one."""
+    if m.control is None:
+        return m.limit
+    learned = m.control.limit
+    return learned if m.limit is None else min(m.limit, learned)
 
 
 def _settle(waiter: asyncio.Future[None]) -> None:

@@ -93,6 +93,8 @@ class ConcurrencyLimit:
         method: ``"aimd"`` or ``"gradient"`` (see the module docstring).
         initial: The limit to start from.
         clock: A monotonic clock in seconds (for the pace of log lines).
+        name: Whose limit this is, for the log lines (an endpoint of a pool); ``None`` for
+            the loom's.
 
     Raises:
         LoomUsageError: An unknown ``method``.
@@ -108,6 +110,7 @@ class ConcurrencyLimit:
         *,
         initial: int = INITIAL_LIMIT,
         clock: Callable[[], float] = time.monotonic,
+        name: str | None = None,
     ) -> None:
         if method not in METHODS:
             raise LoomUsageError(
@@ -116,6 +119,7 @@ class ConcurrencyLimit:
             )
         self.method: Method = "aimd" if method == "aimd" else "gradient"
         self._clock = clock
+        self._what = f"endpoint {name}: concurrency" if name else "concurrency"
         self._lock = threading.Lock()
         self._limit = float(max(1, initial))
         self._in_flight = 0
@@ -333,7 +337,8 @@ class ConcurrencyLimit:
         backoffs, self._unlogged_backoffs = self._unlogged_backoffs, 0
         if backoffs:
             _log.info(
-                "concurrency %d -> %d (%s; %d backoff(s); method %s)",
+                "%s %d -> %d (%s; %d backoff(s); method %s)",
+                self._what,
                 self._logged_limit,
                 after,
                 self._why,
@@ -342,7 +347,9 @@ class ConcurrencyLimit:
             )
         else:
             # Growing is the normal course of a batch: a debug line, not an info one.
-            _log.debug("concurrency %d -> %d (method %s)", self._logged_limit, after, self.method)
+            _log.debug(
+                "%s %d -> %d (method %s)", self._what, self._logged_limit, after, self.method
+            )
         self._logged_limit, self._logged_at = after, now
 
 

@@ -12,7 +12,7 @@ from collections.abc import Collection
 from dataclasses import dataclass
 from typing import Any
 
-from loom_backends import resolve_backend
+from loom_backends import EndpointPool, resolve_backend
 from loom_protocol import (
     MAX_TIMEOUT,
     Backend,
@@ -32,6 +32,7 @@ from ._config import (
 )
 from ._fallback import check_fallback_models, fallbacks
 from ._output import OutputSpec
+from ._pool_limit import PoolLimit, adapt_pool
 from ._pricing import Pricer
 from ._ratelimit import RateLimiter
 from ._render import PromptTemplate
@@ -142,6 +143,14 @@ def build_engine(
         endpoints=endpoints,
         timeout=seconds,
     )
+    if concurrency is not None:
+        # Several endpoints learn their limits one by one; the loom's limit is their sum
+        # (docs/limits.md "Several endpoints").
+        for pooled in (resolved.backend, *(f.backend for f in chain)):
+            if isinstance(pooled, EndpointPool):
+                adapt_pool(pooled, concurrency.method)
+        if isinstance(resolved.backend, EndpointPool):
+            concurrency = PoolLimit(concurrency.method, resolved.backend)
     limiter = RateLimiter(rpm=rpm, tpm=tpm)
     config = LoomConfig(
         model=model,
