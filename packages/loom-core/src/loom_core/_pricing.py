@@ -20,7 +20,6 @@ from loom_protocol import (
     Message,
     ModelPrice,
     PriceSource,
-    TaskResult,
     Usage,
     find_price,
     usage_cost,
@@ -124,14 +123,3 @@ class Pricer:
             return None
         price = self.price_of(answered)
         return None if price is None else usage_cost(usage, price, batch=batch)
-
-    def priced(self, result: TaskResult[Any], *, batch: bool = False) -> TaskResult[Any]:
-        """``result`` with its ``cost_usd`` set from its usage and model (in place: call it
-        before the result is handed to anyone).
-
-        ``batch=True`` for a result that came from a provider batch (half price). A result
-        is priced when it is made and when it is read from the store, at the prices known
-        then: see docs/cost.md.
-        """
-        result.cost_usd = self.cost(result.usage, result.model, batch=batch)
-        return result
