@@ -17,7 +17,7 @@ the conformance suite a third-party backend subclasses.
 :class:`loom_protocol.ProviderBatchBackend` (OpenAI's Batch API, Anthropic's Message Batches).
 """
 
-from ._admission import EndpointLimit
+from ._admission import EndpointLimit, EndpointPacer
 from ._anthropic import AnthropicBackend
 from ._anthropic_batch import ANTHROPIC_BATCH_LIMITS
 from ._breaker import DEFAULT_COOLDOWN, DEFAULT_FAILURE_THRESHOLD, DEFAULT_MAX_COOLDOWN
@@ -57,6 +57,7 @@ __all__ = [
     "CallableBackend",
     "Endpoint",
     "EndpointLimit",
+    "EndpointPacer",
     "EndpointPool",
     "EndpointStatus",
     "OpenAIChatBackend",

@@ -26,10 +26,10 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import math
 import threading
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
 from typing import Any
 
 from loom_protocol import (
@@ -37,14 +37,13 @@ from loom_protocol import (
     BackendError,
     ChatRequest,
     ChatResponse,
-    Error,
     ErrorCode,
     LoomUsageError,
+    RateLimitInfo,
     check_int,
-    redact_text,
 )
 
-from ._admission import EndpointLimit, is_overload
+from ._admission import EndpointLimit, EndpointPacer, is_overload
 from ._breaker import (
     DEFAULT_COOLDOWN,
     DEFAULT_FAILURE_THRESHOLD,
@@ -56,12 +55,14 @@ from ._breaker import (
 )
 from ._defaults import DEFAULT_MAX_CONNECTIONS, DEFAULT_TIMEOUT
 from ._endpoints import Endpoint, check_endpoints
-from ._errors import one_line
 from ._openai import OpenAIChatBackend
+from ._pool_errors import named, none_left, said
+from ._pool_members import EndpointStatus, Member, Slot, pick, status_of
 
 __all__ = ["EndpointPool", "EndpointStatus"]
 
 _log = logging.getLogger("loom.endpoints")
+_rate_log = logging.getLogger("loom.ratelimit")
 
 #: How long a 429 without Retry-After passes its endpoint over, in seconds.
 _RATE_LIMIT_PASS = 1.0
@@ -69,71 +70,6 @@ _RATE_LIMIT_PASS = 1.0
 #: Builds one endpoint's backend: ``factory(base_url=..., api_key=..., timeout=...,
 #: max_connections=...)`` (the signature of the built-in backends and of entry points).
 BackendFactory = Callable[..., Backend]
-
-
-@dataclass(frozen=True, slots=True)
-class EndpointStatus:
-    """One endpoint as the pool sees it (a snapshot; see :meth:`EndpointPool.status`).
-
-    Attributes:
-        name: The URL, secrets masked.
-        weight: Its weight.
-        state: ``"closed"`` (taking traffic), ``"open"`` (out) or ``"half_open"`` (probing).
-        in_flight: Requests being answered there now.
-        limit: Its concurrency limit (the lower of :meth:`EndpointPool.set_limit`'s and the
-            learned one), or ``None`` for none.
-        sent: Requests sent there.
-        failed: Of those, failures of the endpoint (refused, 5xx, timeout...).
-        rate_limited: Of those, 429 answers.
-        opened: How many times its breaker opened.
-    """
-
-    name: str
-    weight: float
-    state: str
-    in_flight: int
-    limit: int | None
-    sent: int
-    failed: int
-    rate_limited: int
-    opened: int
-
-
-class _Member:
-    """One endpoint's backend and bookkeeping (guarded by the pool's lock)."""
-
-    __slots__ = (
-        "backend",
-        "breaker",
-        "control",
-        "failed",
-        "in_flight",
-        "index",
-        "last_error",
-        "limit",
-        "limited_until",
-        "name",
-        "rate_limited",
-        "sent",
-        "weight",
-    )
-
-    def __init__(
-        self, index: int, backend: Backend, name: str, weight: float, breaker: CircuitBreaker
-    ) -> None:
-        self.index = index
-        self.backend = backend
-        self.name = name
-        self.weight = weight
-        self.breaker = breaker
-        self.in_flight = 0
-        self.sent = 0
-        self.failed = 0
-        self.rate_limited = 0
-        self.limit: int | None = None
-        self.control: EndpointLimit | None = None  # its learned limit (adaptive looms)
-        self.limited_until = 0.0
-        self.last_error: str | None = None
 
 
 class EndpointPool:
@@ -179,7 +115,7 @@ class EndpointPool:
         specs = check_endpoints(endpoints)
         CircuitBreaker(failure_threshold, cooldown, max_cooldown)  # checks the settings once
         make = factory or OpenAIChatBackend
-        self._members: list[_Member] = []
+        self._members: list[Member] = []
         secrets: list[str] = [api_key] if api_key else []
         for i, spec in enumerate(specs):
             key = spec.key(f"endpoints[{i}]") or api_key
@@ -197,7 +133,7 @@ class EndpointPool:
                     f"{type(backend).__name__}, which is not a Backend (acomplete, aclose)"
                 )
             breaker = CircuitBreaker(failure_threshold, cooldown, max_cooldown)
-            self._members.append(_Member(i, backend, spec.name, float(spec.weight), breaker))
+            self._members.append(Member(i, backend, spec.name, float(spec.weight), breaker))
         self._secrets = tuple(secrets)
         # What the engine checks generation parameters against: the members' (one factory).
         first = self._members[0].backend
@@ -219,20 +155,7 @@ class EndpointPool:
         with self._lock:
             for m in self._members:
                 m.breaker.admits(now)  # an open breaker whose cool-down is over: half-open
-            return tuple(
-                EndpointStatus(
-                    name=m.name,
-                    weight=m.weight,
-                    state=m.breaker.state.value,
-                    in_flight=m.in_flight,
-                    limit=_limit_of(m),
-                    sent=m.sent,
-                    failed=m.failed,
-                    rate_limited=m.rate_limited,
-                    opened=m.breaker.opened,
-                )
-                for m in self._members
-            )
+            return tuple(status_of(m) for m in self._members)
 
     def set_limit(self, index: int, limit: int | None) -> None:
         """Cap the requests in flight at endpoint ``index`` (``None``: no cap of its own).
@@ -258,20 +181,36 @@ class EndpointPool:
         """Whether each endpoint has a learned limit (see :meth:`adapt`)."""
         return self._members[0].control is not None
 
-    def adapt(self, make: Callable[[str], EndpointLimit]) -> bool:
-        """Give each endpoint a learned concurrency limit, ``make(endpoint_name)``.
+    @property
+    def paced(self) -> bool:
+        """Whether each endpoint is paced to its own reported rate limits (see :meth:`adapt`)."""
+        return self._members[0].pacer is not None
+
+    def adapt(
+        self,
+        make: Callable[[str], EndpointLimit],
+        pace: Callable[[str], EndpointPacer] | None = None,
+    ) -> bool:
+        """Give each endpoint a learned concurrency limit, ``make(endpoint_name)``, and a
+        pacing to the rate limits its server reports, ``pace(endpoint_name)``.
+
+        With ``pace``, every answer's rate-limit headers are learned by the endpoint that sent
+        them, and a request goes only to an endpoint whose learned budget holds it (waiting
+        for the first one that will): endpoints with keys of their own are paced each to its
+        own limits. Whoever adapts the pool no longer learns those headers itself.
 
         The first call wins: a pool shared by several looms learns each server's capacity
         once, for all of them (the capacity is the server's, not a loom's); later calls
         change nothing and return ``False``.
 
         Raises:
-            LoomUsageError: ``make`` returned something that is not an EndpointLimit.
+            LoomUsageError: ``make`` returned something that is not an EndpointLimit, or
+                ``pace`` something that is not an EndpointPacer.
         """
         with self._lock:
             if self._members[0].control is not None:
                 return False
-            controls = []
+            made: list[tuple[EndpointLimit, EndpointPacer | None]] = []
             for m in self._members:
                 control = make(m.name)
                 if not isinstance(control, EndpointLimit):
@@ -279,10 +218,51 @@ class EndpointPool:
                         f"adapt(): the factory returned {type(control).__name__}, which is not "
                         "an EndpointLimit (limit, epoch, try_enter, leave)"
                     )
-                controls.append(control)
-            for m, control in zip(self._members, controls, strict=True):
-                m.control = control
+                pacer = None if pace is None else pace(m.name)
+                if pacer is not None and not isinstance(pacer, EndpointPacer):
+                    raise LoomUsageError(
+                        f"adapt(): pace returned {type(pacer).__name__}, which is not an "
+                        "EndpointPacer (tokens_for, delay, try_acquire, learn, record_usage, "
+                        "learned)"
+                    )
+                made.append((control, pacer))
+            for m, (control, pacer) in zip(self._members, made, strict=True):
+                m.control, m.pacer = control, pacer
             return True
+
+    async def ready(self, request: ChatRequest) -> None:
+        """Wait until some endpoint's pacing would let ``request`` go (at once if unpaced).
+
+        The engine awaits this before a call's timeout starts, so that waiting for a
+        provider's budget to refill is not counted as the call's time. Nothing is taken:
+        :meth:`acomplete` takes the budget of the endpoint it picks (and may wait a little
+        more, when another request took it first).
+        """
+        if not self.paced:
+            return
+        tokens = self._tokens_for(request)
+        while True:
+            now = time.monotonic()
+            with self._lock:
+                waits = [
+                    m.pacer.delay(tokens)
+                    for m in self._members
+                    if m.pacer is not None and m.breaker.admits(now) is not None
+                ]
+            # Every endpoint out: the call is told so at once, not held here.
+            wait = min(waits, default=0.0)
+            if wait <= 0.0:
+                return
+            await asyncio.sleep(wait)
+
+    def _tokens_for(self, request: ChatRequest) -> int:
+        """The token estimate of ``request`` (0 unless an endpoint learned a token budget)."""
+        for m in self._members:
+            if m.pacer is not None:
+                tokens = m.pacer.tokens_for(request)
+                if tokens:
+                    return tokens  # the same estimate for every endpoint
+        return 0
 
     # -- the Backend protocol ------------------------------------------------------------------
 
@@ -294,9 +274,11 @@ class EndpointPool:
                 when every endpoint is out or failed this request.
         """
         tried: set[int] = set()
-        failures: list[tuple[_Member, BackendError]] = []
+        failures: list[tuple[Member, BackendError]] = []
+        tokens = self._tokens_for(request)
         while True:
-            member, probe, epoch, learning = await self._acquire(tried, failures)
+            slot = await self._acquire(tried, failures, tokens)
+            member = slot.member
             if failures:
                 with self._lock:
                     self.failovers += 1
@@ -305,10 +287,13 @@ class EndpointPool:
                 response = await member.backend.acomplete(request)
             except BaseException as exc:
                 outcome = outcome_of(exc)
-                self._release(member, probe, epoch, outcome, exc, (learning, None))
+                if isinstance(exc, BackendError):
+                    # Learned before the slot is freed: a request it wakes is paced by it.
+                    self._learn(slot, exc.rate_limit, started)
+                self._release(slot, outcome, exc, None)
                 if not isinstance(exc, BackendError):
                     raise
-                failed = self._named(member, exc)
+                failed = named(member, exc, self._secrets)
                 if not self._fails_over(member, outcome, exc, tried):
                     raise failed from None
                 tried.add(member.index)
@@ -321,7 +306,10 @@ class EndpointPool:
                 )
                 continue
             latency = time.perf_counter() - started
-            self._release(member, probe, epoch, Outcome.ALIVE, None, (learning, latency))
+            self._learn(slot, response.rate_limit, started)
+            self._release(slot, Outcome.ALIVE, None, latency)
+            if slot.tokens and response.usage is not None and member.pacer is not None:
+                member.pacer.record_usage(slot.tokens, response.usage.total_tokens)
             return response
 
     async def aclose(self) -> None:
@@ -338,32 +326,23 @@ class EndpointPool:
     # -- choosing ------------------------------------------------------------------------------
 
     async def _acquire(
-        self, tried: set[int], failures: list[tuple[_Member, BackendError]]
-    ) -> tuple[_Member, bool, int, int | None]:
-        """An endpoint for the next attempt (its in-flight slot taken), waiting for a slot when
-        every usable endpoint is at its limit; raises when none is left. Also the epoch of
-        its learned limit's slot, or ``None`` when it holds none (no learned limit, or a
-        probe sent past it)."""
+        self, tried: set[int], failures: list[tuple[Member, BackendError]], tokens: int
+    ) -> Slot:
+        """An endpoint for the next attempt (its in-flight slot and its paced budget taken),
+        waiting for a slot, or for a budget to refill, when no usable endpoint has one now;
+        raises when none is left."""
         while True:
             with self._lock:
-                picked = self._pick(tried, time.monotonic())
+                picked = pick(self._members, tried, time.monotonic(), tokens)
                 if picked is None:
-                    raise self._none_left(failures)
-                if isinstance(picked, _Member):
-                    probe = picked.breaker.state is BreakerState.HALF_OPEN
-                    if probe:
-                        picked.breaker.start_probe()
-                        _log.info("endpoint %s: sending a probe", picked.name)
-                    picked.in_flight += 1
-                    picked.sent += 1
-                    control = picked.control
-                    learning = (
-                        control.epoch if control is not None and control.try_enter() else None
-                    )
-                    return picked, probe, picked.breaker.epoch, learning
+                    raise none_left(self._members, failures, self._secrets)
+                if isinstance(picked, Member):
+                    return self._take(picked, tokens)
                 loop = asyncio.get_running_loop()
                 waiter: asyncio.Future[None] = loop.create_future()
                 self._waiters.append((loop, waiter))
+            # A budget refills in time (no call's end announces it): a timer wakes this one.
+            timer = None if picked == math.inf else loop.call_later(picked, _settle, waiter)
             try:
                 await waiter
             except asyncio.CancelledError:
@@ -373,33 +352,28 @@ class EndpointPool:
                     else:  # it was woken for a free slot: pass the slot on
                         self._wake(all_waiters=False)
                 raise
+            finally:
+                if timer is not None:
+                    timer.cancel()
+                    with self._lock:  # woken by its timer: still listed
+                        if (loop, waiter) in self._waiters:
+                            self._waiters.remove((loop, waiter))
 
-    def _pick(self, tried: set[int], now: float) -> _Member | bool | None:
-        """The endpoint to use; ``True`` to wait for a slot; ``None`` when none is left."""
-        best: tuple[bool, float, float, int] | None = None
-        chosen: _Member | None = None
-        full = False
-        for m in self._members:
-            if m.index in tried:
-                continue
-            admitted = m.breaker.admits(now)
-            if admitted is None:
-                continue
-            if admitted is BreakerState.HALF_OPEN:
-                return m  # the probe goes first: the sooner it answers, the sooner it is back
-            limit = _limit_of(m)
-            if limit is not None and m.in_flight >= limit:
-                full = True
-                continue
-            key = (m.limited_until > now, m.in_flight / m.weight, m.sent / m.weight, m.index)
-            if best is None or key < best:
-                best, chosen = key, m
-        if chosen is not None:
-            return chosen
-        return True if full else None
+    def _take(self, picked: Member, tokens: int) -> Slot:
+        """Send the next attempt to ``picked`` (called with the lock held)."""
+        probe = picked.breaker.state is BreakerState.HALF_OPEN
+        if probe:
+            picked.breaker.start_probe()
+            _log.info("endpoint %s: sending a probe", picked.name)
+        picked.in_flight += 1
+        picked.sent += 1
+        control = picked.control
+        learning = control.epoch if control is not None and control.try_enter() else None
+        taken = tokens if picked.pacer is not None else 0
+        return Slot(picked, probe, picked.breaker.epoch, learning, picked.sent, taken)
 
     def _fails_over(
-        self, member: _Member, outcome: Outcome, exc: BackendError, tried: set[int]
+        self, member: Member, outcome: Outcome, exc: BackendError, tried: set[int]
     ) -> bool:
         """Whether the request goes to another endpoint after ``exc`` from ``member``."""
         if outcome is Outcome.FAILED:
@@ -419,26 +393,21 @@ class EndpointPool:
         return False
 
     def _release(
-        self,
-        member: _Member,
-        probe: bool,
-        epoch: int,
-        outcome: Outcome,
-        exc: BaseException | None,
-        learned: tuple[int | None, float | None],
+        self, slot: Slot, outcome: Outcome, exc: BaseException | None, latency: float | None
     ) -> None:
+        member, probe, epoch, learning = slot.member, slot.probe, slot.epoch, slot.learning
         now = time.monotonic()
         grew = False
         with self._lock:
             member.in_flight -= 1
-            control, (learning, latency) = member.control, learned
+            control = member.control
             if control is not None and learning is not None:
                 before = control.limit
                 control.leave(learning, latency, is_overload(exc) if exc is not None else False)
                 grew = control.limit > before
             if outcome is Outcome.FAILED:
                 member.failed += 1
-                member.last_error = self._said(exc)
+                member.last_error = said(exc, self._secrets)
             elif outcome is Outcome.RATE_LIMITED and isinstance(exc, BackendError):
                 member.rate_limited += 1
                 wait = exc.retry_after if exc.retry_after is not None else _RATE_LIMIT_PASS
@@ -455,6 +424,18 @@ class EndpointPool:
         elif changed is BreakerState.CLOSED:
             _log.warning("endpoint %s is back: its probe was answered", member.name)
 
+    def _learn(self, slot: Slot, info: RateLimitInfo | None, started: float) -> None:
+        """Have ``slot``'s endpoint learn what its answer's headers said of its limits."""
+        pacer = slot.member.pacer
+        if info is None or pacer is None:
+            return
+        later = slot.member.sent - slot.serial  # sent there since: the report predates them
+        said = pacer.learn(info, time.perf_counter() - started, later)
+        if said is not None:
+            _rate_log.info(
+                "endpoint %s reports its limits: %s; pacing to them", slot.member.name, said
+            )
+
     def _wake(self, *, all_waiters: bool) -> None:
         """Let one waiting request (or all) pick again; called with the lock held."""
         while self._waiters:
@@ -465,60 +446,10 @@ class EndpointPool:
             if not all_waiters:
                 return
 
-    # -- errors --------------------------------------------------------------------------------
-
-    def _said(self, exc: BaseException | None) -> str:
-        if isinstance(exc, BackendError):
-            return redact_text(one_line(exc.error.message, 200), self._secrets)
-        return "failed"
-
-    def _named(self, member: _Member, exc: BackendError) -> BackendError:
-        """``exc`` with the endpoint named in its message (the detail kept)."""
-        # Every endpoint's key is masked: a server may echo another endpoint's key.
-        message = redact_text(f"{member.name}: {exc.error.message}", self._secrets)
-        detail = redact_text(exc.error.detail, self._secrets) if exc.error.detail else None
-        named = exc.error.model_copy(update={"message": message, "detail": detail})
-        return BackendError(named, retry_after=exc.retry_after)
-
-    def _none_left(self, failures: list[tuple[_Member, BackendError]]) -> BackendError:
-        """The error of a request with no endpoint left to try (called with the lock held)."""
-        now = time.monotonic()
-        tried = {m.index for m, _ in failures}
-        parts = [str(exc.error.message) for _, exc in failures]
-        out = [m for m in self._members if m.index not in tried]
-        for m in out:
-            wait = m.breaker.retry_in(now)
-            state = f"out, next probe in {wait:.1f} s" if wait else "out, probe in flight"
-            last = f"; last: {m.last_error}" if m.last_error else ""
-            parts.append(f"{m.name}: {state}{last}")
-        if failures and failures[-1][1].code is ErrorCode.PROVIDER_RATE_LIMITED:
-            return failures[-1][1]  # the engine's handling of a 429 (retry, Retry-After)
-        what = (
-            "every endpoint failed this request or is out" if failures else "every endpoint is out"
-        )
-        status = failures[-1][1].status if failures else None
-        return BackendError(
-            Error(
-                code=ErrorCode.PROVIDER_UNAVAILABLE,
-                message=redact_text(f"{what}: " + "; ".join(parts), self._secrets),
-                detail=failures[-1][1].error.detail if failures else None,
-                retryable=True,
-                status=status,
-            )
-        )
-
     def __repr__(self) -> str:
         # The members' reprs never show a key.
         shown = ", ".join(f"{m.backend!r} (weight {m.weight:g})" for m in self._members)
         return f"EndpointPool([{shown}])"
-
-
-def _limit_of(m: _Member) -> int | None:
-    """``m``'s concurrency limit: the lower of its set one and its learned one."""
-    if m.control is None:
-        return m.limit
-    learned = m.control.limit
-    return learned if m.limit is None else min(m.limit, learned)
 
 
 def _settle(waiter: asyncio.Future[None]) -> None:

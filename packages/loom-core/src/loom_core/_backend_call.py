@@ -8,7 +8,9 @@ task fails at once. Every call goes through the rate limiter first.
 
 An adaptive loom (the default) also holds each call to a slot of its
 :class:`~._adaptive.ConcurrencyLimit`, tells it how the call went, and has its rate limiter
-learn the provider's limits from the rate-limit headers of every answer and refusal.
+learn the provider's limits from the rate-limit headers of every answer and refusal (an
+:class:`~loom_backends.EndpointPool` the loom adapted learns them per endpoint instead, and its
+calls wait for an endpoint's budget before their timeout starts).
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ import time
 import traceback
 from collections.abc import Awaitable, Callable
 
+from loom_backends import EndpointPool
 from loom_protocol import (
     Backend,
     BackendError,
@@ -93,6 +96,12 @@ class BackendCaller:
         self.retries = 0
         self._rng = random.Random()
         self._sent = 0  # calls started (adaptive looms): what a rate-limit report predates
+        # A pool pacing each endpoint to its own headers learns them itself (a loom-wide
+        # bucket would pace every endpoint to the last one's report); its calls wait for an
+        # endpoint's budget before their timeout starts.
+        self._ready: Callable[[ChatRequest], Awaitable[None]] | None = (
+            backend.ready if isinstance(backend, EndpointPool) and backend.paced else None
+        )
         #: ``await call(request, attempts, task_id)``: the backend's answer to ``request``,
         #: retried as the module docstring says; every call is counted in ``attempts``, with
         #: its usage. Raises BackendError when the task must fail with it: not retryable, out
@@ -110,9 +119,7 @@ class BackendCaller:
         limiter, gate = self.limiter, self.concurrency
         assert gate is not None  # chosen in __init__ for that case only
         while True:
-            # Estimating tokens serialises the request: only worth it under a token budget
-            # (the user's tpm, or one the provider reported since the last call).
-            estimate = estimate_tokens(request) if limiter.counts_tokens else 0
+            estimate = limiter.tokens_for(request)
             if not gate.try_enter():
                 await gate.enter()
             epoch, latency, overload = gate.epoch, None, False
@@ -120,6 +127,8 @@ class BackendCaller:
             serial = self._sent
             try:
                 await limiter.acquire(estimate)
+                if self._ready is not None:
+                    await self._ready(request)
                 sent = time.perf_counter()
                 try:
                     async with asyncio.timeout(self._limit):
@@ -128,13 +137,13 @@ class BackendCaller:
                     attempts.add(None)
                     error = self._as_backend_error(exc)
                     overload = is_overload(error)
-                    if error.rate_limit is not None:
+                    if error.rate_limit is not None and self._ready is None:
                         self._learn(error.rate_limit, sent, serial)
                     delay = self._retry_delay(error, attempts, task_id)
                 else:
                     latency = time.perf_counter() - sent
                     attempts.add(response.usage)
-                    if response.rate_limit is not None:
+                    if response.rate_limit is not None and self._ready is None:
                         self._learn(response.rate_limit, sent, serial)
                     if estimate and response.usage is not None:
                         limiter.record_usage(estimate, response.usage.total_tokens)
@@ -152,6 +161,8 @@ class BackendCaller:
         limiter = self.limiter
         while True:
             await limiter.acquire(estimate)
+            if self._ready is not None:  # a fallback's paced pool, or one another loom adapted
+                await self._ready(request)
             try:
                 async with asyncio.timeout(self._limit):
                     response = await self.backend.acomplete(request)
@@ -164,6 +175,16 @@ class BackendCaller:
                     limiter.record_usage(estimate, response.usage.total_tokens)
                 return response
             await asyncio.sleep(delay)
+
+    def learned(self) -> str:
+        """The provider's limits learned so far, for the progress bar (``""``: none).
+
+        A pool paced per endpoint shows each endpoint's, ``" | "`` between them.
+        """
+        backend = self.backend
+        if self._ready is not None and isinstance(backend, EndpointPool):
+            return " | ".join(e.limits for e in backend.status() if e.limits)
+        return self.limiter.learned()
 
     def _learn(self, info: RateLimitInfo, sent: float, serial: int) -> None:
         learned = self.limiter.learn(info, time.perf_counter() - sent, self._sent - serial)

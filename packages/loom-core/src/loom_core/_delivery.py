@@ -141,7 +141,7 @@ class ResultCollector:
             shown["waiting"] = f"{math.ceil(waiting)}s"
         if self.concurrency is not None:
             shown["conc"] = f"{self.concurrency.in_flight}/{self.concurrency.limit}"
-            learned = self.limiter.learned()
+            learned = self.runner.caller.learned()
             if learned:
                 shown["limits"] = learned
         return shown

@@ -7,6 +7,11 @@ from the same calls would back off twice for one endpoint's 429 and hold the hea
 endpoints back with it. So the loom's limit stops learning and becomes the sum of the
 endpoints' learned limits (those not taken out by their breaker): calls wait for a slot
 there, before the call's timeout starts, not inside the pool.
+
+The same holds of the providers' rate-limit headers: endpoints with keys of their own have
+buckets of their own at the provider, so each endpoint gets a :class:`~._ratelimit.RateLimiter`
+that learns its headers and paces the calls sent there; the loom's own limiter keeps only the
+user's ``rpm``/``tpm`` caps (see docs/limits.md "Several endpoints").
 """
 
 from __future__ import annotations
@@ -14,6 +19,7 @@ from __future__ import annotations
 from loom_backends import EndpointPool
 
 from ._adaptive import MAX_LIMIT, ConcurrencyLimit, _wake
+from ._ratelimit import RateLimiter
 
 __all__ = ["PoolLimit", "adapt_pool"]
 
@@ -53,5 +59,7 @@ class PoolLimit(ConcurrencyLimit):
 
 
 def adapt_pool(pool: EndpointPool, method: str) -> None:
-    """Give each endpoint of ``pool`` its own :class:`ConcurrencyLimit` (if it has none)."""
-    pool.adapt(lambda name: ConcurrencyLimit(method, name=name))
+    """Give each endpoint of ``pool`` its own :class:`ConcurrencyLimit`, and its own
+    :class:`~._ratelimit.RateLimiter` learning its server's rate-limit headers (if it has none).
+    """
+    pool.adapt(lambda name: ConcurrencyLimit(method, name=name), lambda _name: RateLimiter())
