@@ -8,21 +8,10 @@ from pathlib import Path
 
 import pytest
 
-from loom_backends import EndpointPool
 from loom_backends.testing import FakeLLMServer, FakeReply, RecordedRequest, ServerLimits
-from loom_core import TaskLoom
 
+from .test_endpoint_limits import echo, pool_of
 from .test_endpoints import loom_over
-
-
-def echo(req: RecordedRequest) -> str:
-    return json.dumps({"text": req.last_user_text})
-
-
-def pool_of(loom: TaskLoom[dict]) -> EndpointPool:  # type: ignore[type-arg]
-    backend = loom._engine.backend
-    assert isinstance(backend, EndpointPool)
-    return backend
 
 
 def test_each_endpoint_is_paced_to_its_own_headers(
