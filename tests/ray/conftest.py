@@ -6,6 +6,7 @@ cannot start here.
 
 from __future__ import annotations
 
+import gc
 import os
 import warnings
 from collections.abc import Iterator
@@ -41,7 +42,12 @@ def ray_cluster() -> Iterator[Any]:
             )
         except Exception as exc:
             failure = exc
-            ray.shutdown()
+            # The failed start's process handles go here, quietly: not as "subprocess is
+            # still running" warnings failing whichever test comes next.
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", ResourceWarning)
+                ray.shutdown()
+                gc.collect()
             continue
         failure = None
         break
@@ -57,3 +63,13 @@ def ray_cluster() -> Iterator[Any]:
         yield ray
     finally:
         ray.shutdown()
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Tests that use the local Ray share one pytest-xdist worker, so one Ray at a time.
+
+    Two clusters on a 2-core machine start slowly enough to miss Ray's own time-outs.
+    """
+    for item in items:
+        if "ray_cluster" in getattr(item, "fixturenames", ()):
+            item.add_marker(pytest.mark.xdist_group("ray"))
