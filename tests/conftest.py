@@ -18,9 +18,9 @@ from sqlalchemy.exc import SQLAlchemyError
 
 PG_ENV = "LOOM_TEST_POSTGRES_URL"
 
-#: pytest-xdist workers of a run given no ``-n``. The suite mostly waits (leases that expire,
-#: polling, child processes, Ray), not computes: 4 workers on 2 cores took the run from about
-#: 18 to about 8 minutes (see the README's test section); more made the timing tests flaky.
+#: pytest-xdist workers of a run given no ``-n``. Run in one process the suite mostly waits
+#: (leases that expire, polling, child processes, Ray; a load average near 1 on 2 cores): 4
+#: workers fill both cores. More would only queue for the CPU, stretching the timing tests.
 WORKERS = 4
 
 

@@ -1,6 +1,6 @@
 """One local Ray for the pipeline tests of this directory (``ray.init(num_cpus=2)``).
 
-Started once per session, on first use; a test that needs it skips, saying why, when Ray
+Started once per module, on first use; a test that needs it skips, saying why, when Ray
 cannot start here.
 """
 
@@ -20,9 +20,13 @@ import pytest
 os.environ.setdefault("RAY_ENABLE_UV_RUN_RUNTIME_ENV", "0")
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def ray_cluster() -> Iterator[Any]:
-    """The ``ray`` module, initialised with 2 CPUs, no dashboard, quiet Ray Data."""
+    """The ``ray`` module, initialised with 2 CPUs, no dashboard, quiet Ray Data.
+
+    Module-scoped (one module uses it), so that it is shut down before the next test of the
+    "ray" xdist group (examples/ray_batch.py's test) starts a Ray of its own.
+    """
     try:
         import ray
         import ray.data
