@@ -33,8 +33,9 @@ def server(shared_server: FakeLLMServer) -> Iterator[FakeLLMServer]:
 
 
 @pytest.fixture
-def closed_port() -> int:
-    """A local port nothing listens on (bound then released)."""
+def closed_port() -> Iterator[int]:
+    """A local port nothing listens on: bound, never listening, for the test's length, so
+    that no other process (a parallel test) can take it meanwhile. A connect is refused."""
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
+        yield int(sock.getsockname()[1])

@@ -36,9 +36,12 @@ def test_each_endpoint_learns_its_own_hidden_cap(
     small = ServerLimits(max_in_flight=4, overload=overload)  # type: ignore[arg-type]
     large = ServerLimits(max_in_flight=16, overload=overload)  # type: ignore[arg-type]
     tasks = [f"doc {i}" for i in range(800)]
+    # A queueing server is told by its latency alone: 0.1 s, not 0.03, so that its queue and
+    # not this process's own delays on a loaded machine (parallel tests) makes the latency.
+    latency = 0.03 if overload == "429" else 0.1
     with (
-        FakeLLMServer(echo, latency=0.03, limits=small) as a,
-        FakeLLMServer(echo, latency=0.03, limits=large) as b,
+        FakeLLMServer(echo, latency=latency, limits=small) as a,
+        FakeLLMServer(echo, latency=latency, limits=large) as b,
         loom_over([a.base_url, b.base_url], tmp_path, max_retries=10) as loom,
     ):
         batch = loom.map(tasks, task_name=f"eplimits-{overload}")

@@ -63,6 +63,21 @@ def within(seconds: float, fn: Callable[[], Any]) -> Any:
     return outcome.get("value")
 
 
+def settled(count: Callable[[], int], quiet: float, seconds: float) -> int:
+    """``count()`` once it has not changed for ``quiet`` seconds; fail if it keeps changing
+    for ``seconds`` (a loaded machine stops calls late, a bug never does)."""
+    deadline = time.monotonic() + seconds
+    last, since = count(), time.monotonic()
+    while time.monotonic() - since < quiet:
+        if time.monotonic() > deadline:
+            pytest.fail(f"still changing after {seconds} s (now {last})")
+        time.sleep(0.05)
+        now = count()
+        if now != last:
+            last, since = now, time.monotonic()
+    return last
+
+
 def count_rows(db: Path, task_name: str) -> int:
     # A plain sqlite3 connection: counting must not depend on the engine under test.
     with contextlib.closing(sqlite3.connect(db)) as conn:
@@ -523,10 +538,10 @@ def test_a_stream_kept_after_break_stops_calling(
             taken.append(result)
             if len(taken) == 3:
                 break
+        # It stopped, it is not just slow: the count settles, stays, and stays small.
+        received = settled(lambda: srv.request_count, quiet=1.0, seconds=30)
         time.sleep(1.0)
-        received = srv.request_count
-        time.sleep(0.5)
-        assert srv.request_count == received  # it stopped, it is not just slow
+        assert srv.request_count == received
         assert received <= 3 * 4 + 3, received
         # Pulling again resumes the batch and it still ends with every input.
         rest = within(30, lambda: list(stream))

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import signal
+import sqlite3
 import subprocess
 import sys
 import textwrap
@@ -17,12 +18,18 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import psutil
 import pytest
+from sqlalchemy import create_engine, text
+from sqlalchemy.engine import make_url
 
 from loom_backends.testing import FakeLLMServer
 from loom_store import ResultStore
 
 pytestmark = pytest.mark.slow
+
+#: The lease of the tests that stop a worker: what its inputs wait before they are taken over.
+LEASE = 5.0
 
 CHILD = textwrap.dedent(
     """
@@ -84,6 +91,58 @@ class Workers:
             assert time.monotonic() < deadline, "the workers made too few requests"
             time.sleep(0.02)
 
+    def freeze(self, proc: subprocess.Popen[str], attempts: int = 40) -> None:
+        """SIGSTOP ``proc`` at a moment it holds no lock of the store.
+
+        Frozen inside a write transaction, it would stop the other workers until it resumes,
+        which the test only lets it do once they have finished: a deadlock of the test, not
+        of Loom (a real stopped process holds its locks alike). A loaded machine, where the
+        transactions last longer, hit that moment now and then.
+        """
+        for _ in range(attempts):
+            proc.send_signal(signal.SIGSTOP)
+            if not self._holds_a_lock(proc):
+                return
+            proc.send_signal(signal.SIGCONT)
+            time.sleep(0.05)
+        pytest.fail(f"the worker held a lock of the store at each of {attempts} attempts")
+
+    def _holds_a_lock(self, proc: subprocess.Popen[str]) -> bool:
+        """Whether stopped ``proc`` holds a lock of the store (which it cannot release)."""
+        url = make_url(self.store) if "://" in self.store else None
+        if url is None:  # SQLite: its write lock is free, or freed by a live worker soon
+            # Not long (a false "held" only means one more attempt): a long stop would cost
+            # the frozen worker its leases before it is even meant to be frozen.
+            conn = sqlite3.connect(self.store, timeout=1, isolation_level=None)
+            try:
+                conn.execute("BEGIN IMMEDIATE")
+                conn.execute("ROLLBACK")
+            except sqlite3.OperationalError:
+                return True
+            finally:
+                conn.close()
+            return False
+        # PostgreSQL: a session of ``proc``'s in a transaction (or running a statement).
+        server = url.port or 5432
+        ports = [
+            c.laddr.port
+            for c in psutil.Process(proc.pid).net_connections("tcp")
+            if c.raddr and c.raddr.port == server
+        ]
+        engine = create_engine(url)
+        try:
+            with engine.connect() as conn:
+                busy = conn.execute(
+                    text(
+                        "SELECT count(*) FROM pg_stat_activity "
+                        "WHERE client_port = ANY(:ports) AND state <> 'idle'"
+                    ),
+                    {"ports": ports},
+                ).scalar_one()
+        finally:
+            engine.dispose()
+        return bool(busy)
+
     def finish(self, proc: subprocess.Popen[str]) -> dict[str, Any]:
         out, _ = proc.communicate(timeout=120)
         assert proc.returncode == 0, out
@@ -137,7 +196,9 @@ def test_workers_call_each_input_once_and_each_returns_everything(
 
 
 def test_a_killed_worker_s_inputs_are_taken_over_after_its_lease(workers: Workers) -> None:
-    n, window, lease = 1500, 16, 2.0
+    # A live worker beats every half lease: 2.5 s of slack before a loaded machine's delays
+    # cost its claims (and calls made twice). 2 s leases (1 s of slack) were missed.
+    n, window, lease = 1500, 16, LEASE
     workers.start(3, n, lease=lease, workers=window)
     workers.wait_for_requests(n // 5)
     victim = workers.procs[0]
@@ -160,11 +221,11 @@ def test_a_frozen_worker_loses_its_leases_and_its_late_calls_store_one_row(
     # SIGSTOP freezes the worker's heartbeat and its calls in flight: its leases expire, the
     # others take its inputs over; resumed, its slow calls complete after the takeover. At
     # most those calls are made twice, and every input still has exactly one row.
-    n, window, lease = 1200, 16, 2.0
+    n, window, lease = 1200, 16, LEASE
     workers.start(3, n, lease=lease, workers=window)
     workers.wait_for_requests(n // 5)
     frozen = workers.procs[0]
-    frozen.send_signal(signal.SIGSTOP)
+    workers.freeze(frozen)
     try:
         for proc in workers.procs[1:]:
             _check_complete(workers.finish(proc), n)

@@ -59,7 +59,9 @@ def test_run_batch_then_batches_then_nothing_sent_again(
 
 
 def test_cancel(run_cli: CliRunner, server: FakeLLMServer, tmp_path: Path) -> None:
-    server.batch_plan = BatchPlan(complete_after=60.0)
+    # Requests come due evenly over complete_after: an hour, so that none has run by the
+    # cancel however slowly the machine starts the CLI (60 s: one of five had, under load).
+    server.batch_plan = BatchPlan(complete_after=3600.0)
     write_jsonl(tmp_path / "in.jsonl", [{"text": f"doc {i}"} for i in range(5)])
     args = ["run", "in.jsonl", "--model", "gpt-4o-mini", "--base-url", server.base_url]
     args += ["-t", "{{ text }}", "--json", "--batch", "--poll-interval", "0.01"]

@@ -71,6 +71,7 @@ def run_example(name: str, cwd: Path) -> subprocess.CompletedProcess[str]:
 
 
 @pytest.mark.slow
+@pytest.mark.xdist_group("ray")  # one local Ray at a time (tests/ray/conftest.py)
 def test_ray_batch_runs_offline_and_resumes_from_the_store(tmp_path: Path) -> None:
     pytest.importorskip("ray", reason="loom-ray's example needs ray[data]")
     run = run_example("ray_batch", tmp_path)

@@ -1,11 +1,12 @@
 """One local Ray for the pipeline tests of this directory (``ray.init(num_cpus=2)``).
 
-Started once per session, on first use; a test that needs it skips, saying why, when Ray
+Started once per module, on first use; a test that needs it skips, saying why, when Ray
 cannot start here.
 """
 
 from __future__ import annotations
 
+import gc
 import os
 import warnings
 from collections.abc import Iterator
@@ -19,9 +20,13 @@ import pytest
 os.environ.setdefault("RAY_ENABLE_UV_RUN_RUNTIME_ENV", "0")
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def ray_cluster() -> Iterator[Any]:
-    """The ``ray`` module, initialised with 2 CPUs, no dashboard, quiet Ray Data."""
+    """The ``ray`` module, initialised with 2 CPUs, no dashboard, quiet Ray Data.
+
+    Module-scoped (one module uses it), so that it is shut down before the next test of the
+    "ray" xdist group (examples/ray_batch.py's test) starts a Ray of its own.
+    """
     try:
         import ray
         import ray.data
@@ -41,7 +46,12 @@ def ray_cluster() -> Iterator[Any]:
             )
         except Exception as exc:
             failure = exc
-            ray.shutdown()
+            # The failed start's process handles go here, quietly: not as "subprocess is
+            # still running" warnings failing whichever test comes next.
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", ResourceWarning)
+                ray.shutdown()
+                gc.collect()
             continue
         failure = None
         break
@@ -57,3 +67,13 @@ def ray_cluster() -> Iterator[Any]:
         yield ray
     finally:
         ray.shutdown()
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Tests that use the local Ray share one pytest-xdist worker, so one Ray at a time.
+
+    Two clusters on a 2-core machine start slowly enough to miss Ray's own time-outs.
+    """
+    for item in items:
+        if "ray_cluster" in getattr(item, "fixturenames", ()):
+            item.add_marker(pytest.mark.xdist_group("ray"))

@@ -4,8 +4,6 @@
 from __future__ import annotations
 
 import contextlib
-import os
-import secrets
 import sqlite3
 import threading
 from collections.abc import Callable, Iterator
@@ -14,12 +12,9 @@ from pathlib import Path
 
 import pytest
 from sqlalchemy import create_engine, event, text
-from sqlalchemy.engine import URL, Connection, Engine, make_url
-from sqlalchemy.exc import SQLAlchemyError
+from sqlalchemy.engine import URL, Connection, Engine
 
 from loom_store import ResultRow, ResultStore
-
-PG_ENV = "LOOM_TEST_POSTGRES_URL"
 
 
 @dataclass(frozen=True)
@@ -36,38 +31,10 @@ class Target:
         return url == self.url
 
 
-@pytest.fixture(scope="session")
-def pg_url() -> URL:
-    raw = os.environ.get(PG_ENV)
-    if not raw:
-        pytest.skip(f"{PG_ENV} is not set: the PostgreSQL variant of the store tests is skipped")
-    url = make_url(raw)
-    engine = create_engine(url, connect_args={"connect_timeout": 3})
-    try:
-        with engine.connect() as conn:
-            conn.execute(text("SELECT 1"))
-    except SQLAlchemyError as exc:
-        shown = url.render_as_string(hide_password=True)
-        pytest.skip(f"PostgreSQL at {shown} does not answer ({type(exc).__name__})")
-    finally:
-        engine.dispose()
-    return url
-
-
 @pytest.fixture
-def pg_target(pg_url: URL) -> Iterator[Target]:
-    """A scratch schema of its own, set as the search_path of every connection; dropped after."""
-    schema = f"loom_test_{secrets.token_hex(6)}"
-    admin = create_engine(pg_url)
-    with admin.begin() as conn:
-        conn.execute(text(f'CREATE SCHEMA "{schema}"'))
-    url = pg_url.update_query_dict({"options": f"-csearch_path={schema}"})
-    try:
-        yield Target("postgres", url.render_as_string(hide_password=False), url)
-    finally:
-        with admin.begin() as conn:
-            conn.execute(text(f'DROP SCHEMA "{schema}" CASCADE'))
-        admin.dispose()
+def pg_target(pg_schema_url: URL) -> Target:
+    """A scratch schema of its own (tests/conftest.py), the search_path of every connection."""
+    return Target("postgres", pg_schema_url.render_as_string(hide_password=False), pg_schema_url)
 
 
 @pytest.fixture

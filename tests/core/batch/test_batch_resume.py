@@ -20,6 +20,12 @@ FOREIGN = [
     for n in range(3)
 ]
 
+#: FAST with a 2 s window for matching a batch by its creation time (Anthropic's: no metadata):
+#: FAST's 0.25 s from the submit's start is missed when a loaded machine is slow to build the
+#: request lines, and the batch is then sent again. A match ends the wait at once; only a
+#: submission found missing waits the window out.
+WIDE = BatchPolicy(poll_interval=0.001, poll_max=0.01, submit_timeout=1.5, clock_skew=0.5)
+
 LOST = Error(code=ErrorCode.PROVIDER_TIMEOUT, message="read timed out", retryable=True)
 
 
@@ -33,7 +39,7 @@ def test_a_created_batch_whose_answer_was_lost_is_attached(
 ) -> None:
     provider = BatchFake(keeps_metadata=keeps_metadata)
     provider.lose_answer = [BackendError(LOST)]
-    loom = make_loom(provider)
+    loom = make_loom(provider, batch_policy=WIDE)
     result = loom.map(_texts(12), task_name="t", batch=True)
     assert all(r.is_success for r in result)
     assert len(provider.submissions) == 1
@@ -65,7 +71,7 @@ def test_a_tentative_match_that_is_not_ours_is_dropped(make_loom: LoomFactory) -
     is attached tentatively; its custom_ids reveal it, and the requests are sent again."""
     provider = BatchFake(keeps_metadata=False)
     provider.fail = {"asubmit_batch": [BackendError(LOST)]}
-    loom = make_loom(provider)
+    loom = make_loom(provider, batch_policy=WIDE)
 
     # Someone else's batch of the same size appears in the window.
     async def foreign() -> None:
@@ -97,7 +103,7 @@ def test_a_tentative_mismatch_finds_the_real_submission_after(make_loom: LoomFac
     """Both exist: a foreign batch of the same size, older, and ours, whose answer was lost.
     The foreign one is attached first, proves foreign, and ours is found: nothing runs twice."""
     provider = BatchFake(keeps_metadata=False)
-    loom = make_loom(provider)
+    loom = make_loom(provider, batch_policy=WIDE)
 
     async def foreign() -> None:
         await original_submit(FOREIGN, metadata={})
@@ -123,9 +129,16 @@ def test_interrupting_the_wait_loses_nothing(provider: BatchFake, make_loom: Loo
     loom = make_loom(provider)
 
     async def interrupted() -> None:
-        with pytest.raises(TimeoutError):
-            async with asyncio.timeout(0.3):
-                await loom.amap(_texts(10), task_name="t", batch=True)
+        # Interrupted once it waits on its submitted batch (a fixed 0.3 s came too early for
+        # a loaded machine to have submitted anything).
+        waiting = asyncio.ensure_future(loom.amap(_texts(10), task_name="t", batch=True))
+        deadline = time.monotonic() + 30
+        while not provider.submissions:
+            assert time.monotonic() < deadline and not waiting.done()
+            await asyncio.sleep(0.01)
+        waiting.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await waiting
 
     asyncio.run(interrupted())
     assert len(provider.submissions) == 1

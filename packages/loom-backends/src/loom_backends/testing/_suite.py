@@ -105,11 +105,12 @@ class BackendContract(ProviderBatchContract):
         contract_server.handler = None
 
     @pytest.fixture
-    def closed_port(self) -> int:
-        """A local port nothing listens on (bound then released)."""
+    def closed_port(self) -> Iterator[int]:
+        """A local port nothing listens on: bound, never listening, for the test's length, so
+        that no other process (a parallel test run) can take it meanwhile."""
         with socket.socket() as sock:
             sock.bind(("127.0.0.1", 0))
-            return int(sock.getsockname()[1])
+            yield int(sock.getsockname()[1])
 
     # -- helpers ------------------------------------------------------------------------------
 
