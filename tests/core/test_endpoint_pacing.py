@@ -73,13 +73,13 @@ def test_an_endpoint_spent_by_someone_else_gets_nothing_until_it_refills(tmp_pat
 def test_waiting_for_an_endpoints_budget_is_not_counted_as_the_calls_time(
     tmp_path: Path,
 ) -> None:
-    # Both servers allow 10 requests a minute (a bucket of one): the third request waits ~6 s
-    # for a refill, longer than its call may last (timeout 0.2 s, +5 s of safety net).
-    limits = ServerLimits(rpm=10, headers="openai")
+    # Both servers allow 8 requests a minute (a bucket of one): the third request waits ~7.7 s
+    # for a refill, longer than its call may last (timeout 1 s, +5 s of safety net).
+    limits = ServerLimits(rpm=8, headers="openai")
     with (
         FakeLLMServer(echo, limits=limits) as a,
         FakeLLMServer(echo, limits=limits) as b,
-        loom_over([a.base_url, b.base_url], tmp_path, timeout=0.2) as loom,
+        loom_over([a.base_url, b.base_url], tmp_path, timeout=1.0) as loom,
     ):
         batch = loom.map(["one", "two", "three"], task_name="ep-wait", max_workers=1)
         counts = (a.status_counts, b.status_counts)

@@ -52,7 +52,7 @@ def load_example(name: str) -> ModuleType:
     return module
 
 
-def run_example(name: str, cwd: Path) -> subprocess.CompletedProcess[str]:
+def run_example(name: str, cwd: Path, timeout: float = 180) -> subprocess.CompletedProcess[str]:
     env = cli_env()
     del env["OPENAI_API_KEY"]  # offline mode
     return subprocess.run(
@@ -62,7 +62,7 @@ def run_example(name: str, cwd: Path) -> subprocess.CompletedProcess[str]:
         capture_output=True,
         text=True,
         encoding="utf-8",
-        timeout=180,
+        timeout=timeout,
         check=False,
     )
 
@@ -72,9 +72,12 @@ def run_example(name: str, cwd: Path) -> subprocess.CompletedProcess[str]:
 
 @pytest.mark.slow
 @pytest.mark.xdist_group("ray")  # one local Ray at a time (tests/ray/conftest.py)
+@pytest.mark.timeout(600)
 def test_ray_batch_runs_offline_and_resumes_from_the_store(tmp_path: Path) -> None:
     pytest.importorskip("ray", reason="loom-ray's example needs ray[data]")
-    run = run_example("ray_batch", tmp_path)
+    # ~75 s on a quiet machine (a Ray start, two runs of 60 rows); far more beside the
+    # parallel workers of the suite on two cores.
+    run = run_example("ray_batch", tmp_path, timeout=540)
     if run.returncode != 0 and "timed out during startup" in run.stderr:
         # Ray's own limit (30 s for its raylet to register), missed on an overloaded machine.
         pytest.skip("a local Ray could not start here (its node timed out during startup)")
