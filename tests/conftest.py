@@ -45,6 +45,17 @@ def pytest_cmdline_main(config: pytest.Config) -> None:
             option.dist = "loadgroup"
 
 
+@pytest.hookimpl(trylast=True)
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """The tests of an ``xdist_group`` first (Ray's: after the marks of tests/ray/conftest.py).
+
+    A group runs on one worker, one test after another: it is the run's longest unit (a local
+    Ray, started twice), and scheduled in collection order, last, it was the run's tail while
+    the other workers sat idle. A stable sort: every other test keeps its order.
+    """
+    items.sort(key=lambda item: item.get_closest_marker("xdist_group") is None)
+
+
 def _render(url: URL) -> str:
     """The URL with its password (tests only): what ``ResultStore`` is given."""
     return url.render_as_string(hide_password=False)
