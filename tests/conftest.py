@@ -45,17 +45,6 @@ def pytest_cmdline_main(config: pytest.Config) -> None:
             option.dist = "loadgroup"
 
 
-@pytest.hookimpl(trylast=True)
-def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    """The tests of an ``xdist_group`` first (Ray's: after the marks of tests/ray/conftest.py).
-
-    A group runs on one worker, one test after another: it is the run's longest unit (a local
-    Ray, started twice), and scheduled in collection order, last, it was the run's tail while
-    the other workers sat idle. A stable sort: every other test keeps its order.
-    """
-    items.sort(key=lambda item: item.get_closest_marker("xdist_group") is None)
-
-
 def _render(url: URL) -> str:
     """The URL with its password (tests only): what ``ResultStore`` is given."""
     return url.render_as_string(hide_password=False)
@@ -79,15 +68,26 @@ def pg_url() -> Iterator[URL]:
     admin = create_engine(url, connect_args={"connect_timeout": 3}, isolation_level="AUTOCOMMIT")
     # Random as well as per worker: two runs at once on one server must not meet either.
     name = f"{url.database or 'loom'}_{worker}_{secrets.token_hex(4)}" if worker else None
+    shown = url.render_as_string(hide_password=True)
     try:
-        with admin.connect() as conn:
-            conn.execute(text("SELECT 1"))
-            if name is not None:
-                conn.execute(text(f'CREATE DATABASE "{name}"'))
+        conn = admin.connect()
     except SQLAlchemyError as exc:
         admin.dispose()
-        shown = url.render_as_string(hide_password=True)
         pytest.skip(f"PostgreSQL at {shown} does not answer ({type(exc).__name__})")
+    refused: SQLAlchemyError | None = None
+    with conn:
+        try:
+            if name is not None:
+                conn.execute(text(f'CREATE DATABASE "{name}"'))
+        except SQLAlchemyError as exc:
+            refused = exc
+    if refused is not None:
+        # A server that answers but refuses is a setup to mend, not a reason to skip.
+        admin.dispose()
+        pytest.fail(
+            f"PostgreSQL at {shown}: cannot create this worker's database {name!r} "
+            f"({type(refused).__name__}); the user needs CREATEDB, or run with -n 0"
+        )
     if name is None:
         admin.dispose()
         yield url
