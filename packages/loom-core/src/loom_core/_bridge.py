@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import contextlib
 import threading
 from collections.abc import Coroutine
 from typing import Any, TypeVar
@@ -92,15 +93,28 @@ class LoopThread:
             coro.close()
             raise
         stopped = threading.Event()
+        # A Ctrl-C can land inside run_coroutine_threadsafe itself, after the work was queued
+        # on the loop but before its future is returned: the work is then stopped through
+        # its task, which ``tracked`` records (or, not started yet, never starts).
+        guard = threading.Lock()
+        started: list[asyncio.Task[Any]] = []
+        abandoned = False
 
         async def tracked() -> T:
             try:
+                with guard:
+                    task = asyncio.current_task()
+                    if abandoned or task is None:
+                        coro.close()
+                        raise asyncio.CancelledError
+                    started.append(task)
                 return await coro
             finally:
                 stopped.set()
 
-        future: concurrent.futures.Future[T] = asyncio.run_coroutine_threadsafe(tracked(), loop)
+        future: concurrent.futures.Future[T] | None = None
         try:
+            future = asyncio.run_coroutine_threadsafe(tracked(), loop)
             return future.result()
         except concurrent.futures.CancelledError:
             if self._closed:  # close() cancelled what was left on the loop
@@ -110,7 +124,16 @@ class LoopThread:
             # KeyboardInterrupt or the caller's own cancellation: stop the work on the loop,
             # and wait until it has stopped (the cancelled future is done at once, the work on
             # the loop only once its cleanup ran): what the caller does next may rely on it.
-            if not future.done():
+            if future is None:
+                with guard:
+                    abandoned = True
+                    queued = list(started)
+                with contextlib.suppress(RuntimeError):  # a loop closed meanwhile
+                    for task in queued:
+                        loop.call_soon_threadsafe(task.cancel)
+                    loop.call_soon_threadsafe(_nothing)  # wakes a loop the Ctrl-C left asleep
+                stopped.wait(_STOP_WAIT)
+            elif not future.done():
                 future.cancel()
                 stopped.wait(_STOP_WAIT)
             raise
@@ -143,3 +166,7 @@ class LoopThread:
         loop.call_soon_threadsafe(loop.stop)
         thread.join(timeout=30)
         loop.close()
+
+
+def _nothing() -> None:
+    """A callback that only wakes the loop."""
